@@ -1,0 +1,150 @@
+"""The ``defectflow`` command: the parts users run outside Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from defectflow import __version__
+from defectflow.errors import DefectflowError
+
+log = logging.getLogger("defectflow")
+
+EXIT_OK, EXIT_INTERNAL, EXIT_ERRORS = 0, 1, 2
+
+
+def source_for_path(path: Path) -> dict:
+    """Guess the source type of a path given on the command line."""
+    from defectflow.ingest import _mvtec_categories
+
+    if path.is_file():
+        return {"type": "manifest", "path": str(path)}
+    if not path.is_dir():
+        raise DefectflowError(f"{path} does not exist; give a manifest file (JSONL/CSV/Parquet) or a folder")
+    if _mvtec_categories(path):
+        return {"type": "mvtec", "path": str(path)}
+    return {"type": "folder", "path": str(path)}
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from defectflow.config import DatasetConfig, PreflightConfig, load_config
+    from defectflow.ingest import ingest_sources
+    from defectflow.preflight import format_summary, preflight_records, write_report
+
+    checks = load_config(args.config).preflight if args.config else PreflightConfig()
+    updates: dict = {"threads": args.threads}
+    if args.verify:
+        updates["verify"] = args.verify
+    checks = checks.model_copy(update=updates)
+    src = source_for_path(Path(args.path))
+    if args.category:
+        src["category"] = args.category
+    ds = DatasetConfig.model_validate({"sources": [src]})
+    records = ingest_sources(ds.sources, dataset=args.dataset)
+    report, _ = preflight_records(records, checks, args.dataset, str(args.path))
+    print(format_summary(report, examples=args.examples))
+    if args.json:
+        write_report(report, args.json)
+        print(f"report written to {args.json}")
+    return EXIT_OK if report.ok else EXIT_ERRORS
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from defectflow.contracts import detect_schema, load_any, validate, validate_rows
+
+    bad = 0
+    for f in args.files:
+        name = args.schema or detect_schema(f)
+        try:
+            data = load_any(f)
+            if isinstance(data, list):
+                validate_rows(name, data, where=str(f))
+            else:
+                validate(name, data, where=str(f))
+            print(f"ok      {f} ({name})")
+        except DefectflowError as exc:
+            bad += 1
+            print(f"INVALID {f}: {exc}")
+        except (OSError, ValueError) as exc:
+            bad += 1
+            print(f"INVALID {f}: cannot read: {exc}")
+    return EXIT_ERRORS if bad else EXIT_OK
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from defectflow.contracts import write_schemas
+
+    for p in write_schemas(args.out):
+        print(p)
+    return EXIT_OK
+
+
+def cmd_codes(args: argparse.Namespace) -> int:
+    from defectflow.codes import codes_markdown
+
+    print(codes_markdown(), end="")
+    return EXIT_OK
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from defectflow.demo import generate_demo
+
+    counts = generate_demo(args.out)
+    print(f"demo data written to {args.out}: {counts}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="defectflow", description="From product images to a deployable anomaly detector.")
+    p.add_argument("--version", action="version", version=f"defectflow {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("preflight", help="check a manifest or image folder (data gate); exit 0 ok, 2 errors, 1 internal failure")
+    s.add_argument("path", help="manifest (JSONL/CSV/Parquet), MVTec folder, or good/ + defect folders")
+    s.add_argument("--json", type=Path, help="write the JSON report here")
+    s.add_argument("--config", type=Path, help="take the `preflight:` section (ignore/severity/...) from this config")
+    s.add_argument("--verify", choices=["header", "full"], help="header reads only, or decode every file (default: config, full)")
+    s.add_argument("--category", help="category for records that have none")
+    s.add_argument("--dataset", default="cli", help="dataset name in the report")
+    s.add_argument("--threads", type=int, default=0, help="processes for decoding (0 = all cores)")
+    s.add_argument("--examples", type=int, default=3, help="examples printed per issue code")
+    s.set_defaults(func=cmd_preflight)
+
+    s = sub.add_parser("validate", help="validate artifacts against their JSON Schemas")
+    s.add_argument("files", nargs="+", type=Path)
+    s.add_argument("--schema", help="schema name (default: from the file name)")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("schemas", help="write every artifact's JSON Schema")
+    s.add_argument("--out", type=Path, default=Path("schemas"))
+    s.set_defaults(func=cmd_schemas)
+
+    s = sub.add_parser("codes", help="print the preflight issue codes as Markdown")
+    s.set_defaults(func=cmd_codes)
+
+    s = sub.add_parser("demo-data", help="generate the built-in demo dataset")
+    s.add_argument("out", type=Path)
+    s.set_defaults(func=cmd_demo_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except DefectflowError as exc:
+        print(f"defectflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERRORS
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        log.exception("internal error (a bug in defectflow; please report it with this output)")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Stable preflight issue codes: default severity and what the user should do.
+
+Codes never change meaning; new codes are added, old ones are not renamed.
+``docs/preflight_codes.md`` is generated from this table (a test checks it is current).
+"""
+
+from __future__ import annotations
+
+from defectflow.records import Severity
+
+E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+#: code -> (default severity, what it means, what to do)
+CODES: dict[str, tuple[Severity, str, str]] = {
+    "CATEGORY_MISSING": (E, "a record has no category", "add a category column, or set `category:` on the source"),
+    "SPLIT_INVALID": (E, "a split value is not train/val/test (or a known alias)", "fix the value, or leave it empty to let defectflow assign one"),
+    "LABEL_INVALID": (E, "a label value is not normal/anomaly (or a known alias such as good/defective/0/1)", "fix the value"),
+    "LABEL_MISSING": (W, "a val/test image has no label, so it cannot be scored in metrics", "add labels; unlabeled train images are taken as normal"),
+    "ANOMALY_IN_TRAIN": (E, "an anomalous image is in the train split; models are fitted on normal images only", "move it to test, or leave its split empty"),
+    "IMAGE_MISSING": (E, "an image file does not exist", "fix the path (relative paths are relative to the manifest's folder or `root:`)"),
+    "IMAGE_UNREADABLE": (E, "an image file cannot be opened as an image", "replace the file or drop the record"),
+    "IMAGE_TRUNCATED": (E, "an image file is truncated or corrupt (pixels do not decode)", "re-export or re-copy the file"),
+    "MASK_MISSING": (E, "a record names a mask file that does not exist", "fix the mask path or drop it"),
+    "MASK_UNREADABLE": (E, "a mask file cannot be decoded", "replace the mask"),
+    "MASK_SIZE_MISMATCH": (E, "a mask's size differs from its image's", "export masks at the image's resolution"),
+    "MASK_EMPTY": (W, "an anomalous image's mask has no foreground pixel", "draw the defect, or drop the mask (image-level label stays)"),
+    "MASK_FULL": (W, "a mask covers (almost) the whole image", "check the mask was not inverted"),
+    "MASK_ON_NORMAL": (W, "a normal image has a mask with foreground", "check the label; normal images should have no defect pixels"),
+    "MASK_ABSENT": (I, "anomalous test images without masks: pixel metrics are skipped for the category", "add masks to get pixel AUROC/AUPRO"),
+    "MASK_ORPHAN": (W, "a mask file has no image", "add the image or remove the mask"),
+    "DUPLICATE_PATH": (W, "the same image path is listed more than once in one split", "remove the repeated records; only the first is kept"),
+    "DUPLICATE_CONTENT": (W, "identical image bytes under different paths in one split", "remove copies; they over-weight one sample"),
+    "DUPLICATE_LABEL_CONFLICT": (E, "identical image content carries different labels", "decide the true label"),
+    "LEAKAGE_EXACT": (E, "the same image (path or bytes) is in train/val and in test: test scores would be optimistic", "remove the test copy (downgrading this code makes standardize drop it)"),
+    "LEAKAGE_NEAR": (W, "a near-duplicate (perceptual hash) of a train/val image is in test", "check for re-shots of the same part; use group_id to keep them in one split"),
+    "GROUP_LEAKAGE": (E, "one group_id (e.g. one physical part) has images in more than one split", "put every image of a group in one split"),
+    "NO_NORMAL_TRAIN": (E, "a category has no normal training image: no model can be fitted", "add normal images to train (or leave splits empty to have them assigned)"),
+    "FEW_TRAIN_IMAGES": (W, "a category has fewer normal training images than `preflight.min_train_images`", "add normal images; models on few images are unstable"),
+    "NO_TEST_ANOMALIES": (W, "a category has no anomalous test image: AUROC/F1 cannot be computed", "add labeled defect images to test"),
+    "NO_VAL_IMAGES": (I, "a category has no val images: a share of normal train images is held out for calibration", "add val images to keep all train images for fitting"),
+    "MODE_MIX": (W, "a category mixes channel layouts (e.g. grayscale and RGB)", "fine for the default preprocessing (converted to RGB); check it is intended"),
+    "BIT_DEPTH_MIX": (W, "a category mixes bit depths (e.g. 8 and 16 bit)", "export all images at one bit depth; 16-bit images are scaled to 8 bit"),
+    "SIZE_MIX": (I, "a category has images of different sizes", "fine: images are resized; check aspect ratios are comparable"),
+    "MEMORY_PROJECTION": (I, "projected memory of the patch models for the category", "lower `coreset_ratio` or image size if it is high"),
+    "MEMORY_HIGH": (W, "projected memory of a model exceeds `preflight.max_memory_mb`", "lower `coreset_ratio`, image size or training images"),
+}  # fmt: skip
+
+
+def default_severity(code: str) -> Severity:
+    return CODES[code][0]
+
+
+def codes_markdown() -> str:
+    """The code table as Markdown (for docs/preflight_codes.md)."""
+    lines = [
+        "# Preflight issue codes",
+        "",
+        "Generated from `src/defectflow/codes.py` (`defectflow codes`). Codes are stable. Change a",
+        "severity with `preflight.severity: {CODE: warning}` or drop a code with `preflight.ignore`.",
+        "",
+        "| code | default severity | meaning | what to do |",
+        "|---|---|---|---|",
+    ]
+    for code, (sev, meaning, todo) in CODES.items():
+        lines.append(f"| `{code}` | {sev.value} | {meaning} | {todo} |")
+    return "\n".join(lines) + "\n"

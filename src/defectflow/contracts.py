@@ -1,0 +1,109 @@
+"""Artifact contracts: each artifact's JSON Schema is generated from its pydantic model, checked
+in under ``schemas/`` (a test fails when the two drift) and enforced where artifacts are written
+and read."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from defectflow.errors import SchemaValidationError
+from defectflow.io import dumps_json
+
+# schema name -> "module:Model". Extend here when a stage gains an artifact.
+ARTIFACTS: dict[str, str] = {
+    "config": "defectflow.config:Config",
+    "manifest_record": "defectflow.records:ManifestRecord",
+    "preflight": "defectflow.preflight:PreflightReport",
+    "image_facts": "defectflow.imagefacts:ImageFacts",
+    "standardized_row": "defectflow.standardize:StandardizedRow",
+}
+
+
+def model_for(name: str) -> type:
+    try:
+        module, attr = ARTIFACTS[name].split(":")
+    except KeyError:
+        raise SchemaValidationError(f"unknown schema {name!r}; known: {sorted(ARTIFACTS)}") from None
+    return getattr(importlib.import_module(module), attr)
+
+
+@functools.cache
+def schema_for(name: str) -> dict[str, Any]:
+    """The JSON Schema of artifact ``name``, generated from its pydantic model."""
+    schema = model_for(name).model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://defectflow.dev/schemas/{name}.schema.json"
+    return schema
+
+
+@functools.cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(schema_for(name))
+
+
+def validate(name: str, obj: Any, where: str = "") -> None:
+    """Validate ``obj`` against schema ``name``; raise :class:`SchemaValidationError` saying where."""
+    err = next(iter(sorted(_validator(name).iter_errors(obj), key=lambda e: list(e.path))), None)
+    if err is not None:
+        loc = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise SchemaValidationError(
+            f"{where or 'artifact'} does not match schema {name!r} at {loc}: {err.message}. "
+            "It was written by another defectflow version or edited by hand; re-run the stage that makes it."
+        )
+
+
+def validate_rows(name: str, rows: Iterable[dict[str, Any]], where: str) -> None:
+    """Validate every row of a table or JSONL artifact; the error names the row."""
+    for i, row in enumerate(rows, start=1):
+        validate(name, row, where=f"{where} row {i}")
+
+
+def write_schemas(out_dir: str | Path) -> list[Path]:
+    """Write every artifact schema as ``<name>.schema.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in sorted(ARTIFACTS):
+        p = out_dir / f"{name}.schema.json"
+        p.write_text(dumps_json(schema_for(name)), encoding="utf-8")
+        paths.append(p)
+    return paths
+
+
+def detect_schema(path: str | Path) -> str:
+    """Guess which artifact a file is by its name (for ``defectflow validate``)."""
+    name = Path(path).name
+    table = {
+        "manifest.jsonl": "manifest_record",
+        "preflight.json": "preflight",
+        "standardized.parquet": "standardized_row",
+        "image_facts.parquet": "image_facts",
+        "config.yaml": "config",
+    }
+    for suffix, schema in table.items():
+        if name.endswith(suffix):
+            return schema
+    raise SchemaValidationError(f"cannot tell which schema {path} follows; pass --schema NAME ({sorted(ARTIFACTS)})")
+
+
+def load_any(path: str | Path) -> list[dict[str, Any]] | dict[str, Any]:
+    """Load JSON, JSONL, YAML or Parquet for validation."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix == ".parquet":
+        from defectflow.tables import read_table_rows
+
+        return read_table_rows(path)
+    if path.suffix in {".yaml", ".yml"}:
+        import yaml
+
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,31 @@
+"""Errors users can catch. Every message says what was wrong, where, and what to do."""
+
+from __future__ import annotations
+
+
+class DefectflowError(Exception):
+    """Base class of every error defectflow raises on purpose (bad input, bad config, ...)."""
+
+
+class ConfigError(DefectflowError):
+    """The workflow configuration is invalid."""
+
+
+class ManifestError(DefectflowError):
+    """A data source (manifest file or folder) cannot be read or mapped to records."""
+
+
+class SchemaValidationError(DefectflowError):
+    """An artifact does not match its JSON Schema."""
+
+
+class PreflightFailed(DefectflowError):
+    """Preflight found issues of severity ``error``; nothing downstream may run."""
+
+
+class IntegrityError(DefectflowError):
+    """A file's sha256 differs from the one recorded for it."""
+
+
+class ModelError(DefectflowError):
+    """A model cannot be built, fitted or loaded."""
