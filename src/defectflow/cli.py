@@ -22,7 +22,9 @@ def source_for_path(path: Path) -> dict:
     if path.is_file():
         return {"type": "manifest", "path": str(path)}
     if not path.is_dir():
-        raise DefectflowError(f"{path} does not exist; give a manifest file (JSONL/CSV/Parquet) or a folder")
+        raise DefectflowError(
+            f"{path} does not exist; give a manifest file (JSONL/CSV/Parquet) or a folder"
+        )
     if _mvtec_categories(path):
         return {"type": "mvtec", "path": str(path)}
     return {"type": "folder", "path": str(path)}
@@ -81,6 +83,18 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from defectflow.codes import codes_markdown
+    from defectflow.config import update_reference
+    from defectflow.contracts import write_schemas
+
+    write_schemas(args.root / "schemas")
+    (args.root / "docs" / "preflight_codes.md").write_text(codes_markdown(), encoding="utf-8")
+    update_reference(args.root / "config" / "README.md")
+    print("schemas/, docs/preflight_codes.md and config/README.md regenerated")
+    return EXIT_OK
+
+
 def cmd_codes(args: argparse.Namespace) -> int:
     from defectflow.codes import codes_markdown
 
@@ -97,16 +111,31 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="defectflow", description="From product images to a deployable anomaly detector.")
+    p = argparse.ArgumentParser(
+        prog="defectflow", description="From product images to a deployable anomaly detector."
+    )
     p.add_argument("--version", action="version", version=f"defectflow {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("preflight", help="check a manifest or image folder (data gate); exit 0 ok, 2 errors, 1 internal failure")
-    s.add_argument("path", help="manifest (JSONL/CSV/Parquet), MVTec folder, or good/ + defect folders")
+    s = sub.add_parser(
+        "preflight",
+        help="check a manifest or image folder (data gate); exit 0 ok, 2 errors, 1 internal failure",
+    )
+    s.add_argument(
+        "path", help="manifest (JSONL/CSV/Parquet), MVTec folder, or good/ + defect folders"
+    )
     s.add_argument("--json", type=Path, help="write the JSON report here")
-    s.add_argument("--config", type=Path, help="take the `preflight:` section (ignore/severity/...) from this config")
-    s.add_argument("--verify", choices=["header", "full"], help="header reads only, or decode every file (default: config, full)")
+    s.add_argument(
+        "--config",
+        type=Path,
+        help="take the `preflight:` section (ignore/severity/...) from this config",
+    )
+    s.add_argument(
+        "--verify",
+        choices=["header", "full"],
+        help="header reads only, or decode every file (default: config, full)",
+    )
     s.add_argument("--category", help="category for records that have none")
     s.add_argument("--dataset", default="cli", help="dataset name in the report")
     s.add_argument("--threads", type=int, default=0, help="processes for decoding (0 = all cores)")
@@ -122,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("schemas"))
     s.set_defaults(func=cmd_schemas)
 
+    s = sub.add_parser(
+        "docs",
+        help="regenerate schemas/, docs/preflight_codes.md and config/README.md (developers)",
+    )
+    s.add_argument("--root", type=Path, default=Path("."))
+    s.set_defaults(func=cmd_docs)
+
     s = sub.add_parser("codes", help="print the preflight issue codes as Markdown")
     s.set_defaults(func=cmd_codes)
 
@@ -133,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return int(args.func(args))
     except DefectflowError as exc:

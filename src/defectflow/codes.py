@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from defectflow.records import Severity
 
-E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 #: code -> (default severity, what it means, what to do)
 CODES: dict[str, tuple[Severity, str, str]] = {
@@ -26,7 +26,7 @@ CODES: dict[str, tuple[Severity, str, str]] = {
     "MASK_EMPTY": (W, "an anomalous image's mask has no foreground pixel", "draw the defect, or drop the mask (image-level label stays)"),
     "MASK_FULL": (W, "a mask covers (almost) the whole image", "check the mask was not inverted"),
     "MASK_ON_NORMAL": (W, "a normal image has a mask with foreground", "check the label; normal images should have no defect pixels"),
-    "MASK_ABSENT": (I, "anomalous test images without masks: pixel metrics are skipped for the category", "add masks to get pixel AUROC/AUPRO"),
+    "MASK_ABSENT": (INFO, "anomalous test images without masks: pixel metrics are skipped for the category", "add masks to get pixel AUROC/AUPRO"),
     "MASK_ORPHAN": (W, "a mask file has no image", "add the image or remove the mask"),
     "DUPLICATE_PATH": (W, "the same image path is listed more than once in one split", "remove the repeated records; only the first is kept"),
     "DUPLICATE_CONTENT": (W, "identical image bytes under different paths in one split", "remove copies; they over-weight one sample"),
@@ -37,11 +37,11 @@ CODES: dict[str, tuple[Severity, str, str]] = {
     "NO_NORMAL_TRAIN": (E, "a category has no normal training image: no model can be fitted", "add normal images to train (or leave splits empty to have them assigned)"),
     "FEW_TRAIN_IMAGES": (W, "a category has fewer normal training images than `preflight.min_train_images`", "add normal images; models on few images are unstable"),
     "NO_TEST_ANOMALIES": (W, "a category has no anomalous test image: AUROC/F1 cannot be computed", "add labeled defect images to test"),
-    "NO_VAL_IMAGES": (I, "a category has no val images: a share of normal train images is held out for calibration", "add val images to keep all train images for fitting"),
+    "NO_VAL_IMAGES": (INFO, "a category has no val images: a share of normal train images is held out for calibration", "add val images to keep all train images for fitting"),
     "MODE_MIX": (W, "a category mixes channel layouts (e.g. grayscale and RGB)", "fine for the default preprocessing (converted to RGB); check it is intended"),
     "BIT_DEPTH_MIX": (W, "a category mixes bit depths (e.g. 8 and 16 bit)", "export all images at one bit depth; 16-bit images are scaled to 8 bit"),
-    "SIZE_MIX": (I, "a category has images of different sizes", "fine: images are resized; check aspect ratios are comparable"),
-    "MEMORY_PROJECTION": (I, "projected memory of the patch models for the category", "lower `coreset_ratio` or image size if it is high"),
+    "SIZE_MIX": (INFO, "a category has images of different sizes", "fine: images are resized; check aspect ratios are comparable"),
+    "MEMORY_PROJECTION": (INFO, "projected memory of the patch models for the category", "lower `coreset_ratio` or image size if it is high"),
     "MEMORY_HIGH": (W, "projected memory of a model exceeds `preflight.max_memory_mb`", "lower `coreset_ratio`, image size or training images"),
 }  # fmt: skip
 

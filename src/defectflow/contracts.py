@@ -30,14 +30,19 @@ def model_for(name: str) -> type:
     try:
         module, attr = ARTIFACTS[name].split(":")
     except KeyError:
-        raise SchemaValidationError(f"unknown schema {name!r}; known: {sorted(ARTIFACTS)}") from None
+        raise SchemaValidationError(
+            f"unknown schema {name!r}; known: {sorted(ARTIFACTS)}"
+        ) from None
     return getattr(importlib.import_module(module), attr)
 
 
 @functools.cache
 def schema_for(name: str) -> dict[str, Any]:
     """The JSON Schema of artifact ``name``, generated from its pydantic model."""
-    schema = model_for(name).model_json_schema(mode="serialization")
+    # The config is input written by people (defaults may be left out); artifacts are output.
+    schema = model_for(name).model_json_schema(
+        mode="validation" if name == "config" else "serialization"
+    )
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://defectflow.dev/schemas/{name}.schema.json"
     return schema
@@ -90,14 +95,20 @@ def detect_schema(path: str | Path) -> str:
     for suffix, schema in table.items():
         if name.endswith(suffix):
             return schema
-    raise SchemaValidationError(f"cannot tell which schema {path} follows; pass --schema NAME ({sorted(ARTIFACTS)})")
+    raise SchemaValidationError(
+        f"cannot tell which schema {path} follows; pass --schema NAME ({sorted(ARTIFACTS)})"
+    )
 
 
 def load_any(path: str | Path) -> list[dict[str, Any]] | dict[str, Any]:
     """Load JSON, JSONL, YAML or Parquet for validation."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [
+            json.loads(line)
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
     if path.suffix == ".parquet":
         from defectflow.tables import read_table_rows
 

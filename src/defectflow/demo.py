@@ -33,7 +33,9 @@ def _grid(size: int) -> tuple[Array, Array]:
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> Array:
     """Low-frequency noise in [0, 1]: random grid upsampled bilinearly."""
     coarse = rng.random((cells + 1, cells + 1))
-    img = Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    img = Image.fromarray((coarse * 255).astype(np.uint8)).resize(
+        (size, size), Image.Resampling.BICUBIC
+    )
     return np.asarray(img, dtype=np.float64) / 255.0
 
 
@@ -42,7 +44,9 @@ def _tile(rng: np.random.Generator, size: int) -> Array:
     px, py = rng.uniform(0, 2 * np.pi, 2)
     f = size / 10.0
     weave = 0.5 + 0.25 * np.sin(2 * np.pi * x / f + px) * np.sin(2 * np.pi * y / f + py)
-    base = 0.55 * weave + 0.3 * _smooth_noise(rng, size, 6) + 0.06 * rng.standard_normal((size, size))
+    base = (
+        0.55 * weave + 0.3 * _smooth_noise(rng, size, 6) + 0.06 * rng.standard_normal((size, size))
+    )
     base = np.clip(base * rng.uniform(0.92, 1.08), 0, 1)
     tint = np.array([0.78, 0.58, 0.40]) * rng.uniform(0.95, 1.05, 3)
     return np.clip(base[..., None] * tint[None, None, :] + 0.12, 0, 1)
@@ -50,17 +54,26 @@ def _tile(rng: np.random.Generator, size: int) -> Array:
 
 def _bolt_centres(size: int, dx: float, dy: float) -> list[tuple[float, float]]:
     m = size * 0.25
-    return [(m + dy, m + dx), (m + dy, size - m + dx), (size - m + dy, m + dx), (size - m + dy, size - m + dx)]
+    return [
+        (m + dy, m + dx),
+        (m + dy, size - m + dx),
+        (size - m + dy, m + dx),
+        (size - m + dy, size - m + dx),
+    ]
 
 
-def _bracket(rng: np.random.Generator, size: int, missing: int | None = None) -> tuple[Array, Array]:
+def _bracket(
+    rng: np.random.Generator, size: int, missing: int | None = None
+) -> tuple[Array, Array]:
     """Grayscale plate; returns (image, region of the missing bolt or zeros)."""
     y, x = _grid(size)
     dx, dy = rng.uniform(-2.5, 2.5, 2)
     img = 0.22 + 0.04 * _smooth_noise(rng, size, 4)
     lo, hi = size * 0.12, size * 0.88
     plate = (x > lo + dx) & (x < hi + dx) & (y > lo + dy) & (y < hi + dy)
-    shade = 0.58 + 0.12 * (x - dx) / size - 0.06 * (y - dy) / size + 0.03 * _smooth_noise(rng, size, 8)
+    shade = (
+        0.58 + 0.12 * (x - dx) / size - 0.06 * (y - dy) / size + 0.03 * _smooth_noise(rng, size, 8)
+    )
     img = np.where(plate, shade, img)
     cy, cx = size / 2 + dy, size / 2 + dx
     r = np.hypot(y - cy, x - cx)
@@ -106,7 +119,9 @@ def _apply(img: Array, mask: Array, fn: Callable[[Array], Array]) -> Array:
     return np.clip(out, 0, 1)
 
 
-def _make(category: str, defect: str | None, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _make(
+    category: str, defect: str | None, rng: np.random.Generator, size: int
+) -> tuple[Array, Array]:
     missing = int(rng.integers(4)) if defect == "missing_part" else None
     if category == "tile":
         img = _tile(rng, size)
@@ -131,7 +146,9 @@ def _make(category: str, defect: str | None, rng: np.random.Generator, size: int
 
 def _save(arr: Array, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(arr * 255).astype(np.uint8)).save(path, format="PNG", optimize=False, compress_level=6)
+    Image.fromarray(np.round(arr * 255).astype(np.uint8)).save(
+        path, format="PNG", optimize=False, compress_level=6
+    )
 
 
 def generate_demo(out_dir: str | Path, cfg: DemoConfig | None = None) -> dict[str, int]:
@@ -144,10 +161,16 @@ def generate_demo(out_dir: str | Path, cfg: DemoConfig | None = None) -> dict[st
         root = out / category
         n = 0
         for i in range(cfg.n_train):
-            _save(_make(category, None, rng, cfg.image_size)[0], root / "train" / "good" / f"{i:03d}.png")
+            _save(
+                _make(category, None, rng, cfg.image_size)[0],
+                root / "train" / "good" / f"{i:03d}.png",
+            )
             n += 1
         for i in range(cfg.n_test_normal):
-            _save(_make(category, None, rng, cfg.image_size)[0], root / "test" / "good" / f"{i:03d}.png")
+            _save(
+                _make(category, None, rng, cfg.image_size)[0],
+                root / "test" / "good" / f"{i:03d}.png",
+            )
             n += 1
         for defect in defects:
             for i in range(cfg.n_test_per_defect):
@@ -157,5 +180,8 @@ def generate_demo(out_dir: str | Path, cfg: DemoConfig | None = None) -> dict[st
                 n += 1
         counts[category] = n
         log.info("demo category %s: %d images", category, n)
-    write_json_atomic(out / "demo.json", {"generator": "defectflow.demo", "config": cfg.model_dump(), "images": counts})
+    write_json_atomic(
+        out / "demo.json",
+        {"generator": "defectflow.demo", "config": cfg.model_dump(), "images": counts},
+    )
     return counts

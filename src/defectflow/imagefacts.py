@@ -16,9 +16,25 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-Image.MAX_IMAGE_PIXELS = 400_000_000  # industrial line-scan images are big; still stop decompression bombs
+Image.MAX_IMAGE_PIXELS = (
+    400_000_000  # industrial line-scan images are big; still stop decompression bombs
+)
 
-_CHANNELS = {"1": 1, "L": 1, "P": 1, "I": 1, "F": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "CMYK": 4}
+_CHANNELS = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "I": 1,
+    "F": 1,
+    "LA": 2,
+    "PA": 2,
+    "RGB": 3,
+    "YCbCr": 3,
+    "LAB": 3,
+    "HSV": 3,
+    "RGBA": 4,
+    "CMYK": 4,
+}
 _TRAILERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9"}
 
 
@@ -39,8 +55,12 @@ class ImageFacts(BaseModel):
     channels: int | None = None
     bit_depth: int | None = None
     sha256: str | None = None
-    dhash: str | None = Field(default=None, description="256-bit difference hash (hex), full mode only")
-    mask_fraction: float | None = Field(default=None, description="share of foreground pixels (masks)")
+    dhash: str | None = Field(
+        default=None, description="256-bit difference hash (hex), full mode only"
+    )
+    mask_fraction: float | None = Field(
+        default=None, description="share of foreground pixels (masks)"
+    )
 
 
 def bit_depth(mode: str) -> int:
@@ -63,7 +83,10 @@ DHASH_SIDE = 16
 def dhash(img: Image.Image) -> str:
     """256-bit difference hash (hex): robust to resizing, recompression and brightness changes,
     fine enough not to confuse different shots of similar-looking parts."""
-    small = np.asarray(img.convert("L").resize((DHASH_SIDE + 1, DHASH_SIDE), Image.Resampling.BILINEAR), dtype=np.int16)
+    small = np.asarray(
+        img.convert("L").resize((DHASH_SIDE + 1, DHASH_SIDE), Image.Resampling.BILINEAR),
+        dtype=np.int16,
+    )
     bits = (small[:, 1:] > small[:, :-1]).flatten()
     return np.packbits(bits).tobytes().hex()
 
@@ -72,12 +95,18 @@ def inspect_file(path: str, kind: str, full: bool) -> ImageFacts:
     """Facts about one file. Never raises for bad files: problems are recorded in the result."""
     p = Path(path)
     if not p.is_file():
-        return ImageFacts(path=path, kind=kind, exists=False, readable=False, error="file not found")
+        return ImageFacts(
+            path=path, kind=kind, exists=False, readable=False, error="file not found"
+        )
     try:
         data = p.read_bytes()
     except OSError as exc:
-        return ImageFacts(path=path, kind=kind, exists=True, readable=False, error=f"cannot read: {exc}")
-    facts = ImageFacts(path=path, kind=kind, exists=True, readable=False, sha256=hashlib.sha256(data).hexdigest())
+        return ImageFacts(
+            path=path, kind=kind, exists=True, readable=False, error=f"cannot read: {exc}"
+        )
+    facts = ImageFacts(
+        path=path, kind=kind, exists=True, readable=False, sha256=hashlib.sha256(data).hexdigest()
+    )
     import io
 
     try:
@@ -91,7 +120,9 @@ def inspect_file(path: str, kind: str, full: bool) -> ImageFacts:
     trailer = _TRAILERS.get(img.format or "")
     if trailer is not None and trailer not in data[-64:]:
         facts.truncated = True
-        facts.error = f"file ends early: no {img.format} end marker (truncated or still being written)"
+        facts.error = (
+            f"file ends early: no {img.format} end marker (truncated or still being written)"
+        )
         return facts
     if full or kind == "mask":
         try:
@@ -113,7 +144,9 @@ def _inspect_chunk(items: list[tuple[str, str]], full: bool) -> list[ImageFacts]
     return [inspect_file(p, k, full) for p, k in items]
 
 
-def inspect_files(items: list[tuple[str, str]], full: bool, workers: int = 0, chunk: int = 64) -> list[ImageFacts]:
+def inspect_files(
+    items: list[tuple[str, str]], full: bool, workers: int = 0, chunk: int = 64
+) -> list[ImageFacts]:
     """Inspect ``(path, kind)`` pairs, in parallel when there are many. Order is preserved."""
     workers = workers or os.cpu_count() or 1
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
@@ -143,4 +176,7 @@ def write_facts(facts: list[ImageFacts], path: str | Path) -> None:
 def read_facts(path: str | Path) -> dict[tuple[str, str], ImageFacts]:
     from defectflow.tables import read_table
 
-    return {(r["path"], r["kind"]): ImageFacts.model_validate(r) for r in read_table(path, ImageFacts, "image_facts")}
+    return {
+        (r["path"], r["kind"]): ImageFacts.model_validate(r)
+        for r in read_table(path, ImageFacts, "image_facts")
+    }

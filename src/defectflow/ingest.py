@@ -66,9 +66,13 @@ def _column_map(columns: list[str], explicit: dict[str, str], where: str) -> dic
     mapping: dict[str, str] = {}
     for field, col in explicit.items():
         if field not in FIELD_ALIASES:
-            raise ManifestError(f"{where}: `fields` names unknown field {field!r}; known: {sorted(FIELD_ALIASES)}")
+            raise ManifestError(
+                f"{where}: `fields` names unknown field {field!r}; known: {sorted(FIELD_ALIASES)}"
+            )
         if col not in columns:
-            raise ManifestError(f"{where}: `fields.{field}` names column {col!r}, which is not in the file (columns: {columns})")
+            raise ManifestError(
+                f"{where}: `fields.{field}` names column {col!r}, which is not in the file (columns: {columns})"
+            )
         mapping[field] = col
     used = set(mapping.values())
     for field, aliases in FIELD_ALIASES.items():
@@ -93,15 +97,26 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     where = str(path)
     if fmt == "auto":
         ext = path.suffix.lower()
-        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(ext, "")
+        fmt = {
+            ".jsonl": "jsonl",
+            ".json": "jsonl",
+            ".ndjson": "jsonl",
+            ".csv": "csv",
+            ".parquet": "parquet",
+            ".pq": "parquet",
+        }.get(ext, "")
         if not fmt:
-            raise ManifestError(f"{where}: cannot tell the format from extension {ext!r}; set `format: jsonl|csv|parquet`")
+            raise ManifestError(
+                f"{where}: cannot tell the format from extension {ext!r}; set `format: jsonl|csv|parquet`"
+            )
     try:
         if fmt == "jsonl":
             try:
                 for lineno, obj in read_jsonl(path):
                     if not isinstance(obj, dict):
-                        raise ManifestError(f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                        raise ManifestError(
+                            f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}"
+                        )
                     yield lineno, obj
             except json.JSONDecodeError as exc:
                 raise ManifestError(
@@ -137,7 +152,9 @@ def ingest_manifest(src: ManifestSource) -> list[ManifestRecord]:
     """Read a manifest file into records, mapping third-party field names."""
     path = Path(src.path)
     if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist (from config source `path`); check the path")
+        raise ManifestError(
+            f"manifest {path} does not exist (from config source `path`); check the path"
+        )
     root = Path(src.root) if src.root else path.parent
     rows = list(_iter_rows(path, src.format))
     if not rows:
@@ -147,14 +164,22 @@ def ingest_manifest(src: ManifestSource) -> list[ManifestRecord]:
     mapped_cols = set(cmap.values())
     records = []
     for lineno, row in rows:
-        get = lambda f: row.get(cmap[f]) if f in cmap else None  # noqa: E731
+
+        def get(field: str, row: dict[str, Any] = row) -> Any:
+            return row.get(cmap[field]) if field in cmap else None
+
         label = normalize_label(get("label"))
         defect = get("defect_type")
         defect = None if defect is None or str(defect).strip() == "" else str(defect)
-        if label == Label.NORMAL or (defect is not None and normalize_label(defect) == Label.NORMAL):
+        if label == Label.NORMAL or (
+            defect is not None and normalize_label(defect) == Label.NORMAL
+        ):
             defect = None if label != Label.ANOMALY else defect
         meta = get("meta") if isinstance(get("meta"), dict) else {}
-        meta = {**meta, **{k: v for k, v in row.items() if k not in mapped_cols and v not in (None, "")}}
+        meta = {
+            **meta,
+            **{k: v for k, v in row.items() if k not in mapped_cols and v not in (None, "")},
+        }
         image = _resolve(root, get("image_path"))
         rel = _rel(root, image) if image else None
         category = get("category")
@@ -166,7 +191,9 @@ def ingest_manifest(src: ManifestSource) -> list[ManifestRecord]:
                 label=label,
                 mask_path=_resolve(root, get("mask_path")),
                 defect_type=defect,
-                group_id=str(get("group_id")) if get("group_id") not in (None, "") else _group_from(src.group_regex, rel),
+                group_id=str(get("group_id"))
+                if get("group_id") not in (None, "")
+                else _group_from(src.group_regex, rel),
                 rel_path=rel,
                 meta=json.loads(json.dumps(meta, default=str)),
                 source=SourceRef(file=str(path), line=lineno, type="manifest"),
@@ -178,7 +205,9 @@ def ingest_manifest(src: ManifestSource) -> list[ManifestRecord]:
 def _images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def _find_mask(mask_dir: Path, stem: str) -> Path | None:
@@ -193,10 +222,16 @@ def _find_mask(mask_dir: Path, stem: str) -> Path | None:
 def _mvtec_categories(root: Path) -> list[Path]:
     if (root / "train").is_dir() or (root / "test").is_dir():
         return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir()))
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
+    )
 
 
-def ingest_mvtec(src: MvtecSource | DemoSource, path: Path | None = None, kind: str = "mvtec") -> list[ManifestRecord]:
+def ingest_mvtec(
+    src: MvtecSource | DemoSource, path: Path | None = None, kind: str = "mvtec"
+) -> list[ManifestRecord]:
     """Read an MVTec-AD layout; masks with no image become records with ``image_path = null``."""
     root = Path(path or src.path)  # type: ignore[union-attr]
     if not root.is_dir():
@@ -206,7 +241,9 @@ def ingest_mvtec(src: MvtecSource | DemoSource, path: Path | None = None, kind: 
     if wanted:
         missing = set(wanted) - {c.name for c in cats}
         if missing:
-            raise ManifestError(f"{root}: categories {sorted(missing)} not found (found {[c.name for c in cats]})")
+            raise ManifestError(
+                f"{root}: categories {sorted(missing)} not found (found {[c.name for c in cats]})"
+            )
         cats = [c for c in cats if c.name in wanted]
     if not cats:
         raise ManifestError(f"{root}: no MVTec category folder (one with train/ or test/) found")
@@ -214,14 +251,23 @@ def ingest_mvtec(src: MvtecSource | DemoSource, path: Path | None = None, kind: 
     records: list[ManifestRecord] = []
     for cat in cats:
         used_masks: set[Path] = set()
-        for split_dir, split in (("train", "train"), ("validation", "val"), ("val", "val"), ("test", "test")):
+        for split_dir, split in (
+            ("train", "train"),
+            ("validation", "val"),
+            ("val", "val"),
+            ("test", "test"),
+        ):
             base = cat / split_dir
             if not base.is_dir():
                 continue
             for type_dir in sorted(p for p in base.iterdir() if p.is_dir()):
                 normal = type_dir.name.lower() in {"good", "normal", "ok"}
                 for img in _images(type_dir):
-                    mask = None if normal else _find_mask(cat / "ground_truth" / type_dir.name, img.stem)
+                    mask = (
+                        None
+                        if normal
+                        else _find_mask(cat / "ground_truth" / type_dir.name, img.stem)
+                    )
                     if mask is not None:
                         used_masks.add(mask.resolve())
                     rel = img.relative_to(cat).as_posix()
@@ -266,7 +312,9 @@ def ingest_folder(src: FolderSource) -> list[ManifestRecord]:
     records = []
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() not in skip)
     if not any(p.name.lower() in normal_dirs for p in subdirs):
-        raise ManifestError(f"{root}: no folder of normal images (one of {sorted(normal_dirs)}) found; set `normal_dirs`")
+        raise ManifestError(
+            f"{root}: no folder of normal images (one of {sorted(normal_dirs)}) found; set `normal_dirs`"
+        )
     for sub in subdirs:
         normal = sub.name.lower() in normal_dirs
         for img in _images(sub):
@@ -289,7 +337,9 @@ def ingest_folder(src: FolderSource) -> list[ManifestRecord]:
     return records
 
 
-def ingest_sources(sources: list[Any], dataset: str, demo_dir: str | Path = DEMO_DIR) -> list[ManifestRecord]:
+def ingest_sources(
+    sources: list[Any], dataset: str, demo_dir: str | Path = DEMO_DIR
+) -> list[ManifestRecord]:
     """All records of one dataset's sources, in source order."""
     records: list[ManifestRecord] = []
     for i, src in enumerate(sources, start=1):
@@ -324,9 +374,18 @@ def read_manifest(path: str | Path) -> list[ManifestRecord]:
     return out
 
 
-def run_ingest(dataset_config: dict[str, Any] | DatasetConfig, dataset: str, out: str | Path, demo_dir: str | Path = DEMO_DIR) -> int:
+def run_ingest(
+    dataset_config: dict[str, Any] | DatasetConfig,
+    dataset: str,
+    out: str | Path,
+    demo_dir: str | Path = DEMO_DIR,
+) -> int:
     """Snakemake entry point: one dataset's config -> ``manifest.jsonl``."""
-    cfg = dataset_config if isinstance(dataset_config, DatasetConfig) else DatasetConfig.model_validate(dataset_config)
+    cfg = (
+        dataset_config
+        if isinstance(dataset_config, DatasetConfig)
+        else DatasetConfig.model_validate(dataset_config)
+    )
     n = write_manifest(ingest_sources(cfg.sources, dataset, demo_dir), out)
     log.info("wrote %d records to %s", n, out)
     return n

@@ -27,12 +27,16 @@ class Issue(BaseModel):
     code: str
     severity: Severity
     message: str
-    context: dict[str, Any] = Field(default_factory=dict, description="record index, path, source file and line, category, ...")
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="record index, path, source file and line, category, ..."
+    )
 
 
 class CategorySummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    counts: dict[str, dict[str, int]] = Field(description="split (or 'unassigned') -> label -> images")
+    counts: dict[str, dict[str, int]] = Field(
+        description="split (or 'unassigned') -> label -> images"
+    )
     anomalies: int
     anomalies_with_mask: int
     mask_coverage: float = Field(description="share of anomalous images that have a usable mask")
@@ -68,15 +72,30 @@ class _Collector:
         if code in self.cfg.ignore:
             return
         sev = self.cfg.severity.get(code, default_severity(code))
-        self.issues.append(Issue(code=code, severity=sev, message=message, context={k: v for k, v in context.items() if v is not None}))
+        self.issues.append(
+            Issue(
+                code=code,
+                severity=sev,
+                message=message,
+                context={k: v for k, v in context.items() if v is not None},
+            )
+        )
 
 
 def _ctx(i: int, r: ManifestRecord) -> dict[str, Any]:
-    return {"record": i, "path": r.image_path or r.mask_path, "file": r.source.file, "line": r.source.line, "category": r.category}
+    return {
+        "record": i,
+        "path": r.image_path or r.mask_path,
+        "file": r.source.file,
+        "line": r.source.line,
+        "category": r.category,
+    }
 
 
 def _hash_words(hexes: list[str]) -> np.ndarray:
-    return np.array([np.frombuffer(bytes.fromhex(h), dtype=np.uint64) for h in hexes], dtype=np.uint64).reshape(len(hexes), -1)
+    return np.array(
+        [np.frombuffer(bytes.fromhex(h), dtype=np.uint64) for h in hexes], dtype=np.uint64
+    ).reshape(len(hexes), -1)
 
 
 def _hamming_pairs(a: list[str], b: list[str], max_d: int) -> list[tuple[int, int, int]]:
@@ -93,7 +112,12 @@ def _hamming_pairs(a: list[str], b: list[str], max_d: int) -> list[tuple[int, in
     return out
 
 
-def check_records(records: list[ManifestRecord], facts: dict[tuple[str, str], ImageFacts], cfg: PreflightConfig, col: _Collector) -> None:
+def check_records(
+    records: list[ManifestRecord],
+    facts: dict[tuple[str, str], ImageFacts],
+    cfg: PreflightConfig,
+    col: _Collector,
+) -> None:
     """Every check that needs records (and file facts)."""
     by_cat: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
@@ -128,14 +152,26 @@ def check_records(records: list[ManifestRecord], facts: dict[tuple[str, str], Im
                 col.add("MASK_UNREADABLE", f"mask {r.mask_path}: {m.error}", **ctx)
             else:
                 if f.readable and (m.width, m.height) != (f.width, f.height):
-                    col.add("MASK_SIZE_MISMATCH", f"mask is {m.width}x{m.height}, image is {f.width}x{f.height}", **ctx, mask=r.mask_path)
+                    col.add(
+                        "MASK_SIZE_MISMATCH",
+                        f"mask is {m.width}x{m.height}, image is {f.width}x{f.height}",
+                        **ctx,
+                        mask=r.mask_path,
+                    )
                 frac = m.mask_fraction or 0.0
                 if r.label == Label.ANOMALY and frac == 0.0:
                     col.add("MASK_EMPTY", f"mask {r.mask_path} has no foreground pixel", **ctx)
                 if frac >= 0.99:
-                    col.add("MASK_FULL", f"mask {r.mask_path} covers {frac:.1%} of the image", **ctx)
+                    col.add(
+                        "MASK_FULL", f"mask {r.mask_path} covers {frac:.1%} of the image", **ctx
+                    )
                 if r.label == Label.NORMAL and frac > 0.0:
-                    col.add("MASK_ON_NORMAL", f"normal image has a mask covering {frac:.2%}", **ctx, mask=r.mask_path)
+                    col.add(
+                        "MASK_ON_NORMAL",
+                        f"normal image has a mask covering {frac:.2%}",
+                        **ctx,
+                        mask=r.mask_path,
+                    )
     _check_duplicates(records, facts, cfg, col)
     _check_groups(records, col)
     for cat, idx in sorted(by_cat.items()):
@@ -146,7 +182,12 @@ def _split_of(r: ManifestRecord) -> str:
     return r.split or "unassigned"
 
 
-def _check_duplicates(records: list[ManifestRecord], facts: dict[tuple[str, str], ImageFacts], cfg: PreflightConfig, col: _Collector) -> None:
+def _check_duplicates(
+    records: list[ManifestRecord],
+    facts: dict[tuple[str, str], ImageFacts],
+    cfg: PreflightConfig,
+    col: _Collector,
+) -> None:
     by_path: dict[str, list[int]] = defaultdict(list)
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
@@ -161,7 +202,12 @@ def _check_duplicates(records: list[ManifestRecord], facts: dict[tuple[str, str]
             continue
         splits = {_split_of(records[i]) for i in idx}
         code = "LEAKAGE_EXACT" if Split.TEST in splits and len(splits) > 1 else "DUPLICATE_PATH"
-        col.add(code, f"{path} is listed {len(idx)} times (splits: {sorted(splits)})", **_ctx(idx[1], records[idx[1]]), records=idx)
+        col.add(
+            code,
+            f"{path} is listed {len(idx)} times (splits: {sorted(splits)})",
+            **_ctx(idx[1], records[idx[1]]),
+            records=idx,
+        )
     for sha, idx in by_hash.items():
         paths = {records[i].image_path for i in idx}
         if len(paths) < 2:
@@ -174,11 +220,28 @@ def _check_duplicates(records: list[ManifestRecord], facts: dict[tuple[str, str]
         splits = {_split_of(records[i]) for i in idx}
         names = [records[i].image_path for i in idx]
         if len(labels) > 1:
-            col.add("DUPLICATE_LABEL_CONFLICT", f"identical images with labels {sorted(labels)}: {names}", **_ctx(idx[1], records[idx[1]]), records=idx)
+            col.add(
+                "DUPLICATE_LABEL_CONFLICT",
+                f"identical images with labels {sorted(labels)}: {names}",
+                **_ctx(idx[1], records[idx[1]]),
+                records=idx,
+            )
         if Split.TEST in splits and len(splits) > 1:
-            col.add("LEAKAGE_EXACT", f"identical images in splits {sorted(splits)}: {names}", **_ctx(idx[1], records[idx[1]]), records=idx, sha256=sha)
+            col.add(
+                "LEAKAGE_EXACT",
+                f"identical images in splits {sorted(splits)}: {names}",
+                **_ctx(idx[1], records[idx[1]]),
+                records=idx,
+                sha256=sha,
+            )
         else:
-            col.add("DUPLICATE_CONTENT", f"identical images: {names}", **_ctx(idx[1], records[idx[1]]), records=idx, sha256=sha)
+            col.add(
+                "DUPLICATE_CONTENT",
+                f"identical images: {names}",
+                **_ctx(idx[1], records[idx[1]]),
+                records=idx,
+                sha256=sha,
+            )
     if cfg.near_duplicate_distance < 0:
         return
     fit: dict[str, list[int]] = defaultdict(list)
@@ -186,7 +249,9 @@ def _check_duplicates(records: list[ManifestRecord], facts: dict[tuple[str, str]
     for i, r in enumerate(records):
         if r.image_path is None or facts[(r.image_path, "image")].dhash is None:
             continue
-        (test if r.split == Split.TEST else fit if r.split in (Split.TRAIN, Split.VAL) else {}).setdefault(r.category or "", []).append(i)
+        (
+            test if r.split == Split.TEST else fit if r.split in (Split.TRAIN, Split.VAL) else {}
+        ).setdefault(r.category or "", []).append(i)
     for cat, t_idx in test.items():
         f_idx = fit.get(cat, [])
         fit_sha = {facts[(records[i].image_path, "image")].sha256 for i in f_idx}  # type: ignore[index]
@@ -210,35 +275,73 @@ def _check_groups(records: list[ManifestRecord], col: _Collector) -> None:
     for (cat, gid), splits in sorted(groups.items()):
         if len(splits) > 1:
             i = first[(cat, gid)]
-            col.add("GROUP_LEAKAGE", f"group {gid!r} of category {cat!r} is in splits {sorted(splits)}", **_ctx(i, records[i]), group_id=gid)
+            col.add(
+                "GROUP_LEAKAGE",
+                f"group {gid!r} of category {cat!r} is in splits {sorted(splits)}",
+                **_ctx(i, records[i]),
+                group_id=gid,
+            )
 
 
-def _check_category(cat: str, recs: list[ManifestRecord], facts: dict[tuple[str, str], ImageFacts], cfg: PreflightConfig, col: _Collector) -> None:
+def _check_category(
+    cat: str,
+    recs: list[ManifestRecord],
+    facts: dict[tuple[str, str], ImageFacts],
+    cfg: PreflightConfig,
+    col: _Collector,
+) -> None:
     usable = [r for r in recs if facts[(r.image_path, "image")].readable]  # type: ignore[index]
-    normal_train = [r for r in usable if r.split in (Split.TRAIN, None) and r.label in (Label.NORMAL, None)]
+    normal_train = [
+        r for r in usable if r.split in (Split.TRAIN, None) and r.label in (Label.NORMAL, None)
+    ]
     ctx = {"category": cat}
     if not normal_train:
         col.add("NO_NORMAL_TRAIN", f"category {cat!r} has no usable normal training image", **ctx)
     elif len(normal_train) < cfg.min_train_images:
-        col.add("FEW_TRAIN_IMAGES", f"category {cat!r} has {len(normal_train)} normal training images (< {cfg.min_train_images})", **ctx)
+        col.add(
+            "FEW_TRAIN_IMAGES",
+            f"category {cat!r} has {len(normal_train)} normal training images (< {cfg.min_train_images})",
+            **ctx,
+        )
     if not any(r.label == Label.ANOMALY and r.split in (Split.TEST, None) for r in usable):
         col.add("NO_TEST_ANOMALIES", f"category {cat!r} has no anomalous test image", **ctx)
     if not any(r.split == Split.VAL for r in usable):
-        col.add("NO_VAL_IMAGES", f"category {cat!r} has no val images; a share of normal train images will be held out", **ctx)
+        col.add(
+            "NO_VAL_IMAGES",
+            f"category {cat!r} has no val images; a share of normal train images will be held out",
+            **ctx,
+        )
     no_mask = [r for r in usable if r.label == Label.ANOMALY and r.mask_path is None]
     if no_mask:
-        col.add("MASK_ABSENT", f"{len(no_mask)} anomalous images of {cat!r} have no mask: pixel metrics will be skipped", **ctx, count=len(no_mask))
+        col.add(
+            "MASK_ABSENT",
+            f"{len(no_mask)} anomalous images of {cat!r} have no mask: pixel metrics will be skipped",
+            **ctx,
+            count=len(no_mask),
+        )
     f = [facts[(r.image_path, "image")] for r in usable]  # type: ignore[index]
     chans = Counter(x.channels for x in f)
     depths = Counter(x.bit_depth for x in f)
     sizes = Counter((x.width, x.height) for x in f)
     if len(chans) > 1:
-        col.add("MODE_MIX", f"category {cat!r} mixes channel counts {dict(sorted(chans.items()))}", **ctx)
+        col.add(
+            "MODE_MIX",
+            f"category {cat!r} mixes channel counts {dict(sorted(chans.items()))}",
+            **ctx,
+        )
     if len(depths) > 1:
-        col.add("BIT_DEPTH_MIX", f"category {cat!r} mixes bit depths {dict(sorted(depths.items()))}", **ctx)
+        col.add(
+            "BIT_DEPTH_MIX",
+            f"category {cat!r} mixes bit depths {dict(sorted(depths.items()))}",
+            **ctx,
+        )
     if len(sizes) > 1:
         common = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sizes.most_common(3))
-        col.add("SIZE_MIX", f"category {cat!r} has {len(sizes)} image sizes; most common: {common}", **ctx)
+        col.add(
+            "SIZE_MIX",
+            f"category {cat!r} has {len(sizes)} image sizes; most common: {common}",
+            **ctx,
+        )
     n_train = len(normal_train)
     if n_train:
         mb = cfg.patch_grid**2 * n_train * cfg.patch_dims * 4 * cfg.coreset_ratio / 2**20
@@ -246,10 +349,16 @@ def _check_category(cat: str, recs: list[ManifestRecord], facts: dict[tuple[str,
         col.add("MEMORY_PROJECTION", f"category {cat!r}: PatchCore candidate patches {full_mb:.0f} MB, memory bank {mb:.0f} MB", **ctx,
                 memory_bank_mb=round(mb, 1), candidates_mb=round(full_mb, 1))  # fmt: skip
         if full_mb > cfg.max_memory_mb:
-            col.add("MEMORY_HIGH", f"category {cat!r}: PatchCore needs about {full_mb:.0f} MB (> {cfg.max_memory_mb} MB)", **ctx)
+            col.add(
+                "MEMORY_HIGH",
+                f"category {cat!r}: PatchCore needs about {full_mb:.0f} MB (> {cfg.max_memory_mb} MB)",
+                **ctx,
+            )
 
 
-def summarize(records: list[ManifestRecord], facts: dict[tuple[str, str], ImageFacts]) -> dict[str, CategorySummary]:
+def summarize(
+    records: list[ManifestRecord], facts: dict[tuple[str, str], ImageFacts]
+) -> dict[str, CategorySummary]:
     out: dict[str, CategorySummary] = {}
     by_cat: dict[str, list[ManifestRecord]] = defaultdict(list)
     for r in records:
@@ -273,14 +382,23 @@ def summarize(records: list[ManifestRecord], facts: dict[tuple[str, str], ImageF
     return out
 
 
-def inspect_records(records: list[ManifestRecord], full: bool, workers: int = 0) -> dict[tuple[str, str], ImageFacts]:
+def inspect_records(
+    records: list[ManifestRecord], full: bool, workers: int = 0
+) -> dict[tuple[str, str], ImageFacts]:
     """Facts for every distinct image and mask path of the records."""
-    items = list(dict.fromkeys([(r.image_path, "image") for r in records if r.image_path] + [(r.mask_path, "mask") for r in records if r.mask_path]))
+    items = list(
+        dict.fromkeys(
+            [(r.image_path, "image") for r in records if r.image_path]
+            + [(r.mask_path, "mask") for r in records if r.mask_path]
+        )
+    )
     facts = inspect_files(items, full=full, workers=workers)  # type: ignore[arg-type]
     return {(f.path, f.kind): f for f in facts}
 
 
-def preflight_records(records: list[ManifestRecord], cfg: PreflightConfig, dataset: str, manifest: str) -> tuple[PreflightReport, dict[tuple[str, str], ImageFacts]]:
+def preflight_records(
+    records: list[ManifestRecord], cfg: PreflightConfig, dataset: str, manifest: str
+) -> tuple[PreflightReport, dict[tuple[str, str], ImageFacts]]:
     """Run every check; return the report and the per-file facts."""
     facts = inspect_records(records, full=cfg.verify == "full", workers=cfg.threads)
     col = _Collector(cfg)
@@ -298,12 +416,16 @@ def preflight_records(records: list[ManifestRecord], cfg: PreflightConfig, datas
 
 def format_summary(report: PreflightReport, examples: int = 2) -> str:
     """A readable table: counts per category/split/label, then issues grouped by code."""
-    lines = [f"preflight of dataset {report.dataset!r}: {report.n_images} images, {report.n_records} records ({report.verify} verify)"]
+    lines = [
+        f"preflight of dataset {report.dataset!r}: {report.n_images} images, {report.n_records} records ({report.verify} verify)"
+    ]
     lines.append(f"{'category':<20} {'split':<11} {'normal':>7} {'anomaly':>8} {'other':>6}")
     for cat, s in report.categories.items():
         for split, labels in s.counts.items():
             other = sum(v for k, v in labels.items() if k not in ("normal", "anomaly"))
-            lines.append(f"{cat:<20} {split:<11} {labels.get('normal', 0):>7} {labels.get('anomaly', 0):>8} {other:>6}")
+            lines.append(
+                f"{cat:<20} {split:<11} {labels.get('normal', 0):>7} {labels.get('anomaly', 0):>8} {other:>6}"
+            )
     by_code: dict[str, list[Issue]] = defaultdict(list)
     for x in report.issues:
         by_code[x.code].append(x)
@@ -316,12 +438,18 @@ def format_summary(report: PreflightReport, examples: int = 2) -> str:
             if where and x.context.get("line"):
                 where = f"{where}:{x.context['line']}"
             head = f"{x.severity.value:<8} {code:<25} {len(xs):>5}" if j == 0 else " " * 40
-            lines.append(f"{head}  {x.message}" + (f"  [{where}]" if where and x.context.get("line") else ""))
+            lines.append(
+                f"{head}  {x.message}" + (f"  [{where}]" if where and x.context.get("line") else "")
+            )
     verdict = "OK" if report.ok else "FAILED"
     lines.append("")
-    lines.append(f"preflight {verdict}: {report.counts['error']} errors, {report.counts['warning']} warnings, {report.counts['info']} info")
+    lines.append(
+        f"preflight {verdict}: {report.counts['error']} errors, {report.counts['warning']} warnings, {report.counts['info']} info"
+    )
     if not report.ok:
-        lines.append("Fix the errors above, or change a code's severity in config `preflight.severity` (see docs/preflight_codes.md).")
+        lines.append(
+            "Fix the errors above, or change a code's severity in config `preflight.severity` (see docs/preflight_codes.md)."
+        )
     return "\n".join(lines)
 
 

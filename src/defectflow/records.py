@@ -85,7 +85,9 @@ class ManifestRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     schema_version: int = 1
-    image_path: str | None = Field(description="absolute path of the image; null for a mask with no image")
+    image_path: str | None = Field(
+        description="absolute path of the image; null for a mask with no image"
+    )
     category: str | None
     split: str | None = Field(default=None, description="train|val|test, null = assign later")
     label: str | None = Field(default=None, description="normal|anomaly, null = unknown")

@@ -29,7 +29,9 @@ class StandardizedRow(BaseModel):
     """One row of ``standardized.parquet``."""
 
     model_config = ConfigDict(extra="forbid")
-    image_id: str = Field(description="stable id: category, file stem and a hash of the source-relative path")
+    image_id: str = Field(
+        description="stable id: category, file stem and a hash of the source-relative path"
+    )
     category: str
     split: Split
     split_assigned: bool = Field(description="true when defectflow assigned the split")
@@ -61,7 +63,9 @@ def _unit(seed: int, key: str) -> float:
     return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:13], 16) / 16**13
 
 
-def _usable(records: list[ManifestRecord], facts: dict[tuple[str, str], ImageFacts]) -> list[ManifestRecord]:
+def _usable(
+    records: list[ManifestRecord], facts: dict[tuple[str, str], ImageFacts]
+) -> list[ManifestRecord]:
     """Drop orphan masks, unreadable images, repeated paths and (downgraded) duplicates/leaks."""
     kept: list[tuple[int, ManifestRecord]] = []
     seen_path: set[str] = set()
@@ -110,7 +114,9 @@ def assign_splits(rows: list[dict[str, Any]], cfg: SplitConfig) -> None:
                 row["split"] = Split.TEST
             else:
                 key = row["group_id"] or row["image_id"]
-                row["split"] = Split.TEST if _unit(cfg.seed, key) < cfg.test_fraction else Split.TRAIN
+                row["split"] = (
+                    Split.TEST if _unit(cfg.seed, key) < cfg.test_fraction else Split.TRAIN
+                )
     by_cat: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_cat[row["category"]].append(row)
@@ -130,10 +136,14 @@ def assign_splits(rows: list[dict[str, Any]], cfg: SplitConfig) -> None:
             for r in groups[g]:
                 r["split"], r["split_assigned"] = Split.VAL, True
             moved += len(groups[g])
-        log.info("category %s: %d of %d normal train images held out as val", cat, moved, len(train))
+        log.info(
+            "category %s: %d of %d normal train images held out as val", cat, moved, len(train)
+        )
 
 
-def standardize_records(records: list[ManifestRecord], facts: dict[tuple[str, str], ImageFacts], split_cfg: SplitConfig) -> list[dict[str, Any]]:
+def standardize_records(
+    records: list[ManifestRecord], facts: dict[tuple[str, str], ImageFacts], split_cfg: SplitConfig
+) -> list[dict[str, Any]]:
     rows = []
     for r in _usable(records, facts):
         f = facts[(r.image_path, "image")]  # type: ignore[index]
@@ -151,7 +161,9 @@ def standardize_records(records: list[ManifestRecord], facts: dict[tuple[str, st
             "source_file": r.source.file, "source_line": r.source.line, "source_type": r.source.type,
         })  # fmt: skip
     assign_splits(rows, split_cfg)
-    rows.sort(key=lambda r: (r["category"], SPLIT_ORDER[Split(r["split"])], r["rel_path"], r["image_id"]))
+    rows.sort(
+        key=lambda r: (r["category"], SPLIT_ORDER[Split(r["split"])], r["rel_path"], r["image_id"])
+    )
     for row in rows:
         row["split"] = str(row["split"])
         row["label"] = str(row["label"]) if row["label"] is not None else None
@@ -160,7 +172,13 @@ def standardize_records(records: list[ManifestRecord], facts: dict[tuple[str, st
     return rows
 
 
-def run_standardize(manifest: str | Path, preflight: str | Path, facts: str | Path, out: str | Path, split: dict[str, Any] | SplitConfig) -> int:
+def run_standardize(
+    manifest: str | Path,
+    preflight: str | Path,
+    facts: str | Path,
+    out: str | Path,
+    split: dict[str, Any] | SplitConfig,
+) -> int:
     """Snakemake entry point: manifest + preflight -> ``standardized.parquet``."""
     report = read_report(preflight)
     if not report.ok:

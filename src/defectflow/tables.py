@@ -16,7 +16,12 @@ from defectflow.contracts import validate_rows
 from defectflow.errors import SchemaValidationError
 from defectflow.io import atomic_path
 
-_SCALARS: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+_SCALARS: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+}
 
 
 def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
@@ -42,7 +47,9 @@ def arrow_schema(model: type[BaseModel]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def write_table(path: str | Path, rows: list[dict[str, Any]], model: type[BaseModel], schema_name: str) -> None:
+def write_table(
+    path: str | Path, rows: list[dict[str, Any]], model: type[BaseModel], schema_name: str
+) -> None:
     """Validate ``rows`` against the artifact schema and write them as Parquet, atomically."""
     validate_rows(schema_name, rows, where=str(path))
     schema = arrow_schema(model)
