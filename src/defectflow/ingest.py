@@ -111,18 +111,10 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
             )
     try:
         if fmt == "jsonl":
-            try:
-                for lineno, obj in read_jsonl(path):
-                    if not isinstance(obj, dict):
-                        raise ManifestError(
-                            f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}"
-                        )
-                    yield lineno, obj
-            except json.JSONDecodeError as exc:
-                raise ManifestError(
-                    f"{where} line {exc.lineno if hasattr(exc, 'lineno') else '?'}: not valid JSON Lines ({exc.msg}). "
-                    "Each line must be one JSON object."
-                ) from None
+            for lineno, obj in read_jsonl(path):
+                if not isinstance(obj, dict):
+                    raise ManifestError(f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                yield lineno, obj
         elif fmt == "csv":
             with path.open(newline="", encoding="utf-8-sig") as fh:
                 reader = csv.DictReader(fh)

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from defectflow.errors import ManifestError
+
 _CHUNK = 1 << 20
 
 
@@ -71,8 +73,16 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
     """Yield ``(line_number, object)`` for each non-blank line of a JSONL file (1-based lines)."""
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                yield lineno, json.loads(line)
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(
+                    f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                    "each line must hold one JSON object"
+                ) from None
+            yield lineno, obj
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from defectflow.config import Config, config_reference, load_config, parse_config
+from defectflow.contracts import ARTIFACTS, schema_for
+from defectflow.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_config_is_valid_and_runs_the_demo():
+    cfg = load_config(REPO / "config" / "config.yaml")
+    assert cfg.active_datasets == ["demo"]
+    assert cfg.datasets["demo"].sources[0].type == "demo"
+
+
+def test_config_yaml_states_the_model_defaults():
+    """config.yaml documents defaults: its values must be the model's (no silent divergence)."""
+    data = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    defaults = Config.model_validate({"datasets": data["datasets"]}).model_dump(mode="json")
+    for section in ("split", "demo", "preflight"):
+        assert data[section] == {k: defaults[section][k] for k in data[section]}, section
+
+
+def test_config_error_names_key_value_and_allowed():
+    with pytest.raises(ConfigError) as exc:
+        parse_config(
+            {
+                "datasets": {"d": {"sources": [{"type": "demo"}]}},
+                "preflight": {"verify": "quick", "verfy": 1},
+            }
+        )
+    msg = str(exc.value)
+    assert "preflight.verify" in msg and "'quick'" in msg and "'header' or 'full'" in msg
+    assert "preflight.verfy: unknown key" in msg
+
+
+def test_unknown_source_type_lists_allowed_types():
+    with pytest.raises(ConfigError, match="mvtec"):
+        parse_config({"datasets": {"d": {"sources": [{"type": "mvtek", "path": "x"}]}}})
+
+
+def test_bad_dataset_name_rejected():
+    with pytest.raises(ConfigError, match="folder name"):
+        parse_config({"datasets": {"a/b": {"sources": [{"type": "demo"}]}}})
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(ARTIFACTS))
+def test_checked_in_schema_matches_model(name):
+    """Schema drift: regenerate with `make docs` when a model changes."""
+    import json
+
+    path = REPO / "schemas" / f"{name}.schema.json"
+    assert path.exists(), f"{path} missing: run `make docs`"
+    assert json.loads(path.read_text()) == schema_for(name), f"{path} is stale: run `make docs`"
+
+
+def test_config_readme_documents_every_key():
+    text = (REPO / "config" / "README.md").read_text()
+    assert config_reference() in text, "config/README.md key table is stale: run `make docs`"
+
+
+def test_preflight_codes_doc_is_current():
+    from defectflow.codes import codes_markdown
+
+    assert (REPO / "docs" / "preflight_codes.md").read_text() == codes_markdown(), "run `make docs`"

@@ -1,0 +1,26 @@
+import pytest
+
+from defectflow.io import (
+    atomic_path,
+    read_jsonl,
+    sha256_file,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
+
+
+def test_atomic_write_leaves_target_untouched_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    write_json_atomic(target, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary left behind
+
+
+def test_jsonl_round_trip_and_hash(tmp_path):
+    p = tmp_path / "x.jsonl"
+    assert write_jsonl_atomic(p, [{"b": 1, "a": "é"}, {"c": None}]) == 2
+    assert list(read_jsonl(p)) == [(1, {"a": "é", "b": 1}), (2, {"c": None})]
+    assert sha256_file(p) == sha256_file(p) and len(sha256_file(p)) == 64

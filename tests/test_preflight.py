@@ -1,0 +1,337 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import save_image, save_mask, write_jsonl
+from PIL import Image
+
+from defectflow.codes import CODES
+from defectflow.config import DatasetConfig, PreflightConfig
+from defectflow.errors import PreflightFailed
+from defectflow.ingest import ingest_sources, write_manifest
+from defectflow.preflight import preflight_records, read_report, run_preflight
+
+TRIGGERED: set[str] = set()
+
+
+def _run(records, **cfg):
+    report, facts = preflight_records(records, PreflightConfig(threads=1, **cfg), "t", "m")
+    TRIGGERED.update(i.code for i in report.issues)
+    return report
+
+
+def _by_code(report):
+    out = {}
+    for i in report.issues:
+        out.setdefault(i.code, []).append(i)
+    return out
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    """A manifest with one record per problem; returns (records, line of each problem)."""
+    d = tmp_path
+    rows, line = [], {}
+
+    def add(key, **row):
+        rows.append(row)
+        line[key] = len(rows)
+
+    for i in range(12):
+        add(
+            f"train{i}",
+            image=str(save_image(d / f"train{i}.png", i)),
+            category="c",
+            split="train",
+            label="normal",
+        )
+    add("nocat", image=str(save_image(d / "nocat.png", 90)), split="train")
+    add(
+        "badsplit",
+        image=str(save_image(d / "s.png", 91)),
+        category="c",
+        split="holdout",
+        label="normal",
+    )
+    add(
+        "badlabel",
+        image=str(save_image(d / "l.png", 92)),
+        category="c",
+        split="test",
+        label="maybe",
+    )
+    add("nolabel", image=str(save_image(d / "n.png", 93)), category="c", split="test")
+    add(
+        "anotrain",
+        image=str(save_image(d / "a.png", 94)),
+        category="c",
+        split="train",
+        label="anomaly",
+    )
+    add("missing", image=str(d / "gone.png"), category="c", split="test", label="normal")
+    (d / "text.png").write_text("not an image")
+    add("unreadable", image=str(d / "text.png"), category="c", split="test", label="normal")
+    data = save_image(d / "full.png", 95, size=(64, 64)).read_bytes()
+    (d / "trunc.png").write_bytes(data[: len(data) // 2])
+    add("truncated", image=str(d / "trunc.png"), category="c", split="test", label="normal")
+    add(
+        "maskmissing",
+        image=str(save_image(d / "m1.png", 96)),
+        category="c",
+        split="test",
+        label="anomaly",
+        mask=str(d / "nomask.png"),
+    )
+    (d / "badmask.png").write_bytes(b"\x89PNG garbage")
+    add(
+        "maskunreadable",
+        image=str(save_image(d / "m2.png", 97)),
+        category="c",
+        split="test",
+        label="anomaly",
+        mask=str(d / "badmask.png"),
+    )
+    add(
+        "masksize",
+        image=str(save_image(d / "m3.png", 98)),
+        category="c",
+        split="test",
+        label="anomaly",
+        mask=str(save_mask(d / "small_mask.png", size=(16, 16))),
+    )
+    add(
+        "maskempty",
+        image=str(save_image(d / "m4.png", 99)),
+        category="c",
+        split="test",
+        label="anomaly",
+        mask=str(save_mask(d / "empty_mask.png", fill=0)),
+    )
+    add(
+        "maskfull",
+        image=str(save_image(d / "m5.png", 100)),
+        category="c",
+        split="test",
+        label="anomaly",
+        mask=str(save_mask(d / "full_mask.png", fill=1)),
+    )
+    add(
+        "masknormal",
+        image=str(save_image(d / "m6.png", 101)),
+        category="c",
+        split="test",
+        label="normal",
+        mask=str(save_mask(d / "n_mask.png")),
+    )
+    add(
+        "maskabsent",
+        image=str(save_image(d / "m7.png", 102)),
+        category="c",
+        split="test",
+        label="anomaly",
+    )
+    add("orphan", image="", category="c", mask=str(save_mask(d / "orphan_mask.png")))
+    add("duppath", image=str(d / "train0.png"), category="c", split="train", label="normal")
+    shutil.copy(d / "train1.png", d / "copy1.png")
+    add("dupcontent", image=str(d / "copy1.png"), category="c", split="train", label="normal")
+    add(
+        "conflict_a",
+        image=str(save_image(d / "x1.png", 103)),
+        category="c",
+        split="test",
+        label="normal",
+    )
+    shutil.copy(d / "x1.png", d / "x2.png")
+    add("conflict_b", image=str(d / "x2.png"), category="c", split="test", label="anomaly")
+    shutil.copy(d / "train2.png", d / "leak.png")
+    add("leak", image=str(d / "leak.png"), category="c", split="test", label="normal")
+    near = np.asarray(Image.open(d / "train3.png"), dtype=np.int16) + 3
+    Image.fromarray(np.clip(near, 0, 255).astype(np.uint8)).save(d / "near.png")
+    add("near", image=str(d / "near.png"), category="c", split="test", label="normal")
+    add(
+        "group_a",
+        image=str(save_image(d / "g1.png", 104)),
+        category="c",
+        split="train",
+        label="normal",
+        group="part-1",
+    )
+    add(
+        "group_b",
+        image=str(save_image(d / "g2.png", 105)),
+        category="c",
+        split="test",
+        label="normal",
+        group="part-1",
+    )
+    add(
+        "rgb",
+        image=str(save_image(d / "rgb.png", 106, mode="RGB")),
+        category="c",
+        split="train",
+        label="normal",
+    )
+    Image.fromarray(np.full((32, 32), 4000, dtype=np.uint16)).save(d / "deep.png")
+    add("deep", image=str(d / "deep.png"), category="c", split="train", label="normal")
+    add(
+        "wide",
+        image=str(save_image(d / "wide.png", 107, size=(48, 32))),
+        category="c",
+        split="train",
+        label="normal",
+    )
+    add(
+        "empty_cat",
+        image=str(save_image(d / "e.png", 108)),
+        category="emptycat",
+        split="test",
+        label="anomaly",
+    )
+    add(
+        "small_cat",
+        image=str(save_image(d / "sm.png", 109)),
+        category="smallcat",
+        split="train",
+        label="normal",
+    )
+    m = write_jsonl(d / "zoo.jsonl", rows)
+    recs = ingest_sources(
+        DatasetConfig.model_validate({"sources": [{"type": "manifest", "path": str(m)}]}).sources,
+        "t",
+    )
+    return recs, line
+
+
+EXPECT_AT_LINE = {
+    "CATEGORY_MISSING": "nocat", "SPLIT_INVALID": "badsplit", "LABEL_INVALID": "badlabel", "LABEL_MISSING": "nolabel",
+    "ANOMALY_IN_TRAIN": "anotrain", "IMAGE_MISSING": "missing", "IMAGE_UNREADABLE": "unreadable",
+    "IMAGE_TRUNCATED": "truncated", "MASK_MISSING": "maskmissing", "MASK_UNREADABLE": "maskunreadable",
+    "MASK_SIZE_MISMATCH": "masksize", "MASK_EMPTY": "maskempty", "MASK_FULL": "maskfull", "MASK_ON_NORMAL": "masknormal",
+    "MASK_ORPHAN": "orphan", "DUPLICATE_PATH": "duppath", "DUPLICATE_CONTENT": "dupcontent",
+    "DUPLICATE_LABEL_CONFLICT": "conflict_b", "LEAKAGE_EXACT": "leak", "LEAKAGE_NEAR": "near",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("code", sorted(EXPECT_AT_LINE))
+def test_record_level_code_points_at_its_manifest_line(zoo, code):
+    recs, line = zoo
+    found = _by_code(_run(recs)).get(code, [])
+    assert found, f"{code} not reported"
+    assert line[EXPECT_AT_LINE[code]] in {i.context.get("line") for i in found}, [
+        i.context for i in found
+    ]
+    assert all(i.severity == CODES[code][0] for i in found)
+    assert all(i.context.get("file", "").endswith("zoo.jsonl") for i in found)
+
+
+def test_dataset_level_codes(zoo):
+    recs, _ = zoo
+    by = _by_code(_run(recs, max_memory_mb=1))
+    assert {i.context["group_id"] for i in by["GROUP_LEAKAGE"]} == {"part-1"}
+    assert {i.context["category"] for i in by["NO_NORMAL_TRAIN"]} == {"emptycat"}
+    assert {i.context["category"] for i in by["FEW_TRAIN_IMAGES"]} == {"smallcat"}
+    assert "smallcat" in {i.context["category"] for i in by["NO_TEST_ANOMALIES"]}
+    assert "c" not in {i.context["category"] for i in by["NO_TEST_ANOMALIES"]}
+    assert {i.context["category"] for i in by["NO_VAL_IMAGES"]} >= {"c", "smallcat"}
+    assert {i.context["category"] for i in by["MASK_ABSENT"]} == {"c", "emptycat"}
+    for code in ("MODE_MIX", "BIT_DEPTH_MIX", "SIZE_MIX", "MEMORY_HIGH"):
+        assert [i.context["category"] for i in by[code]] == ["c"], code
+    assert {i.context["category"] for i in by["MEMORY_PROJECTION"]} == {"c", "smallcat"}
+
+
+def test_clean_data_passes(mvtec_tree):
+    recs = ingest_sources(
+        DatasetConfig.model_validate(
+            {"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}
+        ).sources,
+        "t",
+    )
+    recs = [r for r in recs if r.image_path]  # drop the orphan mask
+    report = _run(recs)
+    assert report.ok and report.counts["error"] == 0 and report.counts["warning"] == 0
+    s = report.categories["widget"]
+    assert s.counts == {"test": {"anomaly": 3, "normal": 3}, "train": {"normal": 12}}
+    assert (s.anomalies, s.anomalies_with_mask, s.mask_coverage) == (3, 3, 1.0)
+
+
+def test_ignore_and_severity_override(zoo):
+    recs, _ = zoo
+    by = _by_code(_run(recs, ignore=["leakage_exact"], severity={"MASK_ORPHAN": "error"}))
+    assert "LEAKAGE_EXACT" not in by
+    assert all(i.severity == "error" for i in by["MASK_ORPHAN"])
+
+
+def test_header_mode_reads_no_pixels_but_still_catches_truncation(zoo):
+    recs, line = zoo
+    report, facts = preflight_records(recs, PreflightConfig(threads=1, verify="header"), "t", "m")
+    assert all(f.dhash is None for f in facts.values() if f.kind == "image")
+    by = _by_code(report)
+    assert line["truncated"] in {i.context["line"] for i in by["IMAGE_TRUNCATED"]}
+    assert "LEAKAGE_NEAR" not in by  # needs decoded pixels
+
+
+def test_parallel_inspection_matches_serial(zoo):
+    recs, _ = zoo
+    a, _ = preflight_records(recs, PreflightConfig(threads=1), "t", "m")
+    b, _ = preflight_records(recs, PreflightConfig(threads=2), "t", "m")
+    assert a.model_dump() == b.model_dump()
+
+
+def test_run_preflight_fails_with_summary_and_keeps_report(zoo, tmp_path):
+    recs, _ = zoo
+    manifest = tmp_path / "manifest.jsonl"
+    write_manifest(recs, manifest)
+    out, copy = tmp_path / "out" / "preflight.json", tmp_path / "log" / "preflight_report.json"
+    with pytest.raises(PreflightFailed) as exc:
+        run_preflight(
+            manifest, out, tmp_path / "facts.parquet", {}, dataset="zoo", report_copy=copy
+        )
+    assert "IMAGE_MISSING" in str(exc.value) and "preflight FAILED" in str(exc.value)
+    assert not out.exists(), "nothing downstream may see a report of a failed gate"
+    assert not read_report(copy).ok
+
+
+def test_report_is_schema_valid_json(mvtec_tree, tmp_path):
+    recs = ingest_sources(
+        DatasetConfig.model_validate(
+            {"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}
+        ).sources,
+        "t",
+    )
+    manifest = tmp_path / "manifest.jsonl"
+    write_manifest(recs, manifest)
+    run_preflight(manifest, tmp_path / "p.json", tmp_path / "f.parquet", {}, dataset="t")
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["ok"] is True and data["schema_version"] == 1
+    assert [i["code"] for i in data["issues"] if i["severity"] == "warning"] == ["MASK_ORPHAN"]
+
+
+def test_every_code_is_triggered_by_some_fixture():
+    """Runs last in this module: each documented code must be produced by a test above."""
+    assert set(CODES) - TRIGGERED == set()
+
+
+# --- the real third-party data -------------------------------------------------------------
+
+
+def test_battery_weld_issues_a_careful_engineer_wants(battery_weld):
+    recs = ingest_sources(
+        DatasetConfig.model_validate(
+            {"sources": [{"type": "mvtec", "path": str(battery_weld / "welding")}]}
+        ).sources,
+        "bw",
+    )
+    report = _run(recs)
+    by = _by_code(report)
+    assert not report.ok
+    assert set(c for c, xs in by.items() if xs[0].severity == "error") == {"LEAKAGE_EXACT"}
+    # 7 normal test images are byte-identical copies of training images
+    assert len(by["LEAKAGE_EXACT"]) == 7
+    assert all("/test/good/" in str(i.context["path"]) for i in by["LEAKAGE_EXACT"])
+    assert len(by["DUPLICATE_CONTENT"]) == 1  # 6-+2.png and 6-+3.png in train are identical
+    assert len(by["MASK_ORPHAN"]) == 40
+    assert "LEAKAGE_NEAR" in by and "SIZE_MIX" in by and "NO_VAL_IMAGES" in by
+    assert not any(c.startswith(("IMAGE_", "MASK_SIZE")) for c in by)
+    assert report.categories["welding"].modes == ["L"]
+    assert report.categories["welding"].mask_coverage == 1.0

@@ -1,0 +1,165 @@
+import pyarrow.parquet as pq
+import pytest
+from conftest import save_image, write_jsonl
+
+from defectflow.config import DatasetConfig, PreflightConfig, SplitConfig
+from defectflow.errors import PreflightFailed, SchemaValidationError
+from defectflow.ingest import ingest_sources, write_manifest
+from defectflow.preflight import preflight_records, run_preflight
+from defectflow.standardize import read_standardized, run_standardize, standardize_records
+
+
+def _recs(tmp_path, rows):
+    m = write_jsonl(tmp_path / "m.jsonl", rows)
+    return ingest_sources(
+        DatasetConfig.model_validate({"sources": [{"type": "manifest", "path": str(m)}]}).sources,
+        "t",
+    )
+
+
+def _std(recs, **split):
+    _, facts = preflight_records(recs, PreflightConfig(threads=1), "t", "m")
+    return standardize_records(recs, facts, SplitConfig(**split))
+
+
+def _unsplit(tmp_path, n=100, groups=False):
+    rows = []
+    for i in range(n):
+        row = {
+            "image": str(save_image(tmp_path / f"n{i}.png", i)),
+            "category": "c",
+            "label": "normal",
+        }
+        if groups:
+            row["group_id"] = f"g{i // 4}"
+        rows.append(row)
+    for i in range(5):
+        rows.append(
+            {
+                "image": str(save_image(tmp_path / f"a{i}.png", 1000 + i)),
+                "category": "c",
+                "label": "anomaly",
+            }
+        )
+    return rows
+
+
+def test_split_assignment_is_deterministic_and_follows_fractions(tmp_path):
+    recs = _recs(tmp_path, _unsplit(tmp_path))
+    a = _std(recs, test_fraction=0.2, val_fraction=0.15)
+    b = _std(recs, test_fraction=0.2, val_fraction=0.15)
+    assert a == b
+    split = {r["image_id"]: r["split"] for r in a}
+    assert all(split[r["image_id"]] == "test" for r in a if r["label"] == "anomaly")
+    n_test = sum(r["split"] == "test" and r["label"] == "normal" for r in a)
+    n_val = sum(r["split"] == "val" for r in a)
+    assert 10 <= n_test <= 30 and 8 <= n_val <= 16
+    assert all(r["split_assigned"] for r in a)
+    c = _std(recs, test_fraction=0.2, val_fraction=0.15, seed=1)
+    assert [r["split"] for r in c] != [r["split"] for r in a]
+
+
+def test_groups_never_straddle_splits(tmp_path):
+    rows = _std(
+        _recs(tmp_path, _unsplit(tmp_path, groups=True)), test_fraction=0.3, val_fraction=0.2
+    )
+    by_group = {}
+    for r in rows:
+        if r["group_id"]:
+            by_group.setdefault(r["group_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_group.values())
+    assert {s.pop() for s in by_group.values()} == {"train", "val", "test"}
+
+
+def test_given_splits_are_kept_and_val_is_held_out_of_train(mvtec_tree):
+    recs = [
+        r
+        for r in ingest_sources(
+            DatasetConfig.model_validate(
+                {"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}
+            ).sources,
+            "t",
+        )
+        if r.image_path
+    ]
+    rows = _std(recs, val_fraction=0.25)
+    assert sum(r["split"] == "test" for r in rows) == 6
+    assert (
+        sum(r["split"] == "val" for r in rows) == 3
+        and sum(r["split"] == "train" for r in rows) == 9
+    )
+    assert not any(r["split_assigned"] for r in rows if r["split"] in ("train", "test"))
+
+
+def test_downgraded_leak_drops_the_test_copy(tmp_path):
+    import shutil
+
+    rows = [
+        {"image": str(save_image(tmp_path / f"t{i}.png", i)), "category": "c", "split": "train"}
+        for i in range(3)
+    ]
+    shutil.copy(tmp_path / "t0.png", tmp_path / "leak.png")
+    rows.append(
+        {"image": str(tmp_path / "leak.png"), "category": "c", "split": "test", "label": "normal"}
+    )
+    rows.append(
+        {"image": str(tmp_path / "t1.png"), "category": "c", "split": "train"}
+    )  # repeated path
+    out = _std(_recs(tmp_path, rows), val_fraction=0)
+    assert [r["rel_path"] for r in out] == ["t0.png", "t1.png", "t2.png"]
+    assert all(r["label"] == "normal" for r in out)  # unlabeled train images are normal
+
+
+def test_ids_are_stable_and_unique(mvtec_tree):
+    recs = [
+        r
+        for r in ingest_sources(
+            DatasetConfig.model_validate(
+                {"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}
+            ).sources,
+            "t",
+        )
+        if r.image_path
+    ]
+    rows = _std(recs)
+    ids = [r["image_id"] for r in rows]
+    assert len(set(ids)) == len(ids)
+    assert "widget-000-" in ids[0]
+
+
+def test_parquet_types_are_declared_and_checked_on_read(mvtec_tree, tmp_path):
+    recs = ingest_sources(
+        DatasetConfig.model_validate(
+            {"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}
+        ).sources,
+        "t",
+    )
+    m = tmp_path / "manifest.jsonl"
+    write_manifest(recs, m)
+    run_preflight(m, tmp_path / "p.json", tmp_path / "f.parquet", {}, dataset="t")
+    out = tmp_path / "standardized.parquet"
+    n = run_standardize(m, tmp_path / "p.json", tmp_path / "f.parquet", out, {})
+    assert n == 18 and len(read_standardized(out)) == 18
+    schema = pq.read_schema(out)
+    assert str(schema.field("mask_fraction").type) == "double"  # null for normals, never inferred
+    assert str(schema.field("source_line").type) == "int64"
+    table = pq.read_table(out).drop_columns(["sha256"])
+    pq.write_table(table, out)
+    with pytest.raises(SchemaValidationError, match="sha256"):
+        read_standardized(out)
+
+
+def test_refuses_a_failed_preflight(tmp_path, mvtec_tree):
+    from defectflow.preflight import PreflightReport, write_report
+
+    report = PreflightReport(dataset="t", manifest="m", verify="full", ok=False, counts={"error": 1, "warning": 0, "info": 0},
+                             n_records=0, n_images=0, categories={}, issues=[], ignored_codes=[])  # fmt: skip
+    write_report(report, tmp_path / "p.json")
+    with pytest.raises(PreflightFailed):
+        run_standardize(
+            tmp_path / "m.jsonl",
+            tmp_path / "p.json",
+            tmp_path / "f.parquet",
+            tmp_path / "s.parquet",
+            {},
+        )
