@@ -98,17 +98,23 @@ def _hash_words(hexes: list[str]) -> np.ndarray:
     ).reshape(len(hexes), -1)
 
 
-def _hamming_pairs(a: list[str], b: list[str], max_d: int) -> list[tuple[int, int, int]]:
-    """Index pairs (i in a, j in b) whose hex hashes differ in at most ``max_d`` bits."""
+def nearest_within(a: list[str], b: list[str], max_d: int) -> list[tuple[int, int, int]]:
+    """For each hash in ``b``, its nearest hash in ``a`` if at most ``max_d`` bits differ.
+
+    Returns ``(i in a, j in b, distance)``, at most one per ``j``: a report stays as long as the
+    test set however alike the images are (industrial images of one product often are).
+    """
     if not a or not b:
         return []
     A, B = _hash_words(a), _hash_words(b)
     out = []
-    for start in range(0, len(A), 256):
-        block = A[start : start + 256, None, :] ^ B[None, :, :]
+    for start in range(0, len(B), 256):
+        block = B[start : start + 256, None, :] ^ A[None, :, :]
         d = np.bitwise_count(block).sum(axis=-1, dtype=np.int64)
-        for i, j in zip(*np.nonzero(d <= max_d), strict=True):
-            out.append((start + int(i), int(j), int(d[i, j])))
+        best = d.argmin(axis=1)
+        for j, i in enumerate(best):
+            if d[j, i] <= max_d:
+                out.append((int(i), start + j, int(d[j, i])))
     return out
 
 
@@ -258,7 +264,7 @@ def _check_duplicates(
         t_idx = [i for i in t_idx if facts[(records[i].image_path, "image")].sha256 not in fit_sha]  # type: ignore[index]
         f_hash = [facts[(records[i].image_path, "image")].dhash for i in f_idx]  # type: ignore[index]
         t_hash = [facts[(records[i].image_path, "image")].dhash for i in t_idx]  # type: ignore[index]
-        for a, b, d in _hamming_pairs(f_hash, t_hash, cfg.near_duplicate_distance):
+        for a, b, d in nearest_within(f_hash, t_hash, cfg.near_duplicate_distance):
             ra, rb = records[f_idx[a]], records[t_idx[b]]
             col.add("LEAKAGE_NEAR", f"test image {rb.image_path} looks like {ra.split} image {ra.image_path} (dHash distance {d})",
                     **_ctx(t_idx[b], rb), similar_to=ra.image_path, distance=d)  # fmt: skip
