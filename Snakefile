@@ -10,6 +10,10 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/preflight.smk"
 include: "rules/standardize.smk"
+include: "rules/embed.smk"
+include: "rules/train.smk"
+include: "rules/infer.smk"
+include: "rules/report.smk"
 
 
 rule all:

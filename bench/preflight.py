@@ -37,7 +37,14 @@ def make_dataset(root: Path, n: int, size: int = 64) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr).save(p, compress_level=1)
         split = "test" if i % 10 == 0 else "train"
-        rows.append({"image_path": str(p.relative_to(root)), "category": f"cat{i % 4}", "split": split, "label": "normal"})
+        rows.append(
+            {
+                "image_path": str(p.relative_to(root)),
+                "category": f"cat{i % 4}",
+                "split": split,
+                "label": "normal",
+            }
+        )
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
@@ -55,7 +62,9 @@ def baseline(paths: list[str]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--size", type=int, default=64, help="image side in pixels")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -70,16 +79,25 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     manifest = make_dataset(root, args.n, args.size)
-    print(f"made {args.n} images ({args.size}x{args.size} PNG) in {time.perf_counter() - t:.1f} s under {root}")
+    print(
+        f"made {args.n} images ({args.size}x{args.size} PNG) in {time.perf_counter() - t:.1f} s under {root}"
+    )
 
     t = time.perf_counter()
-    recs = ingest_sources(DatasetConfig.model_validate({"sources": [{"type": "manifest", "path": str(manifest)}]}).sources, "bench")
+    recs = ingest_sources(
+        DatasetConfig.model_validate(
+            {"sources": [{"type": "manifest", "path": str(manifest)}]}
+        ).sources,
+        "bench",
+    )
     t_ingest = time.perf_counter() - t
     paths = [r.image_path for r in recs]
     baseline(paths[:200])  # warm the page cache like the runs below
     t_base = baseline(paths)
     print(f"ingest: {len(recs) / t_ingest:,.0f} records/s ({t_ingest:.2f} s)")
-    print(f"baseline (serial full decode + sha256): {len(paths) / t_base:,.0f} records/s ({t_base:.2f} s)")
+    print(
+        f"baseline (serial full decode + sha256): {len(paths) / t_base:,.0f} records/s ({t_base:.2f} s)"
+    )
     for mode in ("header", "full"):
         cfg = PreflightConfig(verify=mode, threads=args.threads)
         t = time.perf_counter()
@@ -99,7 +117,18 @@ def main() -> None:
             (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     cfg = {"datasets": {"big": {"sources": [{"type": "manifest", "path": str(manifest)}]}}}
     (wf / "big.yaml").write_text(json.dumps(cfg))
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--configfile", "big.yaml", "--quiet", "rules"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--cores",
+        "2",
+        "--configfile",
+        "big.yaml",
+        "--quiet",
+        "rules",
+    ]
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=wf, capture_output=True, text=True)
     dt = time.perf_counter() - t

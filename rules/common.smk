@@ -37,4 +37,51 @@ def source_inputs(wildcards):
 
 
 def all_targets():
-    return expand("results/{dataset}/standardized.parquet", dataset=DATASETS)
+    return expand("results/{dataset}/report.html", dataset=DATASETS)
+
+
+MODELS = sorted(CFG.models)
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    category="[^/]+",
+    shard=r"\d+",
+
+
+def fit_counts(dataset):
+    """Category -> number of train+val images, read from the standardize checkpoint."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    table = checkpoints.standardize.get(dataset=dataset).output.table
+    cols = pq.read_table(table, columns=["category", "split"]).to_pydict()
+    fit = Counter(
+        c for c, s in zip(cols["category"], cols["split"]) if s in ("train", "val")
+    )
+    return {c: fit.get(c, 0) for c in sorted(set(cols["category"]))}
+
+
+def embedding_files(wildcards):
+    n = fit_counts(wildcards.dataset)[wildcards.category]
+    shards = range(max(1, -(-n // CFG.backbone.shard_size)))
+    base = f"results/{wildcards.dataset}/embeddings/{wildcards.category}/shard-"
+    return {
+        "patches": [f"{base}{i:03d}.safetensors" for i in shards],
+        "images": [f"{base}{i:03d}.parquet" for i in shards],
+    }
+
+
+def model_params(wildcards):
+    return CFG.models[wildcards.model].model_dump(mode="json")
+
+
+def dataset_results(wildcards, name):
+    """One file per model x category of a dataset (after the standardize checkpoint)."""
+    cats = fit_counts(wildcards.dataset)
+    return [
+        f"results/{wildcards.dataset}/models/{m}/{c}/{name}"
+        for c in cats
+        for m in MODELS
+    ]

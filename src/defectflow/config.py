@@ -111,7 +111,8 @@ class SplitConfig(_Strict):
 
 class DatasetConfig(_Strict):
     enabled: bool = Field(
-        default=True, description="false skips the dataset (e.g. `demo` when --configfile adds yours)"
+        default=True,
+        description="false skips the dataset (e.g. `demo` when --configfile adds yours)",
     )
     sources: list[Source] = Field(
         min_length=1, description="one or more sources merged into one dataset"
@@ -171,6 +172,121 @@ class PreflightConfig(_Strict):
         return [c.upper() for c in v]
 
 
+class BackboneConfig(_Strict):
+    """Feature extractor and preprocessing shared by every model of a dataset."""
+
+    name: str = Field(default="tf_efficientnet_lite0", description="timm model name")
+    weights: str = Field(
+        default="builtin",
+        description="`builtin` (ImageNet weights shipped in a pip package; tf_efficientnet_lite0 only), "
+        "`pretrained` (timm hub download; needs a network) or a .safetensors/.pth state dict path",
+    )
+    layers: list[int] = Field(
+        default_factory=lambda: [2, 3],
+        description="feature levels (timm out_indices) of the patch features",
+    )
+    pool: int = Field(default=3, ge=1, description="local average pooling of patch features")
+    image_size: int = Field(
+        default=224, ge=32, le=1024, description="images are resized to this square side"
+    )
+    center_crop: int | None = Field(
+        default=None, description="crop side after resizing (null: no crop)"
+    )
+    batch_size: int = Field(default=16, ge=1, description="images per forward pass")
+    shard_size: int = Field(
+        default=2000,
+        ge=1,
+        description="images per embedding job (large categories run as parallel shards)",
+    )
+    threads: int = Field(default=2, ge=1, description="torch threads per embedding/predict job")
+
+
+class KnnModel(_Strict):
+    backend: Literal["knn"] = Field(
+        description="image-level nearest neighbours on pooled embeddings"
+    )
+    k: int = Field(default=1, ge=1, description="neighbours averaged into the score")
+
+
+class PatchcoreModel(_Strict):
+    backend: Literal["patchcore"] = Field(description="patch memory bank with greedy coreset")
+    coreset_ratio: float = Field(
+        default=0.1, gt=0, le=1, description="share of training patches kept"
+    )
+    projection_dim: int = Field(
+        default=128, ge=0, description="random projection for coreset selection (0: none)"
+    )
+    num_neighbors: int = Field(
+        default=9, ge=1, description="neighbours used to re-weight the image score"
+    )
+    max_memory_mb: int = Field(
+        default=4000,
+        ge=16,
+        description="the candidate patches may use at most this (else subsampled)",
+    )
+
+
+class PadimModel(_Strict):
+    backend: Literal["padim"] = Field(description="per-position Gaussian, Mahalanobis distance")
+    n_features: int = Field(
+        default=0, ge=0, description="random channel subset size (0: all channels)"
+    )
+    epsilon: float = Field(default=0.01, gt=0, description="covariance regularisation")
+
+
+class AnomalibModel(_Strict):
+    backend: Literal["anomalib"] = Field(
+        description="train an anomalib model by name from the standardized table"
+    )
+    model: str = Field(description="anomalib model class, e.g. Padim, Patchcore, Cfa, Stfpm")
+    init: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the model class"
+    )
+    max_epochs: int = Field(
+        default=1, ge=1, description="training epochs (1 for the memory-bank models)"
+    )
+    batch_size: int = Field(default=8, ge=1)
+
+
+ModelConfig = Annotated[
+    KnnModel | PatchcoreModel | PadimModel | AnomalibModel, Field(discriminator="backend")
+]
+
+
+def _default_models() -> dict[str, Any]:
+    return {
+        "knn": KnnModel(backend="knn"),
+        "patchcore": PatchcoreModel(backend="patchcore"),
+        "padim": PadimModel(backend="padim"),
+    }
+
+
+class ThresholdConfig(_Strict):
+    policy: Literal["auto", "f1_optimal", "normal_quantile", "fixed"] = Field(
+        default="auto",
+        description="`auto`: f1_optimal when the calibration split has anomalies and normals, else normal_quantile",
+    )
+    quantile: float = Field(
+        default=0.99, gt=0, lt=1, description="normal_quantile: quantile of normal val scores"
+    )
+    value: float | None = Field(default=None, description="fixed: the raw score threshold")
+    map_sigma: float = Field(
+        default=4.0,
+        ge=0,
+        description="Gaussian smoothing of anomaly maps, in pixels of the model input",
+    )
+
+
+class ExportConfig(_Strict):
+    onnx: bool = Field(
+        default=False,
+        description="also export the feature extractor + model to ONNX, with a parity check",
+    )
+    onnx_tolerance: float = Field(
+        default=1e-3, gt=0, description="max relative score difference ONNX vs torch"
+    )
+
+
 class Config(_Strict):
     """Top-level workflow configuration."""
 
@@ -182,6 +298,19 @@ class Config(_Strict):
     )
     demo: DemoConfig = Field(default_factory=DemoConfig, description="the built-in demo data")
     preflight: PreflightConfig = Field(default_factory=PreflightConfig, description="the data gate")
+    backbone: BackboneConfig = Field(
+        default_factory=BackboneConfig, description="feature extractor (all models)"
+    )
+    models: dict[str, ModelConfig] = Field(
+        default_factory=_default_models,
+        min_length=1,
+        description="model name -> backend and its parameters",
+    )
+    threshold: ThresholdConfig = Field(
+        default_factory=ThresholdConfig, description="threshold calibration"
+    )
+    export: ExportConfig = Field(default_factory=ExportConfig, description="delivery formats")
+    seed: int = Field(default=0, description="seed of every random choice in fitting")
 
     @field_validator("datasets")
     @classmethod
@@ -190,6 +319,16 @@ class Config(_Strict):
             if not re.match(NAME_RE, name):
                 raise ValueError(
                     f"dataset name {name!r} must match {NAME_RE} (it becomes a folder name)"
+                )
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not re.match(NAME_RE, name):
+                raise ValueError(
+                    f"model name {name!r} must match {NAME_RE} (it becomes a folder name)"
                 )
         return v
 

@@ -23,6 +23,10 @@ ARTIFACTS: dict[str, str] = {
     "preflight": "defectflow.preflight:PreflightReport",
     "image_facts": "defectflow.imagefacts:ImageFacts",
     "standardized_row": "defectflow.standardize:StandardizedRow",
+    "model_card": "defectflow.models:ModelCard",
+    "infer_config": "defectflow.models:InferConfig",
+    "prediction": "defectflow.detector:PredictionRecord",
+    "metrics": "defectflow.metrics:Metrics",
 }
 
 
@@ -91,6 +95,10 @@ def detect_schema(path: str | Path) -> str:
         "standardized.parquet": "standardized_row",
         "image_facts.parquet": "image_facts",
         "config.yaml": "config",
+        "model_card.json": "model_card",
+        "infer_config.json": "infer_config",
+        "predictions.jsonl": "prediction",
+        "metrics.json": "metrics",
     }
     for suffix, schema in table.items():
         if name.endswith(suffix):

@@ -115,7 +115,9 @@ def inspect_file(path: str, kind: str, full: bool) -> ImageFacts:
         facts.width, facts.height = img.size
         facts.channels, facts.bit_depth = channels(img.mode), bit_depth(img.mode)
     except UnidentifiedImageError:
-        facts.error = "not a readable image: unknown or damaged format (first bytes: " + repr(data[:8]) + ")"
+        facts.error = (
+            "not a readable image: unknown or damaged format (first bytes: " + repr(data[:8]) + ")"
+        )
         return facts
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         facts.error = f"not a readable image: {exc}"

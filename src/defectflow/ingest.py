@@ -113,7 +113,9 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
         if fmt == "jsonl":
             for lineno, obj in read_jsonl(path):
                 if not isinstance(obj, dict):
-                    raise ManifestError(f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                    raise ManifestError(
+                        f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}"
+                    )
                 yield lineno, obj
         elif fmt == "csv":
             with path.open(newline="", encoding="utf-8-sig") as fh:

@@ -1,0 +1,36 @@
+rule metrics:
+    input:
+        predictions="results/{dataset}/models/{model}/{category}/predictions.jsonl",
+        maps="results/{dataset}/models/{model}/{category}/maps.safetensors",
+        table="results/{dataset}/standardized.parquet",
+    output:
+        metrics="results/{dataset}/models/{model}/{category}/metrics.json",
+    log:
+        "logs/{dataset}/metrics/{model}-{category}.log",
+    conda:
+        "../envs/models.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/metrics.py"
+
+
+rule report:
+    input:
+        metrics=lambda wc: dataset_results(wc, "metrics.json"),
+        predictions=lambda wc: dataset_results(wc, "predictions.jsonl"),
+        preflight="results/{dataset}/preflight.json",
+    output:
+        report="results/{dataset}/report.html",
+    log:
+        "logs/{dataset}/report.log",
+    conda:
+        "../envs/models.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,15 @@
+"""Snakemake adapter: predictions + masks -> metrics.json."""
+
+from defectflow.logs import log_to
+from defectflow.metrics import run_metrics
+
+with log_to(snakemake.log[0]):
+    run_metrics(
+        snakemake.input.predictions,
+        snakemake.input.maps,
+        snakemake.input.table,
+        snakemake.wildcards.dataset,
+        snakemake.wildcards.category,
+        snakemake.wildcards.model,
+        snakemake.output.metrics,
+    )

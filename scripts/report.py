@@ -1,0 +1,13 @@
+"""Snakemake adapter: a dataset's metrics and predictions -> report.html."""
+
+from defectflow.logs import log_to
+from defectflow.report import run_report
+
+with log_to(snakemake.log[0]):
+    run_report(
+        snakemake.wildcards.dataset,
+        list(snakemake.input.metrics),
+        list(snakemake.input.predictions),
+        snakemake.input.preflight,
+        snakemake.output.report,
+    )

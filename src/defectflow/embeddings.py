@@ -1,0 +1,169 @@
+"""Embedding stage: standardized images -> stored backbone features, computed once per
+dataset x category x backbone and reused by every model.
+
+Patch features go to ``shard-XXX.safetensors`` (float16 ``[N, C, H, W]``, image ids in the
+metadata); pooled image embeddings to ``shard-XXX.parquet`` keyed by ``image_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from defectflow.backbone import BackboneSpec, FeatureExtractor, build_extractor, default_mean_std
+from defectflow.config import BackboneConfig
+from defectflow.errors import ModelError
+from defectflow.io import atomic_path
+from defectflow.preprocess import PreprocessSpec, preprocess
+
+log = logging.getLogger(__name__)
+
+FIT_SPLITS = ("train", "val")
+
+
+def specs(cfg: BackboneConfig) -> tuple[BackboneSpec, PreprocessSpec]:
+    """Backbone and preprocessing specs of a backbone config."""
+    bb = BackboneSpec(name=cfg.name, weights=cfg.weights, layers=cfg.layers, pool=cfg.pool)
+    mean, std = default_mean_std(bb)
+    pp = PreprocessSpec(image_size=cfg.image_size, center_crop=cfg.center_crop, mean=mean, std=std)
+    return bb, pp
+
+
+def fit_rows(rows: list[dict[str, Any]], category: str) -> list[dict[str, Any]]:
+    """The rows whose features are stored: train + val of one category, in table order."""
+    return [r for r in rows if r["category"] == category and r["split"] in FIT_SPLITS]
+
+
+def n_shards(n_rows: int, shard_size: int) -> int:
+    return max(1, math.ceil(n_rows / shard_size))
+
+
+def shard_rows(rows: list[dict[str, Any]], shard: int, shard_size: int) -> list[dict[str, Any]]:
+    return rows[shard * shard_size : (shard + 1) * shard_size]
+
+
+def features(model: FeatureExtractor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: patch features rounded to float16 (the stored precision), image
+    embeddings in float32. Embedding and inference both call this."""
+    p, i = model(batch)
+    return p.to(torch.float16), i.float()
+
+
+def extract(
+    model: FeatureExtractor,
+    paths: list[str],
+    pp: PreprocessSpec,
+    batch_size: int,
+    desc: str = "embed",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of image files, batched with progress. Patch features are rounded to float16,
+    the precision they are stored in, so stored and freshly computed features agree."""
+    patches, images = [], []
+    bar = tqdm(total=len(paths), desc=desc, unit="img", mininterval=5.0, disable=len(paths) < 64)
+    for start in range(0, len(paths), batch_size):
+        p, i = features(
+            model, torch.stack([preprocess(p, pp) for p in paths[start : start + batch_size]])
+        )
+        patches.append(p)
+        images.append(i)
+        bar.update(len(p))
+    bar.close()
+    if not patches:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(patches), torch.cat(images)
+
+
+def run_embed(
+    table: str | Path,
+    category: str,
+    shard: int,
+    cfg: dict[str, Any] | BackboneConfig,
+    out_patches: str | Path,
+    out_images: str | Path,
+    threads: int = 1,
+) -> int:
+    """Snakemake entry point: one shard of one category's train+val images -> stored features."""
+    from defectflow.standardize import read_standardized
+
+    cfg = cfg if isinstance(cfg, BackboneConfig) else BackboneConfig.model_validate(cfg)
+    torch.set_num_threads(threads)
+    rows = shard_rows(fit_rows(read_standardized(table), category), shard, cfg.shard_size)
+    if not rows:
+        raise ModelError(f"category {category!r} shard {shard} has no train/val images")
+    bb, pp = specs(cfg)
+    model, sha = build_extractor(bb)
+    t = time.perf_counter()
+    patch, image = extract(
+        model, [r["image_path"] for r in rows], pp, cfg.batch_size, desc=f"embed {category}#{shard}"
+    )
+    dt = time.perf_counter() - t
+    meta = {
+        "image_ids": json.dumps([r["image_id"] for r in rows]),
+        "splits": json.dumps([r["split"] for r in rows]),
+        "backbone": bb.model_dump_json(),
+        "preprocess": pp.model_dump_json(),
+        "weights_sha256": sha or "",
+    }
+    with atomic_path(out_patches) as tmp:
+        save_file({"patch": patch.contiguous()}, str(tmp), metadata=meta)
+    tbl = pa.table(
+        {
+            "image_id": pa.array([r["image_id"] for r in rows], pa.string()),
+            "split": pa.array([r["split"] for r in rows], pa.string()),
+            "label": pa.array([r["label"] for r in rows], pa.string()),
+            "embedding": pa.array(image.numpy().tolist(), pa.list_(pa.float32())),
+        }
+    )
+    with atomic_path(out_images) as tmp:
+        pq.write_table(tbl, tmp)
+    log.info(
+        "%s shard %d: %d images in %.1f s (%.1f img/s), patch features %s",
+        category,
+        shard,
+        len(rows),
+        dt,
+        len(rows) / dt,
+        tuple(patch.shape),
+    )
+    return len(rows)
+
+
+def load_embeddings(patch_files: list[str | Path], image_files: list[str | Path]) -> dict[str, Any]:
+    """Concatenate shards: ids, splits, patch features [N,C,H,W] (float32), image embeddings [N,D]."""
+    ids: list[str] = []
+    splits: list[str] = []
+    patches, images = [], []
+    meta: dict[str, str] = {}
+    for pf, imf in zip(sorted(map(str, patch_files)), sorted(map(str, image_files)), strict=True):
+        from safetensors import safe_open
+
+        with safe_open(pf, framework="pt") as fh:
+            meta = fh.metadata()
+        shard_ids = json.loads(meta["image_ids"])
+        tbl = pq.read_table(imf).to_pydict()
+        if tbl["image_id"] != shard_ids:
+            raise ModelError(f"{pf} and {imf} list different images; re-run the embed rule")
+        ids += shard_ids
+        splits += json.loads(meta["splits"])
+        patches.append(load_file(pf)["patch"])
+        images.append(torch.tensor(np.asarray(tbl["embedding"], dtype=np.float32)))
+    return {
+        "ids": ids,
+        "splits": splits,
+        "patch": torch.cat(patches).float(),
+        "image": torch.cat(images),
+        "backbone": json.loads(meta["backbone"]),
+        "preprocess": json.loads(meta["preprocess"]),
+        "weights_sha256": meta["weights_sha256"],
+    }

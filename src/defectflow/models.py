@@ -1,0 +1,239 @@
+"""Train (embeddings -> checkpoint + model card) and calibrate (-> infer_config.json)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from defectflow import __version__
+from defectflow.backbone import BUILTIN, BackboneSpec, resolve_weights
+from defectflow.backends import EMBEDDING_BACKENDS, Backend
+from defectflow.config import BackboneConfig, ThresholdConfig
+from defectflow.contracts import validate
+from defectflow.embeddings import load_embeddings, specs
+from defectflow.errors import ModelError
+from defectflow.io import atomic_path, read_json, sha256_file, write_json_atomic
+from defectflow.preprocess import PreprocessSpec
+from defectflow.thresholds import Threshold, calibrate
+
+log = logging.getLogger(__name__)
+
+
+class ModelCard(BaseModel):
+    """``model_card.json`` beside each checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    defectflow_version: str = __version__
+    dataset: str
+    category: str
+    model: str
+    backend: str
+    params: dict[str, Any]
+    n_train: int
+    fit_seconds: float
+    facts: dict[str, Any] = Field(description="backend facts: memory bank size, dimensions, ...")
+    backbone: dict[str, Any]
+    weights_sha256: str
+    seed: int
+
+
+class FileRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(
+        description="relative to infer_config.json; null for the builtin package weights"
+    )
+    source: str = Field(description="file | builtin | pretrained")
+    sha256: str | None
+
+
+class InferConfig(BaseModel):
+    """``infer_config.json``: everything a deployment needs, with no run directory."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    defectflow_version: str = __version__
+    dataset: str
+    category: str
+    model: str
+    backend: str
+    params: dict[str, Any]
+    backbone: dict[str, Any] = Field(description="BackboneSpec: timm name, weights, layers, pool")
+    weights: FileRef
+    preprocess: dict[str, Any] = Field(description="PreprocessSpec: size, crop, normalization")
+    checkpoint: FileRef
+    threshold: Threshold
+    map_sigma: float
+    seed: int
+    versions: dict[str, str]
+    created_at: str
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.dataset}/{self.category}/{self.model}@{(self.checkpoint.sha256 or '')[:12]}"
+
+
+def library_versions() -> dict[str, str]:
+    import timm
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def build_backend(backend: str, params: dict[str, Any]) -> Backend:
+    try:
+        return EMBEDDING_BACKENDS[backend](params)
+    except KeyError:
+        raise ModelError(
+            f"unknown embedding backend {backend!r}; known: {sorted(EMBEDDING_BACKENDS)}"
+        ) from None
+
+
+def save_checkpoint(backend: Backend, path: str | Path, meta: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        save_file(
+            {k: v.contiguous() for k, v in backend.state_dict().items()}, str(tmp), metadata=meta
+        )
+
+
+def load_checkpoint(path: str | Path) -> Backend:
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    backend = build_backend(meta["backend"], json.loads(meta["params"]))
+    backend.load_state_dict(load_file(str(path)))
+    return backend
+
+
+def _select(emb: dict[str, Any], split: str) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    idx = [i for i, s in enumerate(emb["splits"]) if s == split]
+    return idx, emb["patch"][idx], emb["image"][idx]
+
+
+def run_train(patch_files: list[str], image_files: list[str], dataset: str, category: str, model: str, model_cfg: dict[str, Any],
+              out_ckpt: str | Path, out_card: str | Path, seed: int = 0, threads: int = 1) -> ModelCard:  # fmt: skip
+    """Snakemake entry point: stored embeddings (train split) -> checkpoint + model card."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    params = {k: v for k, v in model_cfg.items() if k != "backend"}
+    backend = build_backend(model_cfg["backend"], params)
+    emb = load_embeddings(patch_files, image_files)
+    idx, patch, image = _select(emb, "train")
+    if not idx:
+        raise ModelError(f"{dataset}/{category}: no train images in the embeddings")
+    t = time.perf_counter()
+    facts = backend.fit(patch if backend.uses_patches else None, image, seed=seed)
+    dt = time.perf_counter() - t
+    save_checkpoint(
+        backend, out_ckpt, {"backend": backend.name, "params": json.dumps(params, sort_keys=True)}
+    )
+    card = ModelCard(dataset=dataset, category=category, model=model, backend=backend.name, params=params, n_train=len(idx),
+                     fit_seconds=round(dt, 3), facts=facts, backbone=emb["backbone"], weights_sha256=emb["weights_sha256"], seed=seed)  # fmt: skip
+    data = card.model_dump(mode="json")
+    validate("model_card", data, where=str(out_card))
+    write_json_atomic(out_card, data)
+    log.info(
+        "%s/%s/%s: fitted on %d images in %.2f s: %s", dataset, category, model, len(idx), dt, facts
+    )
+    return card
+
+
+def run_calibrate(ckpt: str | Path, patch_files: list[str], image_files: list[str], table: str | Path, dataset: str, category: str,
+                  model: str, backbone_cfg: dict[str, Any], threshold_cfg: dict[str, Any], out: str | Path, seed: int = 0) -> InferConfig:  # fmt: skip
+    """Snakemake entry point: checkpoint + val embeddings -> ``infer_config.json``."""
+    from defectflow.standardize import read_standardized
+
+    bcfg = BackboneConfig.model_validate(backbone_cfg)
+    tcfg = ThresholdConfig.model_validate(threshold_cfg)
+    backend = load_checkpoint(ckpt)
+    emb = load_embeddings(patch_files, image_files)
+    idx, patch, image = _select(emb, "val")
+    if not idx and tcfg.policy != "fixed":
+        raise ModelError(
+            f"{dataset}/{category}: no val images to calibrate a threshold on; set split.val_fraction > 0"
+        )
+    labels_by_id = {r["image_id"]: r["label"] for r in read_standardized(table)}
+    ids = [emb["ids"][i] for i in idx]
+    scores = (
+        backend.score(patch if backend.uses_patches else None, image)[0].numpy()
+        if idx
+        else np.zeros(0)
+    )
+    thr = calibrate(scores, [labels_by_id.get(i) for i in ids], ids, tcfg)
+    log.info(
+        "%s/%s/%s: threshold %.5g (%s) from %d normal, %d anomalous val images",
+        dataset,
+        category,
+        model,
+        thr.value,
+        thr.policy,
+        thr.n_normal,
+        thr.n_anomaly,
+    )
+    bb, pp = specs(bcfg)
+    out = Path(out)
+    weights = resolve_weights(bb)
+    if weights is None:
+        wref = FileRef(path=None, source="pretrained", sha256=None)
+    elif bb.weights == BUILTIN:
+        wref = FileRef(path=None, source="builtin", sha256=sha256_file(weights))
+    else:
+        local = out.parent / weights.name
+        if not local.exists() or sha256_file(local) != sha256_file(weights):
+            shutil.copyfile(weights, local)
+        wref = FileRef(path=local.name, source="file", sha256=sha256_file(local))
+    ckpt = Path(ckpt)
+    cfg = InferConfig(
+        dataset=dataset, category=category, model=model, backend=backend.name, params=backend.params,
+        backbone=bb.model_dump(), weights=wref, preprocess=pp.model_dump(),
+        checkpoint=FileRef(path=str(Path(ckpt).resolve().relative_to(out.parent.resolve())), source="file", sha256=sha256_file(ckpt)),
+        threshold=thr, map_sigma=tcfg.map_sigma, seed=seed, versions=library_versions(),
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )  # fmt: skip
+    write_infer_config(cfg, out)
+    return cfg
+
+
+def write_infer_config(cfg: InferConfig, path: str | Path) -> None:
+    data = cfg.model_dump(mode="json")
+    validate("infer_config", data, where=str(path))
+    write_json_atomic(path, data)
+
+
+def read_infer_config(path: str | Path) -> InferConfig:
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise ModelError(f"infer config {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path} is not JSON: {exc}") from None
+    validate("infer_config", data, where=str(path))
+    return InferConfig.model_validate(data)
+
+
+__all__ = [
+    "BackboneSpec",
+    "InferConfig",
+    "ModelCard",
+    "PreprocessSpec",
+    "read_infer_config",
+    "run_calibrate",
+    "run_train",
+]
