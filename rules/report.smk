@@ -1,18 +1,29 @@
 rule metrics:
     input:
-        predictions="results/{dataset}/models/{model}/{category}/predictions.jsonl",
-        maps="results/{dataset}/models/{model}/{category}/maps.safetensors",
+        predictions=expand(
+            "results/{{dataset}}/models/{model}/{{category}}/predictions.jsonl",
+            model=MODELS,
+        ),
+        maps=expand(
+            "results/{{dataset}}/models/{model}/{{category}}/maps.safetensors",
+            model=MODELS,
+        ),
         table="results/{dataset}/standardized.parquet",
     output:
-        metrics="results/{dataset}/models/{model}/{category}/metrics.json",
+        metrics=expand(
+            "results/{{dataset}}/models/{model}/{{category}}/metrics.json",
+            model=MODELS,
+        ),
     log:
-        "logs/{dataset}/metrics/{model}-{category}.log",
+        "logs/{dataset}/metrics/{category}.log",
     conda:
         "../envs/models.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        models=MODELS,
     script:
         "../scripts/metrics.py"
 

@@ -1,15 +1,15 @@
-"""Snakemake adapter: predictions + masks -> metrics.json."""
+"""Snakemake adapter: every model's predictions of a category + masks -> metrics.json each."""
 
 from defectflow.logs import log_to
 from defectflow.metrics import run_metrics
 
 with log_to(snakemake.log[0]):
     run_metrics(
-        snakemake.input.predictions,
-        snakemake.input.maps,
+        list(snakemake.input.predictions),
+        list(snakemake.input.maps),
         snakemake.input.table,
         snakemake.wildcards.dataset,
         snakemake.wildcards.category,
-        snakemake.wildcards.model,
-        snakemake.output.metrics,
+        list(snakemake.params.models),
+        list(snakemake.output.metrics),
     )

@@ -13,7 +13,9 @@ import pytest
 import yaml
 from conftest import save_image, write_jsonl
 
-SMALL_DEMO = {"n_train": 12, "n_test_normal": 4, "n_test_per_defect": 2, "image_size": 64}
+SMALL_DEMO = {"n_train": 16, "n_test_normal": 4, "n_test_per_defect": 2, "image_size": 64}
+SMALL_BACKBONE = {"image_size": 128}
+MODELS = ("knn", "padim", "patchcore")
 
 
 def snakemake(wf: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -52,16 +54,18 @@ def dag_edges(wf: Path) -> set[tuple[str, str]]:
 
 
 def test_dry_run_dag_of_default_config(workflow_dir):
+    # Before the standardize checkpoint the categories are unknown: the DAG ends in the report.
     assert summary(workflow_dir) == {
         "resources/demo": "demo_data",
         "results/demo/manifest.jsonl": "ingest",
         "results/demo/preflight.json": "preflight",
         "results/demo/image_facts.parquet": "preflight",
         "results/demo/standardized.parquet": "standardize",
+        "results/demo/report.html": "report",
     }
     assert dag_edges(workflow_dir) == {
-        ("demo_data", "ingest"), ("ingest", "preflight"), ("ingest", "standardize"),
-        ("preflight", "standardize"), ("standardize", "all"),
+        ("demo_data", "ingest"), ("ingest", "preflight"), ("ingest", "standardize"), ("preflight", "standardize"),
+        ("standardize", "report"), ("preflight", "report"), ("report", "all"),
     }  # fmt: skip
     r = snakemake(workflow_dir, "-n")
     assert "demo_data" in r.stdout and "standardize" in r.stdout
@@ -87,26 +91,6 @@ def test_config_error_stops_before_any_job(workflow_dir):
     assert r.returncode != 0
     out = r.stdout + r.stderr
     assert "preflight.verify" in out and "'header' or 'full'" in out
-
-
-def test_end_to_end_demo_then_nothing_to_do(workflow_dir):
-    write_config(workflow_dir, demo=SMALL_DEMO)
-    snakemake(workflow_dir)
-    res = workflow_dir / "results" / "demo"
-    report = json.loads((res / "preflight.json").read_text())
-    assert report["ok"] and set(report["categories"]) == {"tile", "bracket"}
-    table = pq.read_table(res / "standardized.parquet").to_pylist()
-    assert len(table) == 2 * (12 + 4 + 6)
-    assert {r["split"] for r in table} == {"train", "val", "test"}
-    assert sum(r["label"] == "anomaly" for r in table) == 12 and all(
-        r["split"] == "test" for r in table if r["label"] == "anomaly"
-    )
-    r = subprocess.run([sys.executable, "-m", "defectflow.cli", "validate", str(res / "manifest.jsonl"), str(res / "preflight.json"),
-                        str(res / "standardized.parquet"), str(res / "image_facts.parquet")], capture_output=True, text=True)  # fmt: skip
-    assert r.returncode == 0, r.stdout
-    assert (workflow_dir / "logs" / "demo" / "preflight.log").read_text().count("preflight OK") == 1
-    again = snakemake(workflow_dir)
-    assert "Nothing to be done" in again.stdout + again.stderr
 
 
 def test_preflight_error_fails_the_run_with_a_readable_summary(workflow_dir, tmp_path):
@@ -157,3 +141,172 @@ def test_battery_weld_jsonl_through_standardize(workflow_dir, battery_weld):
     assert len(fit) == 36  # 37 train images, one byte-identical pair kept once
     assert all(r["channels"] == 1 and r["mode"] == "L" for r in rows)
     assert all(0 < r["mask_fraction"] < 1 for r in rows if r["label"] == "anomaly")
+
+
+# --- the whole chain on a small demo, run once for the tests below --------------------------
+
+
+def copy_workflow(dst: Path) -> Path:
+    import shutil
+
+    from conftest import REPO
+
+    dst.mkdir(parents=True)
+    for name in ("Snakefile", "rules", "scripts", "config", "schemas", "envs", "profiles"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / name)
+    write_config(dst, demo=SMALL_DEMO, backbone=SMALL_BACKBONE)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    wf = copy_workflow(tmp_path_factory.mktemp("e2e") / "wf")
+    snakemake(wf)
+    return wf
+
+
+def test_end_to_end_artifacts_are_valid(demo_run):
+    res = demo_run / "results" / "demo"
+    files = [
+        res / "manifest.jsonl",
+        res / "preflight.json",
+        res / "standardized.parquet",
+        res / "image_facts.parquet",
+    ]
+    for model in MODELS:
+        for cat in ("tile", "bracket"):
+            d = res / "models" / model / cat
+            files += [
+                d / "model_card.json",
+                d / "infer_config.json",
+                d / "predictions.jsonl",
+                d / "metrics.json",
+            ]
+            preds = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines()]
+            assert len(preds) == 4 + 6 and all(p["score"] is not None for p in preds)
+            metrics = json.loads((d / "metrics.json").read_text())
+            assert metrics["image"]["status"] == "ok" and set(metrics["per_defect_type"]) == set(
+                {
+                    "tile": ["scratch", "stain", "crack"],
+                    "bracket": ["scratch", "stain", "missing_part"],
+                }[cat]
+            )
+            assert (metrics["pixel"]["status"] == "ok") == (model != "knn")  # knn makes no maps
+    r = subprocess.run(
+        [sys.executable, "-m", "defectflow.cli", "validate", *map(str, files)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout
+    html = (res / "report.html").read_text()
+    assert (
+        html.count("<tr") >= 1 + 6 and "alt='ROC tile'" in html and "data:image/png;base64" in html
+    )
+
+
+def test_second_run_has_nothing_to_do(demo_run):
+    again = snakemake(demo_run)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _planned_jobs(wf: Path, *config: str) -> dict[str, int]:
+    out = snakemake(wf, "-n", "--config", *config).stdout
+    stats = out[out.index("Job stats") :] if "Job stats" in out else ""
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def test_threshold_change_reuses_embeddings_backbone_change_does_not(demo_run):
+    jobs = _planned_jobs(demo_run, "threshold={'quantile': 0.95}")
+    assert jobs.get("calibrate") == 6 and jobs.get("predict") == 6 and jobs.get("report") == 1
+    assert "embed" not in jobs and "train" not in jobs
+    jobs = _planned_jobs(
+        demo_run, "models={'patchcore': {'backend': 'patchcore', 'coreset_ratio': 0.2}}"
+    )
+    assert jobs.get("train") == 2 and "embed" not in jobs
+    jobs = _planned_jobs(demo_run, "backbone={'image_size': 128, 'pool': 1}")
+    assert jobs.get("embed") == 2 and jobs.get("train") == 6
+
+
+def test_delivered_model_runs_from_a_copied_folder(demo_run, tmp_path):
+    import shutil
+
+    src = demo_run / "results" / "demo" / "models" / "patchcore" / "bracket"
+    deliver = tmp_path / "deliver"
+    deliver.mkdir()
+    shutil.copy(src / "infer_config.json", deliver)
+    shutil.copy(src / "checkpoint.safetensors", deliver)
+    images = demo_run / "resources" / "demo" / "bracket" / "test"
+    cli = [
+        sys.executable,
+        "-m",
+        "defectflow.cli",
+        "infer",
+        "--infer-config",
+        str(deliver / "infer_config.json"),
+    ]
+    r = subprocess.run(
+        [*cli, str(images), "--out", str(tmp_path / "p.jsonl"), "--maps", str(tmp_path / "maps")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    ours = {
+        json.loads(x)["image_path"]: json.loads(x)
+        for x in (tmp_path / "p.jsonl").read_text().splitlines()
+    }
+    pipeline = {
+        json.loads(x)["image_path"]: json.loads(x)
+        for x in (src / "predictions.jsonl").read_text().splitlines()
+    }
+    assert set(ours) == set(pipeline)
+    for path, p in pipeline.items():
+        assert ours[path]["score"] == p["score"] and ours[path]["pred_label"] == p["pred_label"]
+    assert len(list((tmp_path / "maps").glob("*.png"))) == len(ours)
+
+    # an unreadable image becomes an error record, the rest are still scored
+    (tmp_path / "broken.png").write_bytes((images / "good" / "000.png").read_bytes()[:200])
+    r = subprocess.run(
+        [
+            *cli,
+            str(tmp_path / "broken.png"),
+            str(images / "good" / "001.png"),
+            "--out",
+            str(tmp_path / "q.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(x) for x in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert (
+        recs[0]["error"]
+        and recs[0]["score"] is None
+        and recs[1]["error"] is None
+        and recs[1]["score"] is not None
+    )
+
+    # a changed checkpoint is refused with a clear message
+    ckpt = deliver / "checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:-1] + b"\x00")
+    r = subprocess.run(
+        [*cli, str(images), "--out", str(tmp_path / "x.jsonl")], capture_output=True, text=True
+    )
+    assert (
+        r.returncode == 2
+        and "sha256" in r.stderr
+        and "refusing" in r.stderr
+        and "Traceback" not in r.stderr
+    )
+
+
+def test_two_clean_runs_give_byte_identical_predictions(demo_run, tmp_path):
+    other = copy_workflow(tmp_path / "wf")
+    snakemake(other)
+    for model in MODELS:
+        for cat in ("tile", "bracket"):
+            rel = Path("results/demo/models") / model / cat / "predictions.jsonl"
+            a = (demo_run / rel).read_text().replace(str(demo_run), "<run>")
+            b = (other / rel).read_text().replace(str(other), "<run>")
+            assert a == b, rel

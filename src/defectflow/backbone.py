@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import timm
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -93,6 +92,8 @@ class FeatureExtractor(torch.nn.Module):
     def __init__(self, spec: BackboneSpec, weights_file: Path | None) -> None:
         super().__init__()
         self.spec = spec
+        import timm
+
         levels = sorted(set(spec.layers) | {max(spec.layers) + 1})
         try:
             full = timm.create_model(spec.name, pretrained=spec.weights == "pretrained")
@@ -183,6 +184,8 @@ def default_mean_std(spec: BackboneSpec) -> tuple[list[float], list[float]]:
     """Normalization of the weights: 0.5/0.5 for the builtin lite0, timm's config otherwise."""
     if spec.weights == BUILTIN:
         return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+    import timm
+
     cfg = timm.get_pretrained_cfg(spec.name)
     mean = list(getattr(cfg, "mean", (0.485, 0.456, 0.406)))
     std = list(getattr(cfg, "std", (0.229, 0.224, 0.225)))

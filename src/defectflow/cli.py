@@ -53,6 +53,61 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_ERRORS
 
 
+def _id_of(rel: Path) -> str:
+    return "__".join(rel.with_suffix("").parts).replace(" ", "_")
+
+
+def _gather_images(inputs: list[Path], category: str | None) -> list[dict]:
+    """Image files from files, folders (recursive) and manifests (JSONL/CSV/Parquet)."""
+    from defectflow.config import ManifestSource
+    from defectflow.ingest import IMAGE_EXTENSIONS, ingest_manifest
+
+    items: list[dict] = []
+    for p in inputs:
+        if p.is_dir():
+            files = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            items += [{"image_path": str(f), "image_id": _id_of(f.relative_to(p))} for f in files]
+        elif p.suffix.lower() in {".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq"}:
+            for r in ingest_manifest(ManifestSource(type="manifest", path=str(p))):
+                if r.image_path and (category is None or r.category in (None, category)):
+                    items.append(
+                        {
+                            "image_path": r.image_path,
+                            "image_id": _id_of(Path(r.rel_path or r.image_path)),
+                            "gt_label": r.label if r.label in ("normal", "anomaly") else None,
+                            "defect_type": r.defect_type,
+                        }
+                    )
+        else:
+            items.append(
+                {"image_path": str(p)}
+            )  # a missing or unreadable file becomes an error record
+    if not items:
+        raise DefectflowError(f"no images found in {[str(i) for i in inputs]}")
+    return items
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from defectflow.detector import Detector, write_predictions
+
+    det = Detector.load(args.infer_config, threads=args.threads)
+    if args.category and args.category != det.cfg.category:
+        raise DefectflowError(
+            f"{args.infer_config} is a model of category {det.cfg.category!r}, not {args.category!r}"
+        )
+    items = _gather_images(args.inputs, det.cfg.category)
+    records, _ = det.predict(items, batch_size=args.batch_size, maps_dir=args.maps)
+    write_predictions(records, args.out)
+    n_an = sum(r.pred_label == "anomaly" for r in records)
+    n_err = sum(r.error is not None for r in records)
+    print(
+        f"{len(records)} images scored with {det.cfg.model_id}: {n_an} anomalous, {n_err} unreadable -> {args.out}"
+    )
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from defectflow.contracts import detect_schema, load_any, validate, validate_rows
 
@@ -141,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=0, help="processes for decoding (0 = all cores)")
     s.add_argument("--examples", type=int, default=3, help="examples printed per issue code")
     s.set_defaults(func=cmd_preflight)
+
+    s = sub.add_parser(
+        "infer",
+        help="score images with a delivered model (infer_config.json); no Snakemake, no network",
+    )
+    s.add_argument(
+        "--infer-config",
+        required=True,
+        type=Path,
+        help="infer_config.json; the files it names must sit beside it",
+    )
+    s.add_argument("inputs", nargs="+", type=Path, help="image files, folders, or manifests")
+    s.add_argument(
+        "--out",
+        type=Path,
+        default=Path("predictions.jsonl"),
+        help="predictions JSONL (default: predictions.jsonl)",
+    )
+    s.add_argument("--maps", type=Path, help="write PNG heatmaps into this folder")
+    s.add_argument("--category", help="refuse to run if the model is of another category")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--threads", type=int, default=2, help="torch threads")
+    s.set_defaults(func=cmd_infer)
 
     s = sub.add_parser("validate", help="validate artifacts against their JSON Schemas")
     s.add_argument("files", nargs="+", type=Path)

@@ -25,7 +25,7 @@ ARTIFACTS: dict[str, str] = {
     "standardized_row": "defectflow.standardize:StandardizedRow",
     "model_card": "defectflow.models:ModelCard",
     "infer_config": "defectflow.models:InferConfig",
-    "prediction": "defectflow.detector:PredictionRecord",
+    "prediction": "defectflow.predictions:PredictionRecord",
     "metrics": "defectflow.metrics:Metrics",
 }
 

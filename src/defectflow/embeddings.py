@@ -109,14 +109,18 @@ def run_embed(
     )
     dt = time.perf_counter() - t
     meta = {
-        "image_ids": json.dumps([r["image_id"] for r in rows]),
-        "splits": json.dumps([r["split"] for r in rows]),
-        "backbone": bb.model_dump_json(),
-        "preprocess": pp.model_dump_json(),
+        "image_ids": [r["image_id"] for r in rows],
+        "splits": [r["split"] for r in rows],
+        "backbone": bb.model_dump(),
+        "preprocess": pp.model_dump(),
         "weights_sha256": sha or "",
     }
     with atomic_path(out_patches) as tmp:
-        save_file({"patch": patch.contiguous()}, str(tmp), metadata=meta)
+        save_file(
+            {"patch": patch.contiguous()},
+            str(tmp),
+            metadata={"defectflow": json.dumps(meta, sort_keys=True)},
+        )
     tbl = pa.table(
         {
             "image_id": pa.array([r["image_id"] for r in rows], pa.string()),
@@ -149,13 +153,15 @@ def load_embeddings(patch_files: list[str | Path], image_files: list[str | Path]
         from safetensors import safe_open
 
         with safe_open(pf, framework="pt") as fh:
-            meta = fh.metadata()
-        shard_ids = json.loads(meta["image_ids"])
+            meta = json.loads((fh.metadata() or {}).get("defectflow", "{}"))
+        if "image_ids" not in meta:
+            raise ModelError(f"{pf} is not a defectflow embedding shard; re-run the embed rule")
+        shard_ids = meta["image_ids"]
         tbl = pq.read_table(imf).to_pydict()
         if tbl["image_id"] != shard_ids:
             raise ModelError(f"{pf} and {imf} list different images; re-run the embed rule")
         ids += shard_ids
-        splits += json.loads(meta["splits"])
+        splits += meta["splits"]
         patches.append(load_file(pf)["patch"])
         images.append(torch.tensor(np.asarray(tbl["embedding"], dtype=np.float32)))
     return {
@@ -163,7 +169,7 @@ def load_embeddings(patch_files: list[str | Path], image_files: list[str | Path]
         "splits": splits,
         "patch": torch.cat(patches).float(),
         "image": torch.cat(images),
-        "backbone": json.loads(meta["backbone"]),
-        "preprocess": json.loads(meta["preprocess"]),
+        "backbone": meta["backbone"],
+        "preprocess": meta["preprocess"],
         "weights_sha256": meta["weights_sha256"],
     }

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import (
@@ -19,8 +18,8 @@ from sklearn.metrics import (
 
 from defectflow import __version__
 from defectflow.contracts import validate
-from defectflow.detector import PredictionRecord, read_predictions
 from defectflow.io import write_json_atomic
+from defectflow.predictions import PredictionRecord, read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +140,9 @@ def pixel_metrics(
             status="skipped",
             reason=f"{len(no_mask)} of {len(anomalous)} anomalous test images have no mask",
         )
+    import torch
+    from anomalib.metrics.aupro import _AUPRO
+
     scored = [r for r in recs if r.image_id in maps and r.gt_label in ("normal", "anomaly")]
     side = min(next(iter(maps.values())).shape[0], MAX_PIXEL_SIDE)
     preds, targets = [], []
@@ -158,8 +160,6 @@ def pixel_metrics(
         )
     p, t = torch.stack(preds), torch.stack(targets)
     auroc = roc_auc_score(t.flatten().numpy(), p.flatten().numpy())
-    from anomalib.metrics.aupro import _AUPRO
-
     aupro = _AUPRO(fpr_limit=0.3)
     aupro.update(p, t.int())
     return PixelMetrics(
@@ -182,29 +182,35 @@ def compute_metrics(
     )  # fmt: skip
 
 
-def run_metrics(
-    predictions: str | Path,
-    maps_file: str | Path,
-    table: str | Path,
-    dataset: str,
-    category: str,
-    model: str,
-    out: str | Path,
-) -> Metrics:
-    """Snakemake entry point: predictions + masks -> metrics.json."""
+def run_metrics(predictions: list[str], maps_files: list[str], table: str | Path, dataset: str, category: str,
+                models: list[str], outs: list[str]) -> list[Metrics]:  # fmt: skip
+    """Snakemake entry point: every model's predictions of one category + masks -> metrics.json each."""
     from safetensors.numpy import load_file
 
     from defectflow.standardize import read_standardized
 
-    recs = read_predictions(predictions)
     masks = {
         r["image_id"]: r["mask_path"] for r in read_standardized(table) if r["category"] == category
     }
-    maps = {k: v.astype(np.float32) for k, v in load_file(str(maps_file)).items() if k != "_empty"}
-    m = compute_metrics(recs, masks, maps, dataset, category, model)
-    data = m.model_dump(mode="json")
-    validate("metrics", data, where=str(out))
-    write_json_atomic(out, data)
-    log.info("%s/%s/%s: image AUROC %s, F1 %s, pixel %s", dataset, category, model, m.image.auroc, m.image.f1,
-             m.pixel.auroc if m.pixel.status == "ok" else m.pixel.reason)  # fmt: skip
-    return m
+    done = []
+    for pred, maps_file, model, out in zip(predictions, maps_files, models, outs, strict=True):
+        recs = read_predictions(pred)
+        maps = {
+            k: v.astype(np.float32) for k, v in load_file(str(maps_file)).items() if k != "_empty"
+        }
+        m = compute_metrics(recs, masks, maps, dataset, category, model)
+        data = m.model_dump(mode="json")
+        validate("metrics", data, where=str(out))
+        write_json_atomic(out, data)
+        pixel = m.pixel.auroc if m.pixel.status == "ok" else m.pixel.reason
+        log.info(
+            "%s/%s/%s: image AUROC %s, F1 %s, pixel %s",
+            dataset,
+            category,
+            model,
+            m.image.auroc,
+            m.image.f1,
+            pixel,
+        )
+        done.append(m)
+    return done

@@ -18,9 +18,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from defectflow.detector import PredictionRecord, read_predictions  # noqa: E402
 from defectflow.io import read_json, write_text_atomic  # noqa: E402
 from defectflow.metrics import Metrics  # noqa: E402
+from defectflow.predictions import PredictionRecord, read_predictions  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.functional import gaussian_blur
 
 
 class Backend(ABC):
@@ -44,8 +43,13 @@ def smooth_maps(maps: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
         maps[:, None].float(), size=(size, size), mode="bilinear", align_corners=False
     )
     if sigma > 0:
-        k = 2 * int(4.0 * sigma + 0.5) + 1
-        out = gaussian_blur(out, kernel_size=[k, k], sigma=[sigma, sigma])
+        radius = int(4.0 * sigma + 0.5)
+        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+        kernel /= kernel.sum()
+        # separable Gaussian with reflected borders, as torchvision's gaussian_blur
+        out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+        out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
     return out[:, 0]
 
 

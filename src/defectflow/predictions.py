@@ -1,0 +1,58 @@
+"""``predictions.jsonl`` records (no torch: the report and metrics read them cheaply)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from defectflow.contracts import validate
+
+
+class Region(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    score: float = Field(description="max normalized map value inside the box")
+    area: float = Field(description="share of the image the region covers")
+
+
+class PredictionRecord(BaseModel):
+    """One line of ``predictions.jsonl``."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    image_id: str
+    image_path: str
+    score: float | None = Field(description="raw anomaly score")
+    normalized_score: float | None = Field(description="0..1, threshold at 0.5")
+    pred_label: str | None = Field(description="normal | anomaly")
+    gt_label: str | None = None
+    defect_type: str | None = None
+    map_path: str | None = Field(default=None, description="PNG heatmap, when maps were asked for")
+    regions: list[Region] = Field(
+        default_factory=list, description="boxes of the thresholded map, in image pixels"
+    )
+    model_id: str
+    error: str | None = Field(default=None, description="why this image could not be scored")
+
+
+def write_predictions(records: list[PredictionRecord], out: str | Path) -> None:
+    from defectflow.io import write_jsonl_atomic
+
+    rows = [r.model_dump(mode="json") for r in records]
+    for i, row in enumerate(rows, start=1):
+        validate("prediction", row, where=f"{out} record {i}")
+    write_jsonl_atomic(out, rows)
+
+
+def read_predictions(path: str | Path) -> list[PredictionRecord]:
+    from defectflow.io import read_jsonl
+
+    out = []
+    for line, obj in read_jsonl(path):
+        validate("prediction", obj, where=f"{path} line {line}")
+        out.append(PredictionRecord.model_validate(obj))
+    return out
