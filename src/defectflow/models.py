@@ -105,19 +105,32 @@ def build_backend(backend: str, params: dict[str, Any]) -> Backend:
         ) from None
 
 
-def save_checkpoint(backend: Backend, path: str | Path, meta: dict[str, str]) -> None:
+META_KEY = "defectflow"
+
+
+def save_checkpoint(backend: Backend, path: str | Path, meta: dict[str, Any]) -> None:
+    """Tensors only (safetensors). Metadata is one sorted-JSON entry so the bytes reproduce
+    (safetensors writes several metadata keys in random order)."""
+    tensors = {k: v.contiguous() for k, v in backend.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(
-            {k: v.contiguous() for k, v in backend.state_dict().items()}, str(tmp), metadata=meta
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+
+
+def read_safetensors_meta(path: str | Path) -> dict[str, Any]:
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if META_KEY not in meta:
+        raise ModelError(
+            f"{path} is not a defectflow file (no {META_KEY!r} metadata); re-run the rule that makes it"
         )
+    return json.loads(meta[META_KEY])
 
 
 def load_checkpoint(path: str | Path) -> Backend:
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
-    backend = build_backend(meta["backend"], json.loads(meta["params"]))
+    meta = read_safetensors_meta(path)
+    backend = build_backend(meta["backend"], meta["params"])
     backend.load_state_dict(load_file(str(path)))
     return backend
 
@@ -141,9 +154,7 @@ def run_train(patch_files: list[str], image_files: list[str], dataset: str, cate
     t = time.perf_counter()
     facts = backend.fit(patch if backend.uses_patches else None, image, seed=seed)
     dt = time.perf_counter() - t
-    save_checkpoint(
-        backend, out_ckpt, {"backend": backend.name, "params": json.dumps(params, sort_keys=True)}
-    )
+    save_checkpoint(backend, out_ckpt, {"backend": backend.name, "params": params})
     card = ModelCard(dataset=dataset, category=category, model=model, backend=backend.name, params=params, n_train=len(idx),
                      fit_seconds=round(dt, 3), facts=facts, backbone=emb["backbone"], weights_sha256=emb["weights_sha256"], seed=seed)  # fmt: skip
     data = card.model_dump(mode="json")
