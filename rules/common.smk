@@ -73,6 +73,19 @@ def embedding_files(wildcards):
     }
 
 
+def train_inputs(wildcards):
+    """Embedding backends fit on stored features; anomalib trains from the images."""
+    if CFG.models[wildcards.model].backend == "anomalib":
+        return {"table": f"results/{wildcards.dataset}/standardized.parquet"}
+    return embedding_files(wildcards)
+
+
+def calibrate_inputs(wildcards):
+    files = train_inputs(wildcards)
+    files["table"] = f"results/{wildcards.dataset}/standardized.parquet"
+    return files
+
+
 def model_params(wildcards):
     return CFG.models[wildcards.model].model_dump(mode="json")
 
@@ -84,4 +97,17 @@ def dataset_results(wildcards, name):
         f"results/{wildcards.dataset}/models/{m}/{c}/{name}"
         for c in cats
         for m in MODELS
+    ]
+
+
+def onnx_targets(wildcards):
+    """ONNX exports (with their parity check) when `export.onnx` is on; anomalib models excluded."""
+    if not CFG.export.onnx:
+        return []
+    names = [m for m in MODELS if CFG.models[m].backend != "anomalib"]
+    cats = fit_counts(wildcards.dataset)
+    return [
+        f"results/{wildcards.dataset}/models/{m}/{c}/model.onnx"
+        for c in cats
+        for m in names
     ]

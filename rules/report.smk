@@ -33,6 +33,7 @@ rule report:
         metrics=lambda wc: dataset_results(wc, "metrics.json"),
         predictions=lambda wc: dataset_results(wc, "predictions.jsonl"),
         preflight="results/{dataset}/preflight.json",
+        onnx=onnx_targets,
     output:
         report="results/{dataset}/report.html",
     log:

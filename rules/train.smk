@@ -1,6 +1,6 @@
 rule train:
     input:
-        unpack(embedding_files),
+        unpack(train_inputs),
     output:
         checkpoint="results/{dataset}/models/{model}/{category}/checkpoint.safetensors",
         card="results/{dataset}/models/{model}/{category}/model_card.json",
@@ -16,6 +16,7 @@ rule train:
         runtime=120,
     params:
         model=model_params,
+        image_size=CFG.backbone.image_size,
         seed=CFG.seed,
     script:
         "../scripts/train.py"
@@ -23,9 +24,8 @@ rule train:
 
 rule calibrate:
     input:
-        unpack(embedding_files),
+        unpack(calibrate_inputs),
         checkpoint="results/{dataset}/models/{model}/{category}/checkpoint.safetensors",
-        table="results/{dataset}/standardized.parquet",
     output:
         infer_config="results/{dataset}/models/{model}/{category}/infer_config.json",
     log:

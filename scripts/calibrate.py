@@ -1,4 +1,4 @@
-"""Snakemake adapter: checkpoint + val embeddings -> infer_config.json."""
+"""Snakemake adapter: checkpoint + val embeddings (or images) -> infer_config.json."""
 
 from defectflow.logs import log_to
 from defectflow.models import run_calibrate
@@ -6,8 +6,8 @@ from defectflow.models import run_calibrate
 with log_to(snakemake.log[0]):
     run_calibrate(
         snakemake.input.checkpoint,
-        list(snakemake.input.patches),
-        list(snakemake.input.images),
+        list(snakemake.input.get("patches", [])),
+        list(snakemake.input.get("images", [])),
         snakemake.input.table,
         snakemake.wildcards.dataset,
         snakemake.wildcards.category,

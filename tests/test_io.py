@@ -17,6 +17,9 @@ def test_atomic_write_leaves_target_untouched_on_failure(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_text() == '{\n  "a": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary left behind
+    assert (
+        target.stat().st_mode & 0o044 == 0o044
+    )  # readable by others, like a normal file (umask 022)
 
 
 def test_jsonl_round_trip_and_hash(tmp_path):

@@ -20,7 +20,7 @@ from defectflow.backends.base import smooth_maps
 from defectflow.embeddings import features
 from defectflow.errors import IntegrityError, ModelError
 from defectflow.io import sha256_file
-from defectflow.models import InferConfig, load_checkpoint, read_infer_config
+from defectflow.models import InferConfig, load_checkpoint, read_infer_config, read_safetensors_meta
 from defectflow.predictions import PredictionRecord, Region, write_predictions
 from defectflow.preprocess import PreprocessSpec, load_rgb, to_tensor
 from defectflow.thresholds import normalize
@@ -59,18 +59,31 @@ class Detector:
             wpath = None
         if wpath is not None:
             check_file(wpath, cfg.weights.sha256, "backbone weights")
-        self.backend = load_checkpoint(ckpt)
         self.spec = BackboneSpec.model_validate(cfg.backbone)
         self.pp = PreprocessSpec.model_validate(cfg.preprocess)
-        self.extractor, _ = build_extractor(self.spec, weights=wpath)
+        self.runner = None
+        if cfg.backend == "anomalib":
+            from defectflow.backends.anomalib_backend import load_anomalib
+
+            self.runner = load_anomalib(ckpt, read_safetensors_meta(ckpt))
+        else:
+            self.backend = load_checkpoint(ckpt)
+            self.extractor, _ = build_extractor(self.spec, weights=wpath)
 
     @classmethod
     def load(cls, infer_config: str | Path, threads: int = 1) -> Detector:
         path = Path(infer_config)
         return cls(read_infer_config(path), path.parent, threads=threads)
 
-    def _score_batch(self, tensors: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
-        patch, image = features(self.extractor, torch.stack(tensors))
+    def _score_batch(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray | None]:
+        if (
+            self.runner is not None
+        ):  # anomalib: its own transform; maps at input size, already smoothed
+            scores, maps = self.runner.score_images(images)
+            return scores.double().numpy(), None if maps is None else maps.numpy()
+        patch, image = features(
+            self.extractor, torch.stack([to_tensor(im, self.pp) for im in images])
+        )
         scores, maps = self.backend.score(patch if self.backend.uses_patches else None, image)
         if maps is not None:
             maps = smooth_maps(maps, self.pp.out_size, self.cfg.map_sigma).numpy()
@@ -103,7 +116,7 @@ class Detector:
                 try:
                     img = load_rgb(it["image_path"])  # full decode: catches truncated files here
                     sizes[j] = img.size
-                    tensors[j] = to_tensor(img, self.pp)
+                    tensors[j] = img
                     ok.append(j)
                 except Exception as exc:  # noqa: BLE001 - any unreadable file becomes an error record
                     slots[j] = self._record(it, error=f"cannot read image: {exc}")

@@ -30,6 +30,11 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(
+            tmp_path, 0o666 & ~umask
+        )  # mkstemp makes private files; artifacts are shared like any other
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from defectflow import __version__
-from defectflow.backbone import BUILTIN, BackboneSpec, resolve_weights
+from defectflow.backbone import BUILTIN, BUILTIN_ARCH, BackboneSpec, resolve_weights
 from defectflow.backends import EMBEDDING_BACKENDS, Backend
 from defectflow.config import BackboneConfig, ThresholdConfig
 from defectflow.contracts import validate
@@ -166,27 +166,138 @@ def run_train(patch_files: list[str], image_files: list[str], dataset: str, cate
     return card
 
 
-def run_calibrate(ckpt: str | Path, patch_files: list[str], image_files: list[str], table: str | Path, dataset: str, category: str,
-                  model: str, backbone_cfg: dict[str, Any], threshold_cfg: dict[str, Any], out: str | Path, seed: int = 0) -> InferConfig:  # fmt: skip
-    """Snakemake entry point: checkpoint + val embeddings -> ``infer_config.json``."""
+def anomalib_norm(init: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Normalization for an anomalib model: 0.5/0.5 for the builtin lite0 weights, ImageNet otherwise."""
+    from defectflow.backends.anomalib_backend import IMAGENET
+
+    return ([0.5] * 3, [0.5] * 3) if init.get("backbone") == BUILTIN_ARCH else IMAGENET
+
+
+def run_train_anomalib(table: str | Path, dataset: str, category: str, model: str, model_cfg: dict[str, Any], image_size: int,
+                       out_ckpt: str | Path, out_card: str | Path, seed: int = 0, threads: int = 1) -> ModelCard:  # fmt: skip
+    """The ``anomalib`` backend: train images -> safetensors state + model card."""
+    from defectflow.backends.anomalib_backend import save_anomalib, train_anomalib
     from defectflow.standardize import read_standardized
 
-    bcfg = BackboneConfig.model_validate(backbone_cfg)
-    tcfg = ThresholdConfig.model_validate(threshold_cfg)
+    params = {k: v for k, v in model_cfg.items() if k != "backend"}
+    paths = [
+        r["image_path"]
+        for r in read_standardized(table)
+        if r["category"] == category and r["split"] == "train"
+    ]
+    if not paths:
+        raise ModelError(f"{dataset}/{category}: no train images")
+    init = params.get("init", {})
+    mean, std = anomalib_norm(init)
+    # anomalib's PaDiM inverts its covariances with linalg.inv, wrong with >1 thread on torch 2.14 CPU
+    torch.set_num_threads(1 if params["model"].lower() == "padim" else threads)
+    module, facts = train_anomalib(paths, params["model"], init, image_size, mean, std,
+                                   max_epochs=params.get("max_epochs", 1), batch_size=params.get("batch_size", 8), seed=seed)  # fmt: skip
+    save_anomalib(
+        module,
+        out_ckpt,
+        {
+            "backend": "anomalib",
+            "params": params,
+            "image_size": image_size,
+            "mean": mean,
+            "std": std,
+        },
+    )
+    card = ModelCard(dataset=dataset, category=category, model=model, backend="anomalib", params=params, n_train=len(paths),
+                     fit_seconds=facts["fit_seconds"], facts=facts, backbone=init, weights_sha256="", seed=seed)  # fmt: skip
+    data = card.model_dump(mode="json")
+    validate("model_card", data, where=str(out_card))
+    write_json_atomic(out_card, data)
+    log.info(
+        "%s/%s/%s: anomalib %s fitted on %d images in %.2f s",
+        dataset,
+        category,
+        model,
+        params["model"],
+        len(paths),
+        facts["fit_seconds"],
+    )
+    return card
+
+
+def run_train_rule(inputs: Any, dataset: str, category: str, model: str, model_cfg: dict[str, Any], image_size: int,
+                   out_ckpt: str | Path, out_card: str | Path, seed: int = 0, threads: int = 1) -> ModelCard:  # fmt: skip
+    """The train rule: embedding backends fit on stored features, ``anomalib`` trains from images."""
+    if model_cfg["backend"] == "anomalib":
+        return run_train_anomalib(
+            inputs.table,
+            dataset,
+            category,
+            model,
+            model_cfg,
+            image_size,
+            out_ckpt,
+            out_card,
+            seed,
+            threads,
+        )
+    return run_train(
+        list(inputs.patches),
+        list(inputs.images),
+        dataset,
+        category,
+        model,
+        model_cfg,
+        out_ckpt,
+        out_card,
+        seed,
+        threads,
+    )
+
+
+def _val_scores(ckpt: str | Path, meta: dict[str, Any], patch_files: list[str], image_files: list[str], rows: list[dict[str, Any]],
+                category: str) -> tuple[list[str], np.ndarray, str, dict[str, Any]]:  # fmt: skip
+    """Raw scores of the val images: from stored embeddings, or from the images for anomalib."""
+    if meta["backend"] == "anomalib":
+        from defectflow.backends.anomalib_backend import load_anomalib
+        from defectflow.preprocess import load_rgb
+
+        runner = load_anomalib(ckpt, meta)
+        val = [r for r in rows if r["category"] == category and r["split"] == "val"]
+        parts = [
+            runner.score_images([load_rgb(r["image_path"]) for r in val[i : i + 8]])[0].numpy()
+            for i in range(0, len(val), 8)
+        ]
+        return (
+            [r["image_id"] for r in val],
+            np.concatenate(parts) if parts else np.zeros(0),
+            "anomalib",
+            meta["params"],
+        )
     backend = load_checkpoint(ckpt)
     emb = load_embeddings(patch_files, image_files)
     idx, patch, image = _select(emb, "val")
-    if not idx and tcfg.policy != "fixed":
-        raise ModelError(
-            f"{dataset}/{category}: no val images to calibrate a threshold on; set split.val_fraction > 0"
-        )
-    labels_by_id = {r["image_id"]: r["label"] for r in read_standardized(table)}
-    ids = [emb["ids"][i] for i in idx]
     scores = (
         backend.score(patch if backend.uses_patches else None, image)[0].numpy()
         if idx
         else np.zeros(0)
     )
+    return [emb["ids"][i] for i in idx], scores, backend.name, backend.params
+
+
+def run_calibrate(ckpt: str | Path, patch_files: list[str], image_files: list[str], table: str | Path, dataset: str, category: str,
+                  model: str, backbone_cfg: dict[str, Any], threshold_cfg: dict[str, Any], out: str | Path, seed: int = 0) -> InferConfig:  # fmt: skip
+    """Snakemake entry point: checkpoint + val scores -> ``infer_config.json``."""
+    from defectflow.standardize import read_standardized
+
+    bcfg = BackboneConfig.model_validate(backbone_cfg)
+    tcfg = ThresholdConfig.model_validate(threshold_cfg)
+    meta = read_safetensors_meta(ckpt)
+    rows = read_standardized(table)
+    ids, scores, backend_name, params = _val_scores(
+        ckpt, meta, patch_files, image_files, rows, category
+    )
+    if not ids and tcfg.policy != "fixed":
+        raise ModelError(
+            f"{dataset}/{category}: no val images to calibrate a threshold on; set split.val_fraction > 0"
+        )
+    labels_by_id = {r["image_id"]: r["label"] for r in rows}
     thr = calibrate(scores, [labels_by_id.get(i) for i in ids], ids, tcfg)
     log.info(
         "%s/%s/%s: threshold %.5g (%s) from %d normal, %d anomalous val images",
@@ -199,6 +310,13 @@ def run_calibrate(ckpt: str | Path, patch_files: list[str], image_files: list[st
         thr.n_anomaly,
     )
     bb, pp = specs(bcfg)
+    if backend_name == "anomalib":
+        init = params.get("init", {})
+        bb = BackboneSpec(
+            name=init.get("backbone", "resnet18"),
+            weights=BUILTIN if init.get("backbone") == BUILTIN_ARCH else "pretrained",
+        )
+        pp = PreprocessSpec(image_size=meta["image_size"], mean=meta["mean"], std=meta["std"])
     out = Path(out)
     weights = resolve_weights(bb)
     if weights is None:
@@ -212,9 +330,9 @@ def run_calibrate(ckpt: str | Path, patch_files: list[str], image_files: list[st
         wref = FileRef(path=local.name, source="file", sha256=sha256_file(local))
     ckpt = Path(ckpt)
     cfg = InferConfig(
-        dataset=dataset, category=category, model=model, backend=backend.name, params=backend.params,
+        dataset=dataset, category=category, model=model, backend=backend_name, params=params,
         backbone=bb.model_dump(), weights=wref, preprocess=pp.model_dump(),
-        checkpoint=FileRef(path=str(Path(ckpt).resolve().relative_to(out.parent.resolve())), source="file", sha256=sha256_file(ckpt)),
+        checkpoint=FileRef(path=str(ckpt.resolve().relative_to(out.parent.resolve())), source="file", sha256=sha256_file(ckpt)),
         threshold=thr, map_sigma=tcfg.map_sigma, seed=seed, versions=library_versions(),
         created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )  # fmt: skip

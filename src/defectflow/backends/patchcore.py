@@ -77,8 +77,11 @@ class PatchcoreBackend(Backend):
             )
             flat = flat[keep.sort().values]
         target = max(1, int(len(flat) * float(self.params.get("coreset_ratio", 0.1))))
-        idx = greedy_coreset(flat, target, int(self.params.get("projection_dim", 128)), seed)
-        self.bank = flat[idx].float().contiguous()
+        if target >= len(flat):
+            self.bank = flat.float().contiguous()  # the whole bank: no selection to make
+        else:
+            idx = greedy_coreset(flat, target, int(self.params.get("projection_dim", 128)), seed)
+            self.bank = flat[idx].float().contiguous()
         self.grid = torch.tensor([h, w])
         return {
             "candidates": len(flat),

@@ -1,0 +1,14 @@
+"""Snakemake adapter: infer_config.json -> model.onnx + parity report (fails on mismatch)."""
+
+from defectflow.logs import log_to
+from defectflow.onnx_export import run_export_onnx
+
+with log_to(snakemake.log[0]):
+    run_export_onnx(
+        snakemake.input.infer_config,
+        snakemake.input.table,
+        snakemake.wildcards.category,
+        snakemake.output.model,
+        snakemake.output.parity,
+        tolerance=snakemake.params.tolerance,
+    )
