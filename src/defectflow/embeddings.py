@@ -60,24 +60,26 @@ def features(model: FeatureExtractor, batch: torch.Tensor) -> tuple[torch.Tensor
     return p.to(torch.float16), i.float()
 
 
-def extract(
-    model: FeatureExtractor,
-    paths: list[str],
-    pp: PreprocessSpec,
-    batch_size: int,
-    desc: str = "embed",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of image files, batched with progress. Patch features are rounded to float16,
-    the precision they are stored in, so stored and freshly computed features agree."""
+def extract(model: FeatureExtractor, paths: list[str], pp: PreprocessSpec, batch_size: int, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of image files, batched with progress. The next batch is decoded and resized on a
+    thread while the network runs on the current one (PIL releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(start: int) -> torch.Tensor:
+        return torch.stack([preprocess(p, pp) for p in paths[start : start + batch_size]])
+
     patches, images = [], []
+    starts = list(range(0, len(paths), batch_size))
     bar = tqdm(total=len(paths), desc=desc, unit="img", mininterval=5.0, disable=len(paths) < 64)
-    for start in range(0, len(paths), batch_size):
-        p, i = features(
-            model, torch.stack([preprocess(p, pp) for p in paths[start : start + batch_size]])
-        )
-        patches.append(p)
-        images.append(i)
-        bar.update(len(p))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, starts[0]) if starts else None
+        for k in range(len(starts)):
+            batch = pending.result()  # type: ignore[union-attr]
+            pending = pool.submit(load, starts[k + 1]) if k + 1 < len(starts) else None
+            p, i = features(model, batch)
+            patches.append(p)
+            images.append(i)
+            bar.update(len(p))
     bar.close()
     if not patches:
         return torch.empty(0), torch.empty(0)
