@@ -195,6 +195,13 @@ def zoo(tmp_path):
         split="train",
         label="normal",
     )
+    add(
+        "badcat",
+        image=str(save_image(d / "bc.png", 110)),
+        category="a/b",
+        split="train",
+        label="normal",
+    )
     m = write_jsonl(d / "zoo.jsonl", rows)
     recs = ingest_sources(
         DatasetConfig.model_validate({"sources": [{"type": "manifest", "path": str(m)}]}).sources,
@@ -204,7 +211,7 @@ def zoo(tmp_path):
 
 
 EXPECT_AT_LINE = {
-    "CATEGORY_MISSING": "nocat", "SPLIT_INVALID": "badsplit", "LABEL_INVALID": "badlabel", "LABEL_MISSING": "nolabel",
+    "CATEGORY_MISSING": "nocat", "CATEGORY_INVALID": "badcat", "SPLIT_INVALID": "badsplit", "LABEL_INVALID": "badlabel", "LABEL_MISSING": "nolabel",
     "ANOMALY_IN_TRAIN": "anotrain", "IMAGE_MISSING": "missing", "IMAGE_UNREADABLE": "unreadable",
     "IMAGE_TRUNCATED": "truncated", "MASK_MISSING": "maskmissing", "MASK_UNREADABLE": "maskunreadable",
     "MASK_SIZE_MISMATCH": "masksize", "MASK_EMPTY": "maskempty", "MASK_FULL": "maskfull", "MASK_ON_NORMAL": "masknormal",

@@ -13,6 +13,7 @@ E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 #: code -> (default severity, what it means, what to do)
 CODES: dict[str, tuple[Severity, str, str]] = {
     "CATEGORY_MISSING": (E, "a record has no category", "add a category column, or set `category:` on the source"),
+    "CATEGORY_INVALID": (E, "a category name cannot be a folder name (it contains / or \\, or is . or ..)", "rename the category"),
     "SPLIT_INVALID": (E, "a split value is not train/val/test (or a known alias)", "fix the value, or leave it empty to let defectflow assign one"),
     "LABEL_INVALID": (E, "a label value is not normal/anomaly (or a known alias such as good/defective/0/1)", "fix the value"),
     "LABEL_MISSING": (W, "a val/test image has no label, so it cannot be scored in metrics", "add labels; unlabeled train images are taken as normal"),

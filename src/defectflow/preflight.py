@@ -133,6 +133,8 @@ def check_records(
             continue
         if not r.category:
             col.add("CATEGORY_MISSING", f"record has no category ({r.image_path})", **ctx)
+        elif "/" in r.category or "\\" in r.category or r.category in {".", ".."}:
+            col.add("CATEGORY_INVALID", f"category {r.category!r} cannot be a folder name", **ctx)
         else:
             by_cat[r.category].append(i)
         if r.split is not None and r.split not in Split.__members__.values():
