@@ -48,13 +48,17 @@ def main() -> None:
             paths.append(str(p))
         model, _ = build_extractor(BackboneSpec())
         pp = PreprocessSpec(image_size=args.size)
-        bare = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(2, 3, 4)).eval()
+        bare = timm.create_model(
+            "tf_efficientnet_lite0", features_only=True, out_indices=(2, 3, 4)
+        ).eval()
         x = torch.randn(args.batch, 3, args.size, args.size)
         extract(model, paths[: args.batch], pp, args.batch)  # warm-up
         with torch.no_grad():
             bare(x)
         t_pipe, t_bare = float("inf"), float("inf")
-        for _ in range(args.rounds):  # interleaved rounds, best of each: the machine is shared and noisy
+        for _ in range(
+            args.rounds
+        ):  # interleaved rounds, best of each: the machine is shared and noisy
             t = time.perf_counter()
             extract(model, paths, pp, args.batch)
             t_pipe = min(t_pipe, time.perf_counter() - t)

@@ -104,13 +104,28 @@ def run_one(variant: str, data: Path, size: int, threads: int) -> dict:
 def run_capped(variant: str, args: argparse.Namespace) -> tuple[str, float, bool]:
     """Run one variant in a child process; stop it if its RSS passes ``--max-mb`` (anomalib's
     PatchCore coreset can grow without bound and would take the machine down)."""
-    cmd = [sys.executable, __file__, "--one", variant, "--data", str(args.data), "--size", str(args.size), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        variant,
+        "--data",
+        str(args.data),
+        "--size",
+        str(args.size),
+        "--threads",
+        str(args.threads),
+    ]
     with tempfile.TemporaryFile(mode="w+") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.DEVNULL, text=True)
         peak, killed = 0.0, False
         while proc.poll() is None:
             try:
-                rss = next(int(x.split()[1]) for x in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if x.startswith("VmRSS"))
+                rss = next(
+                    int(x.split()[1])
+                    for x in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                    if x.startswith("VmRSS")
+                )
             except (OSError, StopIteration):
                 rss = 0
             peak = max(peak, rss / 1024)
@@ -129,7 +144,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "battery_weld")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-mb", type=int, default=12000, help="stop a variant whose memory passes this")
+    ap.add_argument(
+        "--max-mb", type=int, default=12000, help="stop a variant whose memory passes this"
+    )
     ap.add_argument("--attempts", type=int, default=2, help="tries per variant")
     ap.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -60,7 +60,13 @@ def features(model: FeatureExtractor, batch: torch.Tensor) -> tuple[torch.Tensor
     return p.to(torch.float16), i.float()
 
 
-def extract(model: FeatureExtractor, paths: list[str], pp: PreprocessSpec, batch_size: int, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
+def extract(
+    model: FeatureExtractor,
+    paths: list[str],
+    pp: PreprocessSpec,
+    batch_size: int,
+    desc: str = "embed",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of image files, batched with progress. The next batch is decoded and resized on a
     thread while the network runs on the current one (PIL releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
