@@ -245,7 +245,7 @@ class AnomalibModel(_Strict):
     max_epochs: int = Field(
         default=1, ge=1, description="training epochs (1 for the memory-bank models)"
     )
-    batch_size: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=8, ge=1, description="training batch size")
 
 
 ModelConfig = Annotated[
@@ -374,7 +374,7 @@ def load_config(path: str | Path) -> Config:
 
 def _type_name(annotation: Any) -> str:
     if "discriminator" in str(annotation):
-        return "list of sources"
+        return "name -> model" if "KnnModel" in str(annotation) else "list of sources"
     text = (
         str(annotation)
         .replace("typing.", "")
@@ -392,7 +392,9 @@ def config_reference() -> str:
         for name, info in model.model_fields.items():
             path = f"{prefix}{name}"
             ann = info.annotation
-            if info.default_factory is not None:
+            if path == "models":
+                default = "knn, patchcore, padim (each with its defaults)"
+            elif info.default_factory is not None:
                 try:
                     default = info.default_factory()  # type: ignore[call-arg]
                 except TypeError:
@@ -419,6 +421,10 @@ def config_reference() -> str:
                 for src in (ManifestSource, MvtecSource, FolderSource, DemoSource):
                     kind = src.model_fields["type"].annotation.__args__[0]
                     walk(src, f"datasets.<name>.sources[type={kind}].")
+            if path == "models":
+                for mdl in (KnnModel, PatchcoreModel, PadimModel, AnomalibModel):
+                    kind = mdl.model_fields["backend"].annotation.__args__[0]
+                    walk(mdl, f"models.<name>[backend={kind}].")
 
     walk(Config, "")
     head = "| key | type | default | meaning |\n|---|---|---|---|\n"

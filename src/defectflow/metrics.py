@@ -16,10 +16,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from defectflow import __version__
 from defectflow.contracts import validate
 from defectflow.io import write_json_atomic
 from defectflow.predictions import PredictionRecord, read_predictions
+from defectflow.records import ModelArtifact
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,9 @@ class PixelMetrics(BaseModel):
     resolution: int | None = None
 
 
-class Metrics(BaseModel):
+class Metrics(ModelArtifact):
     """``metrics.json`` of one dataset x category x model."""
 
-    model_config = ConfigDict(extra="forbid")
-    schema_version: int = 1
-    defectflow_version: str = __version__
-    dataset: str
-    category: str
-    model: str
     model_id: str
     n_images: int
     n_errors: int

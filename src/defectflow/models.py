@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from defectflow import __version__
 from defectflow.backbone import BUILTIN, BUILTIN_ARCH, BackboneSpec, resolve_weights
 from defectflow.backends import EMBEDDING_BACKENDS, Backend
 from defectflow.config import BackboneConfig, ThresholdConfig
@@ -26,20 +25,15 @@ from defectflow.embeddings import load_embeddings, specs
 from defectflow.errors import ModelError
 from defectflow.io import atomic_path, read_json, sha256_file, write_json_atomic
 from defectflow.preprocess import PreprocessSpec
+from defectflow.records import ModelArtifact
 from defectflow.thresholds import Threshold, calibrate
 
 log = logging.getLogger(__name__)
 
 
-class ModelCard(BaseModel):
+class ModelCard(ModelArtifact):
     """``model_card.json`` beside each checkpoint."""
 
-    model_config = ConfigDict(extra="forbid")
-    schema_version: int = 1
-    defectflow_version: str = __version__
-    dataset: str
-    category: str
-    model: str
     backend: str
     params: dict[str, Any]
     n_train: int
@@ -59,15 +53,9 @@ class FileRef(BaseModel):
     sha256: str | None
 
 
-class InferConfig(BaseModel):
+class InferConfig(ModelArtifact):
     """``infer_config.json``: everything a deployment needs, with no run directory."""
 
-    model_config = ConfigDict(extra="forbid")
-    schema_version: int = 1
-    defectflow_version: str = __version__
-    dataset: str
-    category: str
-    model: str
     backend: str
     params: dict[str, Any]
     backbone: dict[str, Any] = Field(description="BackboneSpec: timm name, weights, layers, pool")

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from defectflow import __version__
+
 
 class Split(StrEnum):
     TRAIN = "train"
@@ -97,3 +99,14 @@ class ManifestRecord(BaseModel):
     rel_path: str | None = Field(default=None, description="image path relative to its source root")
     meta: dict[str, Any] = Field(default_factory=dict)
     source: SourceRef
+
+
+class ModelArtifact(BaseModel):
+    """Fields every per-model artifact (model card, infer config, metrics) starts with."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    defectflow_version: str = __version__
+    dataset: str
+    category: str
+    model: str
