@@ -4,6 +4,7 @@ from snakemake.utils import validate
 from defectflow.config import parse_config
 from defectflow.errors import ConfigError
 from defectflow.ingest import DEMO_DIR
+from defectflow.sharding import FIT_SPLITS, n_shards
 
 try:
     CFG = parse_config(
@@ -57,15 +58,13 @@ def fit_counts(dataset):
 
     table = checkpoints.standardize.get(dataset=dataset).output.table
     cols = pq.read_table(table, columns=["category", "split"]).to_pydict()
-    fit = Counter(
-        c for c, s in zip(cols["category"], cols["split"]) if s in ("train", "val")
-    )
+    fit = Counter(c for c, s in zip(cols["category"], cols["split"]) if s in FIT_SPLITS)
     return {c: fit.get(c, 0) for c in sorted(set(cols["category"]))}
 
 
 def embedding_files(wildcards):
     n = fit_counts(wildcards.dataset)[wildcards.category]
-    shards = range(max(1, -(-n // CFG.backbone.shard_size)))
+    shards = range(n_shards(n, CFG.backbone.shard_size))
     base = f"results/{wildcards.dataset}/embeddings/{wildcards.category}/shard-"
     return {
         "patches": [f"{base}{i:03d}.safetensors" for i in shards],

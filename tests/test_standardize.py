@@ -163,3 +163,16 @@ def test_refuses_a_failed_preflight(tmp_path, mvtec_tree):
             tmp_path / "s.parquet",
             {},
         )
+
+
+def test_sharding_covers_every_fit_image_once():
+    from defectflow.sharding import fit_rows, n_shards, shard_rows
+
+    rows = [
+        {"category": "c", "split": s, "image_id": str(i)}
+        for i, s in enumerate(["train"] * 7 + ["val"] * 2 + ["test"] * 3)
+    ]
+    fit = fit_rows(rows, "c")
+    assert len(fit) == 9 and n_shards(9, 4) == 3 and n_shards(0, 4) == 1
+    ids = [r["image_id"] for k in range(n_shards(9, 4)) for r in shard_rows(fit, k, 4)]
+    assert ids == [r["image_id"] for r in fit]

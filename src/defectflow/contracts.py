@@ -74,6 +74,17 @@ def validate_rows(name: str, rows: Iterable[dict[str, Any]], where: str) -> None
         validate(name, row, where=f"{where} row {i}")
 
 
+def read_jsonl_models(path: str | Path, name: str, model: type) -> list[Any]:
+    """Read a JSONL artifact: each line validated against schema ``name``, then parsed."""
+    from defectflow.io import read_jsonl
+
+    out = []
+    for lineno, obj in read_jsonl(path):
+        validate(name, obj, where=f"{path} line {lineno}")
+        out.append(model.model_validate(obj))
+    return out
+
+
 def write_schemas(out_dir: str | Path) -> list[Path]:
     """Write every artifact schema as ``<name>.schema.json`` into ``out_dir``."""
     out_dir = Path(out_dir)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,9 @@ from defectflow.config import BackboneConfig
 from defectflow.errors import ModelError
 from defectflow.io import atomic_path
 from defectflow.preprocess import PreprocessSpec, preprocess
+from defectflow.sharding import fit_rows, shard_rows
 
 log = logging.getLogger(__name__)
-
-FIT_SPLITS = ("train", "val")
 
 
 def specs(cfg: BackboneConfig) -> tuple[BackboneSpec, PreprocessSpec]:
@@ -38,19 +36,6 @@ def specs(cfg: BackboneConfig) -> tuple[BackboneSpec, PreprocessSpec]:
     mean, std = default_mean_std(bb)
     pp = PreprocessSpec(image_size=cfg.image_size, center_crop=cfg.center_crop, mean=mean, std=std)
     return bb, pp
-
-
-def fit_rows(rows: list[dict[str, Any]], category: str) -> list[dict[str, Any]]:
-    """The rows whose features are stored: train + val of one category, in table order."""
-    return [r for r in rows if r["category"] == category and r["split"] in FIT_SPLITS]
-
-
-def n_shards(n_rows: int, shard_size: int) -> int:
-    return max(1, math.ceil(n_rows / shard_size))
-
-
-def shard_rows(rows: list[dict[str, Any]], shard: int, shard_size: int) -> list[dict[str, Any]]:
-    return rows[shard * shard_size : (shard + 1) * shard_size]
 
 
 def features(model: FeatureExtractor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ from defectflow.config import (
     ManifestSource,
     MvtecSource,
 )
-from defectflow.contracts import validate, validate_rows
+from defectflow.contracts import validate_rows
 from defectflow.errors import ManifestError
 from defectflow.io import read_jsonl, write_jsonl_atomic
 from defectflow.records import Label, ManifestRecord, SourceRef, normalize_label, normalize_split
@@ -361,11 +361,9 @@ def write_manifest(records: list[ManifestRecord], out: str | Path) -> int:
 
 def read_manifest(path: str | Path) -> list[ManifestRecord]:
     """Read ``manifest.jsonl``, validating each line against its schema."""
-    out = []
-    for lineno, obj in read_jsonl(path):
-        validate("manifest_record", obj, where=f"{path} line {lineno}")
-        out.append(ManifestRecord.model_validate(obj))
-    return out
+    from defectflow.contracts import read_jsonl_models
+
+    return read_jsonl_models(path, "manifest_record", ManifestRecord)
 
 
 def run_ingest(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from defectflow.contracts import validate
+from defectflow.contracts import validate_rows
 
 
 class Region(BaseModel):
@@ -43,16 +43,11 @@ def write_predictions(records: list[PredictionRecord], out: str | Path) -> None:
     from defectflow.io import write_jsonl_atomic
 
     rows = [r.model_dump(mode="json") for r in records]
-    for i, row in enumerate(rows, start=1):
-        validate("prediction", row, where=f"{out} record {i}")
+    validate_rows("prediction", rows, where=str(out))
     write_jsonl_atomic(out, rows)
 
 
 def read_predictions(path: str | Path) -> list[PredictionRecord]:
-    from defectflow.io import read_jsonl
+    from defectflow.contracts import read_jsonl_models
 
-    out = []
-    for line, obj in read_jsonl(path):
-        validate("prediction", obj, where=f"{path} line {line}")
-        out.append(PredictionRecord.model_validate(obj))
-    return out
+    return read_jsonl_models(path, "prediction", PredictionRecord)
