@@ -17,6 +17,12 @@ def _recs(tmp_path, rows):
     )
 
 
+def _mvtec_images(root):
+    """Records of the MVTec fixture, without its orphan mask."""
+    src = DatasetConfig.model_validate({"sources": [{"type": "mvtec", "path": str(root)}]}).sources
+    return [r for r in ingest_sources(src, "t") if r.image_path]
+
+
 def _std(recs, **split):
     _, facts = preflight_records(recs, PreflightConfig(threads=1), "t", "m")
     return standardize_records(recs, facts, SplitConfig(**split))
@@ -72,16 +78,7 @@ def test_groups_never_straddle_splits(tmp_path):
 
 
 def test_given_splits_are_kept_and_val_is_held_out_of_train(mvtec_tree):
-    recs = [
-        r
-        for r in ingest_sources(
-            DatasetConfig.model_validate(
-                {"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}
-            ).sources,
-            "t",
-        )
-        if r.image_path
-    ]
+    recs = _mvtec_images(mvtec_tree)
     rows = _std(recs, val_fraction=0.25)
     assert sum(r["split"] == "test" for r in rows) == 6
     assert (
@@ -111,16 +108,7 @@ def test_downgraded_leak_drops_the_test_copy(tmp_path):
 
 
 def test_ids_are_stable_and_unique(mvtec_tree):
-    recs = [
-        r
-        for r in ingest_sources(
-            DatasetConfig.model_validate(
-                {"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}
-            ).sources,
-            "t",
-        )
-        if r.image_path
-    ]
+    recs = _mvtec_images(mvtec_tree)
     rows = _std(recs)
     ids = [r["image_id"] for r in rows]
     assert len(set(ids)) == len(ids)

@@ -99,11 +99,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of bytes."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def short_hash(text: str, n: int = 10) -> str:
     """A short, stable hex digest of a string (for ids, not for security)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]

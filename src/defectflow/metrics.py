@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,9 @@ def per_defect(recs: list[PredictionRecord]) -> dict[str, dict[str, Any]]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _mask(path: str | None, size: int) -> np.ndarray:
+    """Binary mask at ``size`` (cached: every model of a category is scored on the same masks)."""
     if path is None:
         return np.zeros((size, size), dtype=np.uint8)
     m = Image.open(path).convert("L").resize((size, size), Image.Resampling.NEAREST)

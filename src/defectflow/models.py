@@ -177,8 +177,7 @@ def run_train_anomalib(table: str | Path, dataset: str, category: str, model: st
         raise ModelError(f"{dataset}/{category}: no train images")
     init = params.get("init", {})
     mean, std = anomalib_norm(init)
-    # anomalib's PaDiM inverts its covariances with linalg.inv, wrong with >1 thread on torch 2.14 CPU
-    torch.set_num_threads(1 if params["model"].lower() == "padim" else threads)
+    torch.set_num_threads(threads)
     module, facts = train_anomalib(paths, params["model"], init, image_size, mean, std,
                                    max_epochs=params.get("max_epochs", 1), batch_size=params.get("batch_size", 8), seed=seed)  # fmt: skip
     save_anomalib(

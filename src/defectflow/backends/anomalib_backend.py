@@ -122,7 +122,15 @@ def train_anomalib(paths: list[str], name: str, init: dict[str, Any], image_size
         )  # fmt: skip  (its own checkpoint goes to the temporary folder)
         t = time.perf_counter()
         dm.setup("fit")
-        engine.fit(model=module, train_dataloaders=dm.train_dataloader())
+        threads = torch.get_num_threads()
+        if name.lower() == "padim":
+            # anomalib's PaDiM inverts its covariances with batched linalg.inv, which torch 2.14
+            # gets wrong on CPU with more than one thread: fit it single-threaded
+            torch.set_num_threads(1)
+        try:
+            engine.fit(model=module, train_dataloaders=dm.train_dataloader())
+        finally:
+            torch.set_num_threads(threads)
         dt = time.perf_counter() - t
     module.eval()
     return module, {"fit_seconds": round(dt, 3), "n_train": len(paths)}
