@@ -1,10 +1,11 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from defectflow.backends import entry
 from defectflow.config import parse_config
 from defectflow.errors import ConfigError
 from defectflow.ingest import DEMO_DIR
-from defectflow.sharding import FIT_SPLITS, n_shards
+from defectflow.sharding import n_shards
 
 try:
     CFG = parse_config(
@@ -18,10 +19,17 @@ validate(
 )
 
 DATASETS = CFG.active_datasets
+MODELS = sorted(CFG.models)
+BACKBONE = CFG.backbone.id
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    model="|".join(MODELS),
+    category="[^/]+",
+    shard=r"\d+",
+    n=r"\d+",
+    backbone="[^/]+",
 
 
 def dataset_config(wildcards):
@@ -41,72 +49,69 @@ def all_targets():
     return expand("results/{dataset}/report.html", dataset=DATASETS)
 
 
-MODELS = sorted(CFG.models)
+BACKBONE_FILES = {
+    "onnx": f"results/backbones/{BACKBONE}/backbone.onnx",
+    "card": f"results/backbones/{BACKBONE}/backbone.json",
+}
 
 
-wildcard_constraints:
-    model="|".join(MODELS),
-    category="[^/]+",
-    shard=r"\d+",
-
-
-def fit_counts(dataset):
-    """Category -> number of train+val images, read from the standardize checkpoint."""
+def category_counts(dataset):
+    """Category -> number of images, read from the standardize checkpoint."""
     from collections import Counter
 
     import pyarrow.parquet as pq
 
     table = checkpoints.standardize.get(dataset=dataset).output.table
-    cols = pq.read_table(table, columns=["category", "split"]).to_pydict()
-    fit = Counter(c for c, s in zip(cols["category"], cols["split"]) if s in FIT_SPLITS)
-    return {c: fit.get(c, 0) for c in sorted(set(cols["category"]))}
+    return dict(sorted(Counter(pq.read_table(table, columns=["category"])["category"].to_pylist()).items()))
 
 
-def embedding_files(wildcards):
-    n = fit_counts(wildcards.dataset)[wildcards.category]
-    shards = range(n_shards(n, CFG.backbone.shard_size))
+def feature_files(wildcards):
+    """Every embedding shard of a category (all splits)."""
+    n = n_shards(category_counts(wildcards.dataset)[wildcards.category], CFG.backbone.shard_size)
     base = f"results/{wildcards.dataset}/embeddings/{wildcards.category}/shard-"
-    return {
-        "patches": [f"{base}{i:03d}.safetensors" for i in shards],
-        "images": [f"{base}{i:03d}.parquet" for i in shards],
-    }
+    return [f"{base}{i:03d}-of-{n:03d}.safetensors" for i in range(n)]
 
 
-def train_inputs(wildcards):
-    """Embedding backends fit on stored features; anomalib trains from the images."""
-    if CFG.models[wildcards.model].backend == "anomalib":
-        return {"table": f"results/{wildcards.dataset}/standardized.parquet"}
-    return embedding_files(wildcards)
-
-
-def calibrate_inputs(wildcards):
-    files = train_inputs(wildcards)
-    files["table"] = f"results/{wildcards.dataset}/standardized.parquet"
+def model_inputs(wildcards):
+    """What the model's backend consumes: stored features, or (image backends) the table only."""
+    files = {"table": f"results/{wildcards.dataset}/standardized.parquet"}
+    if entry(CFG.models[wildcards.model].backend).consumes == "features":
+        files["features"] = feature_files(wildcards)
     return files
+
+
+def backbone_inputs(wildcards):
+    """The ONNX backbone, for models that run on features (it is part of their delivery)."""
+    if entry(CFG.models[wildcards.model].backend).consumes == "features":
+        return BACKBONE_FILES
+    return {}
 
 
 def model_params(wildcards):
     return CFG.models[wildcards.model].model_dump(mode="json")
 
 
+def model_image_size(wildcards):
+    return getattr(CFG.models[wildcards.model], "image_size", None) or CFG.backbone.out_size
+
+
 def dataset_results(wildcards, name):
     """One file per model x category of a dataset (after the standardize checkpoint)."""
-    cats = fit_counts(wildcards.dataset)
     return [
         f"results/{wildcards.dataset}/models/{m}/{c}/{name}"
-        for c in cats
+        for c in category_counts(wildcards.dataset)
         for m in MODELS
     ]
 
 
 def onnx_targets(wildcards):
-    """ONNX exports (with their parity check) when `export.onnx` is on; anomalib models excluded."""
+    """Whole-model ONNX exports (with their parity check) when `export.onnx` is on, for the
+    backends whose registry entry says they can."""
     if not CFG.export.onnx:
         return []
-    names = [m for m in MODELS if CFG.models[m].backend != "anomalib"]
-    cats = fit_counts(wildcards.dataset)
+    names = [m for m in MODELS if entry(CFG.models[m].backend).onnx]
     return [
         f"results/{wildcards.dataset}/models/{m}/{c}/model.onnx"
-        for c in cats
+        for c in category_counts(wildcards.dataset)
         for m in names
     ]

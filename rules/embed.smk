@@ -1,20 +1,40 @@
+rule backbone:
+    output:
+        onnx="results/backbones/{backbone}/backbone.onnx",
+        card="results/backbones/{backbone}/backbone.json",
+    log:
+        "logs/backbones/{backbone}.log",
+    benchmark:
+        "benchmarks/backbones/{backbone}.tsv"
+    conda:
+        "../envs/models.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    params:
+        backbone=CFG.backbone.result_params(),
+    script:
+        "../scripts/export_backbone.py"
+
+
 rule embed:
     input:
         table="results/{dataset}/standardized.parquet",
+        onnx=BACKBONE_FILES["onnx"],
+        card=BACKBONE_FILES["card"],
     output:
-        patches="results/{dataset}/embeddings/{category}/shard-{shard}.safetensors",
-        images="results/{dataset}/embeddings/{category}/shard-{shard}.parquet",
+        patches="results/{dataset}/embeddings/{category}/shard-{shard}-of-{n}.safetensors",
+        images="results/{dataset}/embeddings/{category}/shard-{shard}-of-{n}.parquet",
     log:
-        "logs/{dataset}/embed/{category}-{shard}.log",
+        "logs/{dataset}/embed/{category}-{shard}-of-{n}.log",
     benchmark:
-        "benchmarks/{dataset}/embed/{category}-{shard}.tsv"
+        "benchmarks/{dataset}/embed/{category}-{shard}-of-{n}.tsv"
     conda:
         "../envs/models.yaml"
     threads: CFG.backbone.threads
     resources:
-        mem_mb=6000,
+        mem_mb=4000,
         runtime=120,
-    params:
-        backbone=CFG.backbone.model_dump(mode="json"),
     script:
         "../scripts/embed.py"

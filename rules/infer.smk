@@ -1,32 +1,28 @@
 rule predict:
     input:
-        infer_config="results/{dataset}/models/{model}/{category}/infer_config.json",
-        checkpoint="results/{dataset}/models/{model}/{category}/checkpoint.safetensors",
+        infer_config=rules.calibrate.output.infer_config,
+        scores=rules.score.output.scores,
+        maps=rules.score.output.maps,
         table="results/{dataset}/standardized.parquet",
     output:
         predictions="results/{dataset}/models/{model}/{category}/predictions.jsonl",
-        maps="results/{dataset}/models/{model}/{category}/maps.safetensors",
         heatmaps=directory("results/{dataset}/models/{model}/{category}/maps"),
     log:
         "logs/{dataset}/predict/{model}-{category}.log",
-    benchmark:
-        "benchmarks/{dataset}/predict/{model}-{category}.tsv"
     conda:
-        "../envs/models.yaml"
-    threads: CFG.backbone.threads
+        "../envs/core.yaml"
+    threads: 1
     resources:
-        mem_mb=6000,
-        runtime=120,
-    params:
-        batch_size=CFG.backbone.batch_size,
+        mem_mb=2000,
+        runtime=30,
     script:
         "../scripts/predict.py"
 
 
 rule export_onnx:
     input:
-        infer_config="results/{dataset}/models/{model}/{category}/infer_config.json",
-        checkpoint="results/{dataset}/models/{model}/{category}/checkpoint.safetensors",
+        infer_config=rules.calibrate.output.infer_config,
+        checkpoint=rules.train.output.checkpoint,
         table="results/{dataset}/standardized.parquet",
     output:
         model="results/{dataset}/models/{model}/{category}/model.onnx",

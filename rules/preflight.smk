@@ -1,6 +1,7 @@
 rule preflight:
     input:
         manifest="results/{dataset}/manifest.jsonl",
+        backbone=BACKBONE_FILES["card"],
     output:
         report="results/{dataset}/preflight.json",
         facts="results/{dataset}/image_facts.parquet",
@@ -16,6 +17,7 @@ rule preflight:
         mem_mb=4000,
         runtime=120,
     params:
-        checks=CFG.preflight.model_dump(mode="json"),
+        checks=CFG.preflight.result_params(),
+        models={name: m.model_dump(mode="json") for name, m in CFG.models.items()},
     script:
         "../scripts/preflight.py"

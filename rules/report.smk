@@ -8,6 +8,10 @@ rule metrics:
             "results/{{dataset}}/models/{model}/{{category}}/maps.safetensors",
             model=MODELS,
         ),
+        infer_configs=expand(
+            "results/{{dataset}}/models/{model}/{{category}}/infer_config.json",
+            model=MODELS,
+        ),
         table="results/{dataset}/standardized.parquet",
     output:
         metrics=expand(
@@ -17,7 +21,7 @@ rule metrics:
     log:
         "logs/{dataset}/metrics/{category}.log",
     conda:
-        "../envs/models.yaml"
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -32,6 +36,7 @@ rule report:
     input:
         metrics=lambda wc: dataset_results(wc, "metrics.json"),
         predictions=lambda wc: dataset_results(wc, "predictions.jsonl"),
+        infer_configs=lambda wc: dataset_results(wc, "infer_config.json"),
         preflight="results/{dataset}/preflight.json",
         onnx=onnx_targets,
     output:
@@ -39,7 +44,7 @@ rule report:
     log:
         "logs/{dataset}/report.log",
     conda:
-        "../envs/models.yaml"
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,44 +1,71 @@
 rule train:
     input:
-        unpack(train_inputs),
+        unpack(model_inputs),
     output:
         checkpoint="results/{dataset}/models/{model}/{category}/checkpoint.safetensors",
         card="results/{dataset}/models/{model}/{category}/model_card.json",
+        crossfit="results/{dataset}/models/{model}/{category}/crossfit.parquet",
     log:
         "logs/{dataset}/train/{model}-{category}.log",
     benchmark:
         "benchmarks/{dataset}/train/{model}-{category}.tsv"
     conda:
         "../envs/models.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
     params:
         model=model_params,
-        image_size=CFG.backbone.image_size,
+        folds=CFG.threshold.folds,
+        image_size=model_image_size,
         seed=CFG.seed,
     script:
         "../scripts/train.py"
 
 
+rule score:
+    input:
+        unpack(model_inputs),
+        checkpoint=rules.train.output.checkpoint,
+    output:
+        scores="results/{dataset}/models/{model}/{category}/scores.parquet",
+        maps="results/{dataset}/models/{model}/{category}/maps.safetensors",
+    log:
+        "logs/{dataset}/score/{model}-{category}.log",
+    benchmark:
+        "benchmarks/{dataset}/score/{model}-{category}.tsv"
+    conda:
+        "../envs/models.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=120,
+    params:
+        out_size=CFG.backbone.out_size,
+        sigma=CFG.maps.sigma,
+    script:
+        "../scripts/score.py"
+
+
 rule calibrate:
     input:
-        unpack(calibrate_inputs),
-        checkpoint="results/{dataset}/models/{model}/{category}/checkpoint.safetensors",
+        unpack(backbone_inputs),
+        crossfit=rules.train.output.crossfit,
+        checkpoint=rules.train.output.checkpoint,
     output:
         infer_config="results/{dataset}/models/{model}/{category}/infer_config.json",
     log:
         "logs/{dataset}/calibrate/{model}-{category}.log",
     conda:
-        "../envs/models.yaml"
+        "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=1000,
+        runtime=10,
     params:
-        backbone=CFG.backbone.model_dump(mode="json"),
         threshold=CFG.threshold.model_dump(mode="json"),
+        map_sigma=CFG.maps.sigma,
         seed=CFG.seed,
     script:
         "../scripts/calibrate.py"

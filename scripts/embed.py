@@ -1,4 +1,4 @@
-"""Snakemake adapter: standardized.parquet -> one shard of stored embeddings."""
+"""Snakemake adapter: standardized.parquet -> one shard of a category's stored features."""
 
 from defectflow.embeddings import run_embed
 from defectflow.logs import log_to
@@ -6,10 +6,13 @@ from defectflow.logs import log_to
 with log_to(snakemake.log[0]):
     run_embed(
         snakemake.input.table,
+        snakemake.input.onnx,
+        snakemake.input.card,
         snakemake.wildcards.category,
         int(snakemake.wildcards.shard),
-        snakemake.params.backbone,
+        int(snakemake.wildcards.n),
         snakemake.output.patches,
         snakemake.output.images,
         threads=snakemake.threads,
+        batch_size=snakemake.config.get("backbone", {}).get("batch_size", 16),
     )

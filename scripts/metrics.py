@@ -7,6 +7,7 @@ with log_to(snakemake.log[0]):
     run_metrics(
         list(snakemake.input.predictions),
         list(snakemake.input.maps),
+        list(snakemake.input.infer_configs),
         snakemake.input.table,
         snakemake.wildcards.dataset,
         snakemake.wildcards.category,

@@ -1,16 +1,15 @@
-"""Snakemake adapter: infer_config.json (the delivered model) on the test split -> predictions."""
+"""Snakemake adapter: raw scores + maps + infer_config.json -> predictions.jsonl + heatmaps."""
 
-from defectflow.detector import run_predict
 from defectflow.logs import log_to
+from defectflow.predict import run_predict
 
 with log_to(snakemake.log[0]):
     run_predict(
         snakemake.input.infer_config,
+        snakemake.input.scores,
+        snakemake.input.maps,
         snakemake.input.table,
         snakemake.wildcards.category,
         snakemake.output.predictions,
         snakemake.output.heatmaps,
-        snakemake.output.maps,
-        threads=snakemake.threads,
-        batch_size=snakemake.params.batch_size,
     )

@@ -8,6 +8,7 @@ with log_to(snakemake.log[0]):
         snakemake.wildcards.dataset,
         list(snakemake.input.metrics),
         list(snakemake.input.predictions),
+        list(snakemake.input.infer_configs),
         snakemake.input.preflight,
         snakemake.output.report,
     )

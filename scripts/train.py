@@ -1,18 +1,21 @@
-"""Snakemake adapter: stored embeddings (or images, for anomalib) -> checkpoint + model card."""
+"""Snakemake adapter: stored features (or images) -> checkpoint, model card, cross-fit scores."""
 
 from defectflow.logs import log_to
-from defectflow.models import run_train_rule
+from defectflow.train import run_train
 
 with log_to(snakemake.log[0]):
-    run_train_rule(
-        snakemake.input,
+    run_train(
+        snakemake.input.table,
+        list(snakemake.input.get("features", [])),
         snakemake.wildcards.dataset,
         snakemake.wildcards.category,
         snakemake.wildcards.model,
         snakemake.params.model,
-        snakemake.params.image_size,
+        snakemake.params.folds,
         snakemake.output.checkpoint,
         snakemake.output.card,
+        snakemake.output.crossfit,
+        image_size=snakemake.params.image_size,
         seed=snakemake.params.seed,
         threads=snakemake.threads,
     )

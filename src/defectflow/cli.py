@@ -53,44 +53,56 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_ERRORS
 
 
-def _id_of(rel: Path) -> str:
-    return "__".join(rel.with_suffix("").parts).replace(" ", "_")
-
-
 def _gather_images(inputs: list[Path], category: str | None) -> list[dict]:
-    """Image files from files, folders (recursive) and manifests (JSONL/CSV/Parquet)."""
+    """Image items from files, folders (recursive) and manifests (JSONL/CSV/Parquet).
+
+    Each image's id is its path relative to the common folder of every input (``good/000.png``,
+    ``scratch/000.png``), so ids are unique and stable for any set of inputs; the same file given
+    twice is scored once.
+    """
+    import os
+
     from defectflow.config import ManifestSource
     from defectflow.ingest import IMAGE_EXTENSIONS, ingest_manifest
 
-    items: list[dict] = []
+    found: list[dict] = []
     for p in inputs:
         if p.is_dir():
             files = sorted(
                 f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
             )
-            items += [{"image_path": str(f), "image_id": _id_of(f.relative_to(p))} for f in files]
+            if not files:
+                log.warning("%s holds no image files (%s)", p, ", ".join(sorted(IMAGE_EXTENSIONS)))
+            found += [{"image_path": f} for f in files]
         elif p.suffix.lower() in {".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq"}:
             for r in ingest_manifest(ManifestSource(type="manifest", path=str(p))):
                 if r.image_path and (category is None or r.category in (None, category)):
-                    items.append(
-                        {
-                            "image_path": r.image_path,
-                            "image_id": _id_of(Path(r.rel_path or r.image_path)),
-                            "gt_label": r.label if r.label in ("normal", "anomaly") else None,
-                            "defect_type": r.defect_type,
-                        }
-                    )
+                    found.append({"image_path": Path(r.image_path), "gt_label": r.label if r.label in ("normal", "anomaly") else None,
+                                  "defect_type": r.defect_type})  # fmt: skip
         else:
-            items.append(
-                {"image_path": str(p)}
-            )  # a missing or unreadable file becomes an error record
-    if not items:
+            found.append({"image_path": p})  # a missing or unreadable file becomes an error record
+    if not found:
         raise DefectflowError(f"no images found in {[str(i) for i in inputs]}")
+    absolute = [os.path.abspath(it["image_path"]) for it in found]
+    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    items, seen = [], set()
+    for it, a in zip(found, absolute, strict=True):
+        if a in seen:
+            continue
+        seen.add(a)
+        items.append(
+            dict(
+                it,
+                image_path=str(it["image_path"]),
+                image_id=Path(os.path.relpath(a, root)).as_posix(),
+            )
+        )
     return items
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from defectflow.detector import Detector, write_predictions
+    from defectflow.artifacts.predictions import write_predictions
+    from defectflow.detector import Detector
 
     det = Detector.load(args.infer_config, threads=args.threads)
     if args.category and args.category != det.cfg.category:
@@ -101,10 +113,29 @@ def cmd_infer(args: argparse.Namespace) -> int:
     records, _ = det.predict(items, batch_size=args.batch_size, maps_dir=args.maps)
     write_predictions(records, args.out)
     n_an = sum(r.pred_label == "anomaly" for r in records)
-    n_err = sum(r.error is not None for r in records)
-    print(
-        f"{len(records)} images scored with {det.cfg.model_id}: {n_an} anomalous, {n_err} unreadable -> {args.out}"
-    )
+    failed = [r for r in records if r.error is not None]
+    print(f"{len(records) - len(failed)} of {len(records)} images scored with {det.cfg.model_id}: {n_an} anomalous, "
+          f"{len(failed)} could not be read -> {args.out}")  # fmt: skip
+    for r in failed[:5]:
+        print(f"  {r.image_path}: {r.error}", file=sys.stderr)
+    if failed and len(failed) == len(records):
+        print("defectflow infer: error: no image could be scored", file=sys.stderr)
+        return EXIT_ERRORS
+    return EXIT_OK
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    from defectflow.artifacts.infer_config import read_infer_config, write_infer_config
+
+    for f in args.files:
+        old = read_infer_config(f, verify=False)
+        new = write_infer_config(old, f)
+        what = (
+            "unchanged"
+            if new.digest == old.digest
+            else f"edited content sealed: new model id {new.model_id}"
+        )
+        print(f"{f}: {what}")
     return EXIT_OK
 
 
@@ -217,8 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--maps", type=Path, help="write PNG heatmaps into this folder")
     s.add_argument("--category", help="refuse to run if the model is of another category")
     s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--threads", type=int, default=2, help="torch threads")
+    s.add_argument("--threads", type=int, default=2, help="backbone threads")
     s.set_defaults(func=cmd_infer)
+
+    s = sub.add_parser(
+        "seal",
+        help="accept a hand-edited infer_config.json (e.g. a new threshold): record its digest, giving the model a new id",
+    )
+    s.add_argument("files", nargs="+", type=Path)
+    s.set_defaults(func=cmd_seal)
 
     s = sub.add_parser("validate", help="validate artifacts against their JSON Schemas")
     s.add_argument("files", nargs="+", type=Path)

@@ -38,11 +38,11 @@ CODES: dict[str, tuple[Severity, str, str]] = {
     "NO_NORMAL_TRAIN": (E, "a category has no normal training image: no model can be fitted", "add normal images to train (or leave splits empty to have them assigned)"),
     "FEW_TRAIN_IMAGES": (W, "a category has fewer normal training images than `preflight.min_train_images`", "add normal images; models on few images are unstable"),
     "NO_TEST_ANOMALIES": (W, "a category has no anomalous test image: AUROC/F1 cannot be computed", "add labeled defect images to test"),
-    "NO_VAL_IMAGES": (INFO, "a category has no val images: a share of normal train images is held out for calibration", "add val images to keep all train images for fitting"),
+    "NO_VAL_IMAGES": (INFO, "a category has no val images: the threshold rests on cross-fitted training normals alone", "add a few labelled val anomalies to let `auto` choose the F1-optimal threshold"),
     "MODE_MIX": (W, "a category mixes channel layouts (e.g. grayscale and RGB)", "fine for the default preprocessing (converted to RGB); check it is intended"),
     "BIT_DEPTH_MIX": (W, "a category mixes bit depths (e.g. 8 and 16 bit)", "export all images at one bit depth; 16-bit images are scaled to 8 bit"),
     "SIZE_MIX": (INFO, "a category has images of different sizes", "fine: images are resized; check aspect ratios are comparable"),
-    "MEMORY_PROJECTION": (INFO, "projected memory of the patch models for the category", "lower `coreset_ratio` or image size if it is high"),
+    "MEMORY_PROJECTION": (INFO, "projected memory of each model for the category (from the backbone's feature shape and the model's settings)", "lower `coreset_ratio`, `max_memory_mb` or image size if it is high"),
     "MEMORY_HIGH": (W, "projected memory of a model exceeds `preflight.max_memory_mb`", "lower `coreset_ratio`, image size or training images"),
 }  # fmt: skip
 

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from defectflow.backends.params import AnomalibParams, KnnParams, PadimParams, PatchcoreParams
 from defectflow.errors import ConfigError
 from defectflow.records import Severity
 
@@ -99,8 +107,9 @@ class SplitConfig(_Strict):
     """How images without a split are assigned (deterministic, group-aware)."""
 
     val_fraction: float = Field(
-        default=0.15, ge=0.0, lt=1.0,
-        description="share of normal training images held out as `val` (threshold calibration) when a category has no `val` images",
+        default=0.0, ge=0.0, lt=1.0,
+        description="share of normal training images moved to `val` when a category has none (val normals are fitted "
+        "and cross-fitted like train; the threshold does not need a held-out val split)",
     )  # fmt: skip
     test_fraction: float = Field(
         default=0.2, ge=0.0, lt=1.0,
@@ -140,8 +149,9 @@ class PreflightConfig(_Strict):
         description="`header`: read headers only; `full`: also decode every image and mask",
     )
     threads: int = Field(
-        default=4, ge=1, description="processes for file inspection (Snakemake caps it at --cores)"
-    )
+        default=4, ge=1,
+        description="processes for file inspection (Snakemake caps it at --cores; performance only: no rerun)",
+    )  # fmt: skip
     near_duplicate_distance: int = Field(
         default=4, ge=-1, le=64,
         description="max Hamming distance of the 256-bit dHash that counts as a near-duplicate across splits (-1 disables)",
@@ -152,15 +162,6 @@ class PreflightConfig(_Strict):
     max_memory_mb: int = Field(
         default=8000, ge=1, description="projected model memory above this is a warning"
     )
-    patch_grid: int = Field(
-        default=28, ge=1, description="patches per side of the patch models (memory projection)"
-    )
-    patch_dims: int = Field(
-        default=152, ge=1, description="feature channels per patch (memory projection)"
-    )
-    coreset_ratio: float = Field(
-        default=0.1, gt=0, le=1, description="PatchCore coreset share (memory projection)"
-    )
     ignore: list[str] = Field(default_factory=list, description="issue codes to drop")
     severity: dict[str, Severity] = Field(
         default_factory=dict, description="issue code -> severity override"
@@ -169,7 +170,28 @@ class PreflightConfig(_Strict):
     @field_validator("ignore")
     @classmethod
     def _codes_upper(cls, v: list[str]) -> list[str]:
-        return [c.upper() for c in v]
+        return [_known_code(c.upper()) for c in v]
+
+    @field_validator("severity")
+    @classmethod
+    def _severity_codes(cls, v: dict[str, Severity]) -> dict[str, Severity]:
+        return {_known_code(k.upper()): s for k, s in v.items()}
+
+    def result_params(self) -> dict[str, Any]:
+        """The keys that change the report (threads do not)."""
+        return self.model_dump(mode="json", exclude={"threads"})
+
+
+def _known_code(code: str) -> str:
+    from defectflow.codes import CODES
+
+    if code not in CODES:
+        import difflib
+
+        close = difflib.get_close_matches(code, list(CODES), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"unknown preflight code {code!r}{hint} (codes: docs/preflight_codes.md)")
+    return code
 
 
 class BackboneConfig(_Strict):
@@ -196,81 +218,73 @@ class BackboneConfig(_Strict):
     shard_size: int = Field(
         default=2000,
         ge=1,
-        description="images per embedding job (large categories run as parallel shards)",
+        description="images per embedding job (large categories run as parallel shards); "
+        "a change reruns embedding only where it changes a category's number of shards",
     )
-    threads: int = Field(default=2, ge=1, description="torch threads per embedding/predict job")
-
-
-class KnnModel(_Strict):
-    backend: Literal["knn"] = Field(
-        description="image-level nearest neighbours on pooled embeddings"
-    )
-    k: int = Field(default=1, ge=1, description="neighbours averaged into the score")
-
-
-class PatchcoreModel(_Strict):
-    backend: Literal["patchcore"] = Field(description="patch memory bank with greedy coreset")
-    coreset_ratio: float = Field(
-        default=0.1, gt=0, le=1, description="share of training patches kept"
-    )
-    projection_dim: int = Field(
-        default=128, ge=0, description="random projection for coreset selection (0: none)"
-    )
-    num_neighbors: int = Field(
-        default=9, ge=1, description="neighbours used to re-weight the image score"
-    )
-    max_memory_mb: int = Field(
-        default=4000,
-        ge=16,
-        description="the candidate patches may use at most this (else subsampled)",
+    threads: int = Field(
+        default=2, ge=1, description="threads per embedding job (performance only: no rerun)"
     )
 
+    @property
+    def out_size(self) -> int:
+        return self.center_crop or self.image_size
 
-class PadimModel(_Strict):
-    backend: Literal["padim"] = Field(description="per-position Gaussian, Mahalanobis distance")
-    n_features: int = Field(
-        default=0, ge=0, description="random channel subset size (0: all channels)"
-    )
-    epsilon: float = Field(default=0.01, gt=0, description="covariance regularisation")
+    @property
+    def id(self) -> str:
+        """A readable folder name for this backbone and its preprocessing."""
+        from defectflow.io import short_hash
 
+        layers = "".join(map(str, self.layers))
+        crop = f"_c{self.center_crop}" if self.center_crop else ""
+        w = "" if self.weights in ("builtin", "pretrained") else f"_w{short_hash(self.weights, 6)}"
+        return f"{self.name}_L{layers}_p{self.pool}_s{self.image_size}{crop}{w}"
 
-class AnomalibModel(_Strict):
-    backend: Literal["anomalib"] = Field(
-        description="train an anomalib model by name from the standardized table"
-    )
-    model: str = Field(description="anomalib model class, e.g. Padim, Patchcore, Cfa, Stfpm")
-    init: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments of the model class"
-    )
-    max_epochs: int = Field(
-        default=1, ge=1, description="training epochs (1 for the memory-bank models)"
-    )
-    batch_size: int = Field(default=8, ge=1, description="training batch size")
+    def result_params(self) -> dict[str, Any]:
+        """The keys that change features (threads, batch and shard sizes do not)."""
+        return self.model_dump(mode="json", exclude={"threads", "batch_size", "shard_size"})
 
 
 ModelConfig = Annotated[
-    KnnModel | PatchcoreModel | PadimModel | AnomalibModel, Field(discriminator="backend")
-]
+    KnnParams | PatchcoreParams | PadimParams | AnomalibParams, Field(discriminator="backend")
+]  # one member per entry of defectflow.backends.REGISTRY (a test checks they agree)
 
 
 def _default_models() -> dict[str, Any]:
     return {
-        "knn": KnnModel(backend="knn"),
-        "patchcore": PatchcoreModel(backend="patchcore"),
-        "padim": PadimModel(backend="padim"),
+        "knn": KnnParams(backend="knn"),
+        "patchcore": PatchcoreParams(backend="patchcore"),
+        "padim": PadimParams(backend="padim"),
     }
 
 
 class ThresholdConfig(_Strict):
-    policy: Literal["auto", "f1_optimal", "normal_quantile", "fixed"] = Field(
+    policy: Literal["auto", "normal_quantile", "f1_optimal", "fixed"] = Field(
         default="auto",
-        description="`auto`: f1_optimal when the calibration split has anomalies and normals, else normal_quantile",
+        description="`auto`: f1_optimal when val has at least `min_anomalies` anomalies, else normal_quantile. "
+        "Both rest on out-of-fold scores of every training normal (cross-fitting)",
     )
     quantile: float = Field(
-        default=0.99, gt=0, lt=1, description="normal_quantile: quantile of normal val scores"
-    )
+        default=0.99, gt=0, lt=1,
+        description="normal_quantile: quantile of the out-of-fold normal scores (1 - target false-positive rate)",
+    )  # fmt: skip
     value: float | None = Field(default=None, description="fixed: the raw score threshold")
-    map_sigma: float = Field(
+    folds: int = Field(
+        default=5, ge=2, le=50,
+        description="cross-fit folds over the train+val normals (fit on k-1, score the held-out fold)",
+    )  # fmt: skip
+    min_anomalies: int = Field(
+        default=3, ge=1, description="auto: val anomalies needed to use f1_optimal"
+    )
+
+    @model_validator(mode="after")
+    def _fixed_needs_value(self) -> ThresholdConfig:
+        if self.policy == "fixed" and self.value is None:
+            raise ValueError("policy `fixed` needs `threshold.value` (a raw score)")
+        return self
+
+
+class MapsConfig(_Strict):
+    sigma: float = Field(
         default=4.0,
         ge=0,
         description="Gaussian smoothing of anomaly maps, in pixels of the model input",
@@ -309,6 +323,7 @@ class Config(_Strict):
     threshold: ThresholdConfig = Field(
         default_factory=ThresholdConfig, description="threshold calibration"
     )
+    maps: MapsConfig = Field(default_factory=MapsConfig, description="anomaly maps")
     export: ExportConfig = Field(default_factory=ExportConfig, description="delivery formats")
     seed: int = Field(default=0, description="seed of every random choice in fitting")
 
@@ -335,6 +350,14 @@ class Config(_Strict):
     @property
     def active_datasets(self) -> list[str]:
         return sorted(name for name, ds in self.datasets.items() if ds.enabled)
+
+    @model_validator(mode="after")
+    def _something_enabled(self) -> Config:
+        if not self.active_datasets:
+            raise ValueError(
+                "no dataset is enabled: set `enabled: true` on one, or add yours with --configfile"
+            )
+        return self
 
     def split_for(self, dataset: str) -> SplitConfig:
         return self.datasets[dataset].split or self.split
@@ -374,7 +397,7 @@ def load_config(path: str | Path) -> Config:
 
 def _type_name(annotation: Any) -> str:
     if "discriminator" in str(annotation):
-        return "name -> model" if "KnnModel" in str(annotation) else "list of sources"
+        return "name -> model" if "KnnParams" in str(annotation) else "list of sources"
     text = (
         str(annotation)
         .replace("typing.", "")
@@ -422,7 +445,7 @@ def config_reference() -> str:
                     kind = src.model_fields["type"].annotation.__args__[0]
                     walk(src, f"datasets.<name>.sources[type={kind}].")
             if path == "models":
-                for mdl in (KnnModel, PatchcoreModel, PadimModel, AnomalibModel):
+                for mdl in (KnnParams, PatchcoreParams, PadimParams, AnomalibParams):
                     kind = mdl.model_fields["backend"].annotation.__args__[0]
                     walk(mdl, f"models.<name>[backend={kind}].")
 

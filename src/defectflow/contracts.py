@@ -22,11 +22,13 @@ ARTIFACTS: dict[str, str] = {
     "manifest_record": "defectflow.records:ManifestRecord",
     "preflight": "defectflow.preflight:PreflightReport",
     "image_facts": "defectflow.imagefacts:ImageFacts",
-    "standardized_row": "defectflow.standardize:StandardizedRow",
-    "model_card": "defectflow.models:ModelCard",
-    "infer_config": "defectflow.models:InferConfig",
-    "prediction": "defectflow.predictions:PredictionRecord",
-    "metrics": "defectflow.metrics:Metrics",
+    "standardized_row": "defectflow.artifacts.standardized:StandardizedRow",
+    "backbone_card": "defectflow.artifacts.backbone:BackboneCard",
+    "model_card": "defectflow.artifacts.checkpoint:ModelCard",
+    "score_row": "defectflow.artifacts.scores:ScoreRow",
+    "infer_config": "defectflow.artifacts.infer_config:InferConfig",
+    "prediction": "defectflow.artifacts.predictions:PredictionRecord",
+    "metrics": "defectflow.artifacts.metrics:Metrics",
 }
 
 
@@ -107,6 +109,9 @@ def detect_schema(path: str | Path) -> str:
         "image_facts.parquet": "image_facts",
         "config.yaml": "config",
         "model_card.json": "model_card",
+        "backbone.json": "backbone_card",
+        "crossfit.parquet": "score_row",
+        "scores.parquet": "score_row",
         "infer_config.json": "infer_config",
         "predictions.jsonl": "prediction",
         "metrics.json": "metrics",

@@ -1,4 +1,4 @@
-"""Image and pixel metrics from predictions (sklearn and anomalib metric code)."""
+"""Image and pixel metrics from predictions and stored maps (numpy + scikit-learn; no torch)."""
 
 from __future__ import annotations
 
@@ -9,72 +9,42 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
+    precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
 )
 
-from defectflow.contracts import validate
-from defectflow.io import write_json_atomic
-from defectflow.predictions import PredictionRecord, read_predictions
-from defectflow.records import ModelArtifact
+from defectflow.artifacts.metrics import ImageMetrics, Metrics, PixelMetrics, write_metrics
+from defectflow.artifacts.predictions import PredictionRecord, read_predictions
+from defectflow.records import Label
 
 log = logging.getLogger(__name__)
 
 MAX_PIXEL_SIDE = 256
 
 
-class ImageMetrics(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    status: str = Field(description="ok | skipped")
-    reason: str | None = None
-    n_normal: int
-    n_anomaly: int
-    auroc: float | None = None
-    aupr: float | None = None
-    f1: float | None = None
-    precision: float | None = None
-    recall: float | None = None
-    confusion: dict[str, int] = Field(
-        default_factory=dict, description="tp, fp, tn, fn at the calibrated threshold"
-    )
-
-
-class PixelMetrics(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    status: str = Field(description="ok | skipped")
-    reason: str | None = None
-    auroc: float | None = None
-    aupro: float | None = Field(
-        default=None,
-        description="area under the per-region-overlap curve up to 30% FPR, normalized",
-    )
-    resolution: int | None = None
-
-
-class Metrics(ModelArtifact):
-    """``metrics.json`` of one dataset x category x model."""
-
-    model_id: str
-    n_images: int
-    n_errors: int
-    image: ImageMetrics
-    per_defect_type: dict[str, dict[str, Any]]
-    pixel: PixelMetrics
-
-
 def _r(x: float) -> float:
     return round(float(x), 6)
 
 
+def best_f1(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    """The best F1 any threshold reaches on scores ``s`` with labels ``y``, and that threshold."""
+    prec, rec, thr = precision_recall_curve(y, s)
+    f = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
+    i = int(np.argmax(f[:-1]))
+    return float(f[i]), float(thr[i])
+
+
 def image_metrics(recs: list[PredictionRecord]) -> ImageMetrics:
-    scored = [r for r in recs if r.score is not None and r.gt_label in ("normal", "anomaly")]
-    y = np.array([r.gt_label == "anomaly" for r in scored], dtype=int)
+    scored = [
+        r for r in recs if r.score is not None and r.gt_label in (Label.NORMAL, Label.ANOMALY)
+    ]
+    y = np.array([r.gt_label == Label.ANOMALY for r in scored], dtype=int)
     s = np.array([r.score for r in scored], dtype=np.float64)
-    pred = np.array([r.pred_label == "anomaly" for r in scored], dtype=int)
+    pred = np.array([r.pred_label == Label.ANOMALY for r in scored], dtype=int)
     n_an, n_no = int(y.sum()), int(len(y) - y.sum())
     out = ImageMetrics(status="ok", n_normal=n_no, n_anomaly=n_an)
     if len(y):
@@ -84,6 +54,9 @@ def image_metrics(recs: list[PredictionRecord]) -> ImageMetrics:
         out.precision, out.recall, out.f1 = _r(p), _r(r), _r(f)
     if n_an and n_no:
         out.auroc, out.aupr = _r(roc_auc_score(y, s)), _r(average_precision_score(y, s))
+        bf, bt = best_f1(y, s)
+        out.best_f1, out.best_f1_threshold = _r(bf), _r(bt)
+        out.f1_gap = _r(bf - (out.f1 or 0.0))
     else:
         out.status, out.reason = (
             "skipped",
@@ -93,21 +66,16 @@ def image_metrics(recs: list[PredictionRecord]) -> ImageMetrics:
 
 
 def per_defect(recs: list[PredictionRecord]) -> dict[str, dict[str, Any]]:
-    normals = [r.score for r in recs if r.gt_label == "normal" and r.score is not None]
+    normals = [r.score for r in recs if r.gt_label == Label.NORMAL and r.score is not None]
     out: dict[str, dict[str, Any]] = {}
-    for dt in sorted({r.defect_type or "unspecified" for r in recs if r.gt_label == "anomaly"}):
-        group = [
-            r
-            for r in recs
-            if r.gt_label == "anomaly"
-            and (r.defect_type or "unspecified") == dt
-            and r.score is not None
-        ]
+    anomalies = [r for r in recs if r.gt_label == Label.ANOMALY and r.score is not None]
+    for dt in sorted({r.defect_type or "unspecified" for r in anomalies}):
+        group = [r for r in anomalies if (r.defect_type or "unspecified") == dt]
         entry: dict[str, Any] = {
             "n": len(group),
-            "recall": _r(np.mean([r.pred_label == "anomaly" for r in group])) if group else None,
+            "recall": _r(np.mean([r.pred_label == Label.ANOMALY for r in group])),
         }
-        if group and normals:
+        if normals:
             y = [0] * len(normals) + [1] * len(group)
             entry["auroc"] = _r(roc_auc_score(y, normals + [r.score for r in group]))
         out[dt] = entry
@@ -118,15 +86,54 @@ def per_defect(recs: list[PredictionRecord]) -> dict[str, dict[str, Any]]:
 def _mask(path: str | None, size: int) -> np.ndarray:
     """Binary mask at ``size`` (cached: every model of a category is scored on the same masks)."""
     if path is None:
-        return np.zeros((size, size), dtype=np.uint8)
+        return np.zeros((size, size), dtype=bool)
     m = Image.open(path).convert("L").resize((size, size), Image.Resampling.NEAREST)
-    return (np.asarray(m) > 0).astype(np.uint8)
+    return np.asarray(m) > 0
+
+
+def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """Area under the per-region-overlap curve up to ``fpr_limit`` false-positive rate,
+    normalized to [0, 1] (Bergmann et al., MVTec AD). Exact: every pixel score is a threshold.
+
+    ``maps`` float ``[N, H, W]``; ``masks`` bool ``[N, H, W]``. Each connected defect region
+    weighs the same whatever its size; FPR is over all normal pixels.
+    """
+    from scipy import ndimage
+
+    region = np.zeros(masks.shape, dtype=np.int64)
+    n_regions = 0
+    for i in range(len(masks)):
+        lab, n = ndimage.label(masks[i])
+        region[i] = np.where(lab > 0, lab + n_regions, 0)
+        n_regions += n
+    if n_regions == 0:
+        return float("nan")
+    scores = maps.ravel()
+    reg = region.ravel()
+    sizes = np.bincount(reg, minlength=n_regions + 1).astype(np.float64)
+    neg = reg == 0
+    n_neg = int(neg.sum())
+    order = np.argsort(-scores, kind="stable")
+    s_sorted = scores[order]
+    r_sorted = reg[order]
+    d_fpr = (r_sorted == 0) / max(n_neg, 1)
+    d_pro = np.where(r_sorted > 0, 1.0 / (sizes[r_sorted] * n_regions), 0.0)
+    fpr = np.cumsum(d_fpr)
+    pro = np.cumsum(d_pro)
+    last = np.r_[s_sorted[1:] != s_sorted[:-1], True]  # one point per distinct threshold
+    fpr, pro = np.r_[0.0, fpr[last]], np.r_[0.0, pro[last]]
+    cut = np.searchsorted(fpr, fpr_limit, side="right")
+    if cut < len(fpr):  # interpolate the curve at fpr_limit
+        f0, f1, p0, p1 = fpr[cut - 1], fpr[cut], pro[cut - 1], pro[cut]
+        p_lim = p0 + (p1 - p0) * (fpr_limit - f0) / max(f1 - f0, 1e-12)
+        fpr, pro = np.r_[fpr[:cut], fpr_limit], np.r_[pro[:cut], p_lim]
+    return float(np.trapezoid(pro, fpr) / fpr_limit)
 
 
 def pixel_metrics(
     recs: list[PredictionRecord], masks: dict[str, str | None], maps: dict[str, np.ndarray]
 ) -> PixelMetrics:
-    anomalous = [r for r in recs if r.gt_label == "anomaly" and r.error is None]
+    anomalous = [r for r in recs if r.gt_label == Label.ANOMALY and r.error is None]
     if not maps:
         return PixelMetrics(status="skipped", reason="the model makes no anomaly maps")
     if not anomalous:
@@ -137,77 +144,52 @@ def pixel_metrics(
             status="skipped",
             reason=f"{len(no_mask)} of {len(anomalous)} anomalous test images have no mask",
         )
-    import torch
-    from anomalib.metrics.aupro import _AUPRO
-
-    scored = [r for r in recs if r.image_id in maps and r.gt_label in ("normal", "anomaly")]
+    scored = [r for r in recs if r.image_id in maps and r.gt_label in (Label.NORMAL, Label.ANOMALY)]
     side = min(next(iter(maps.values())).shape[0], MAX_PIXEL_SIDE)
     preds, targets = [], []
     for r in scored:
-        m = torch.from_numpy(maps[r.image_id].astype(np.float32))[None, None]
-        if m.shape[-1] != side:
-            m = torch.nn.functional.interpolate(
-                m, size=(side, side), mode="bilinear", align_corners=False
+        m = maps[r.image_id]
+        if m.shape[0] != side:
+            m = np.asarray(
+                Image.fromarray(m.astype(np.float32)).resize(
+                    (side, side), Image.Resampling.BILINEAR
+                )
             )
-        preds.append(m[0, 0])
-        targets.append(
-            torch.from_numpy(
-                _mask(masks.get(r.image_id) if r.gt_label == "anomaly" else None, side)
-            )
-        )
-    p, t = torch.stack(preds), torch.stack(targets)
-    auroc = roc_auc_score(t.flatten().numpy(), p.flatten().numpy())
-    aupro = _AUPRO(fpr_limit=0.3)
-    aupro.update(p, t.int())
-    return PixelMetrics(
-        status="ok", auroc=_r(auroc), aupro=_r(float(aupro.compute())), resolution=side
-    )
+        preds.append(m)
+        targets.append(_mask(masks.get(r.image_id) if r.gt_label == Label.ANOMALY else None, side))
+    p, t = np.stack(preds), np.stack(targets)
+    auroc = roc_auc_score(t.ravel(), p.ravel())
+    return PixelMetrics(status="ok", auroc=_r(auroc), aupro=_r(aupro(p, t)), resolution=side)
 
 
-def compute_metrics(
-    recs: list[PredictionRecord],
-    masks: dict[str, str | None],
-    maps: dict[str, np.ndarray],
-    dataset: str,
-    category: str,
-    model: str,
-) -> Metrics:
+def compute_metrics(recs: list[PredictionRecord], masks: dict[str, str | None], maps: dict[str, np.ndarray],
+                    dataset: str, category: str, model: str, threshold: float | None = None,
+                    policy: str | None = None) -> Metrics:  # fmt: skip
+    image = image_metrics(recs)
+    image.threshold, image.threshold_policy = threshold, policy
     return Metrics(
         dataset=dataset, category=category, model=model, model_id=recs[0].model_id if recs else "",
         n_images=len(recs), n_errors=sum(r.error is not None for r in recs),
-        image=image_metrics(recs), per_defect_type=per_defect(recs), pixel=pixel_metrics(recs, masks, maps),
+        image=image, per_defect_type=per_defect(recs), pixel=pixel_metrics(recs, masks, maps),
     )  # fmt: skip
 
 
-def run_metrics(predictions: list[str], maps_files: list[str], table: str | Path, dataset: str, category: str,
-                models: list[str], outs: list[str]) -> list[Metrics]:  # fmt: skip
+def run_metrics(predictions: list[str], maps_files: list[str], infer_configs: list[str], table: str | Path,
+                dataset: str, category: str, models: list[str], outs: list[str]) -> list[Metrics]:  # fmt: skip
     """Snakemake entry point: every model's predictions of one category + masks -> metrics.json each."""
-    from safetensors.numpy import load_file
+    from defectflow.artifacts.infer_config import read_infer_config
+    from defectflow.artifacts.scores import read_maps
+    from defectflow.artifacts.standardized import category_rows
 
-    from defectflow.standardize import read_standardized
-
-    masks = {
-        r["image_id"]: r["mask_path"] for r in read_standardized(table) if r["category"] == category
-    }
+    masks = {r["image_id"]: r["mask_path"] for r in category_rows(table, category)}
     done = []
-    for pred, maps_file, model, out in zip(predictions, maps_files, models, outs, strict=True):
-        recs = read_predictions(pred)
-        maps = {
-            k: v.astype(np.float32) for k, v in load_file(str(maps_file)).items() if k != "_empty"
-        }
-        m = compute_metrics(recs, masks, maps, dataset, category, model)
-        data = m.model_dump(mode="json")
-        validate("metrics", data, where=str(out))
-        write_json_atomic(out, data)
+    for pred, maps_file, ic, model, out in zip(predictions, maps_files, infer_configs, models, outs, strict=True):  # fmt: skip
+        thr = read_infer_config(ic).threshold
+        m = compute_metrics(read_predictions(pred), masks, read_maps(maps_file), dataset, category,
+                            model, thr.value, thr.policy)  # fmt: skip
+        write_metrics(m, out)
         pixel = m.pixel.auroc if m.pixel.status == "ok" else m.pixel.reason
-        log.info(
-            "%s/%s/%s: image AUROC %s, F1 %s, pixel %s",
-            dataset,
-            category,
-            model,
-            m.image.auroc,
-            m.image.f1,
-            pixel,
-        )
+        log.info("%s/%s/%s: image AUROC %s, F1 %s (best possible %s), pixel %s",
+                 dataset, category, model, m.image.auroc, m.image.f1, m.image.best_f1, pixel)  # fmt: skip
         done.append(m)
     return done

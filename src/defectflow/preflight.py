@@ -123,6 +123,7 @@ def check_records(
     facts: dict[tuple[str, str], ImageFacts],
     cfg: PreflightConfig,
     col: _Collector,
+    memory: dict[str, Any] | None = None,
 ) -> None:
     """Every check that needs records (and file facts)."""
     by_cat: dict[str, list[int]] = defaultdict(list)
@@ -183,7 +184,7 @@ def check_records(
     _check_duplicates(records, facts, cfg, col)
     _check_groups(records, col)
     for cat, idx in sorted(by_cat.items()):
-        _check_category(cat, [records[i] for i in idx], facts, cfg, col)
+        _check_category(cat, [records[i] for i in idx], facts, cfg, col, memory)
 
 
 def _split_of(r: ManifestRecord) -> str:
@@ -297,6 +298,7 @@ def _check_category(
     facts: dict[tuple[str, str], ImageFacts],
     cfg: PreflightConfig,
     col: _Collector,
+    memory: dict[str, Any] | None = None,
 ) -> None:
     usable = [r for r in recs if facts[(r.image_path, "image")].readable]  # type: ignore[index]
     normal_train = [
@@ -316,7 +318,7 @@ def _check_category(
     if not any(r.split == Split.VAL for r in usable):
         col.add(
             "NO_VAL_IMAGES",
-            f"category {cat!r} has no val images; a share of normal train images will be held out",
+            f"category {cat!r} has no val images; the threshold rests on cross-fitted training normals",
             **ctx,
         )
     no_mask = [r for r in usable if r.label == Label.ANOMALY and r.mask_path is None]
@@ -351,17 +353,47 @@ def _check_category(
             **ctx,
         )
     n_train = len(normal_train)
-    if n_train:
-        mb = cfg.patch_grid**2 * n_train * cfg.patch_dims * 4 * cfg.coreset_ratio / 2**20
-        full_mb = cfg.patch_grid**2 * n_train * cfg.patch_dims * 4 / 2**20
-        col.add("MEMORY_PROJECTION", f"category {cat!r}: PatchCore candidate patches {full_mb:.0f} MB, memory bank {mb:.0f} MB", **ctx,
-                memory_bank_mb=round(mb, 1), candidates_mb=round(full_mb, 1))  # fmt: skip
-        if full_mb > cfg.max_memory_mb:
-            col.add(
-                "MEMORY_HIGH",
-                f"category {cat!r}: PatchCore needs about {full_mb:.0f} MB (> {cfg.max_memory_mb} MB)",
-                **ctx,
-            )
+    if n_train and memory:
+        _check_memory(cat, n_train, memory, cfg, col)
+
+
+def model_memory_mb(
+    params: dict[str, Any], n_train: int, patch_shape: list[int], embedding_dim: int
+) -> dict[str, float]:
+    """Projected memory (MB) of fitting a model on ``n_train`` images, from the backbone's
+    feature shape and the model's own settings."""
+    c, h, w = patch_shape
+    backend = params.get("backend")
+    cand = n_train * h * w * c * 4 / 2**20
+    if backend == "patchcore":
+        cand_kept = min(cand, float(params.get("max_memory_mb", cand)))
+        return {
+            "candidates_mb": round(cand_kept, 1),
+            "model_mb": round(cand_kept * float(params.get("coreset_ratio", 0.1)), 1),
+        }
+    if backend == "padim":
+        k = int(params.get("n_features") or c)
+        return {"candidates_mb": round(cand, 1), "model_mb": round(h * w * k * k * 4 / 2**20, 1)}
+    if backend == "knn":
+        return {
+            "candidates_mb": round(n_train * embedding_dim * 4 / 2**20, 1),
+            "model_mb": round(n_train * embedding_dim * 4 / 2**20, 1),
+        }
+    return {}
+
+
+def _check_memory(
+    cat: str, n_train: int, memory: dict[str, Any], cfg: PreflightConfig, col: _Collector
+) -> None:
+    for name, params in sorted(memory["models"].items()):
+        mb = model_memory_mb(params, n_train, memory["patch_shape"], memory["embedding_dim"])
+        if not mb:
+            continue
+        col.add("MEMORY_PROJECTION", f"category {cat!r}, model {name!r}: fitting holds about {mb['candidates_mb']:.0f} MB of features, "
+                f"the fitted model {mb['model_mb']:.0f} MB", category=cat, model=name, **mb)  # fmt: skip
+        if max(mb.values()) > cfg.max_memory_mb:
+            col.add("MEMORY_HIGH", f"category {cat!r}, model {name!r}: needs about {max(mb.values()):.0f} MB (> {cfg.max_memory_mb} MB)",
+                    category=cat, model=name)  # fmt: skip
 
 
 def summarize(
@@ -405,12 +437,17 @@ def inspect_records(
 
 
 def preflight_records(
-    records: list[ManifestRecord], cfg: PreflightConfig, dataset: str, manifest: str
+    records: list[ManifestRecord],
+    cfg: PreflightConfig,
+    dataset: str,
+    manifest: str,
+    memory: dict[str, Any] | None = None,
 ) -> tuple[PreflightReport, dict[tuple[str, str], ImageFacts]]:
-    """Run every check; return the report and the per-file facts."""
+    """Run every check; return the report and the per-file facts. ``memory`` (backbone feature
+    shape and the configured models) enables the memory projection."""
     facts = inspect_records(records, full=cfg.verify == "full", workers=cfg.threads)
     col = _Collector(cfg)
-    check_records(records, facts, cfg, col)
+    check_records(records, facts, cfg, col, memory)
     order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
     issues = sorted(col.issues, key=lambda x: (order[x.severity], x.code))
     counts = {s.value: sum(1 for x in issues if x.severity == s) for s in Severity}
@@ -474,7 +511,8 @@ def read_report(path: str | Path) -> PreflightReport:
 
 
 def run_preflight(manifest: str | Path, report_out: str | Path, facts_out: str | Path | None, checks: dict[str, Any] | PreflightConfig,
-                  dataset: str, report_copy: str | Path | None = None, threads: int = 1) -> PreflightReport:  # fmt: skip
+                  dataset: str, report_copy: str | Path | None = None, threads: int = 1,
+                  backbone_card: str | Path | None = None, models: dict[str, Any] | None = None) -> PreflightReport:  # fmt: skip
     """Snakemake entry point: ``manifest.jsonl`` -> ``preflight.json`` (+ facts table).
 
     On errors the report is still written to ``report_copy`` (a log file that survives the failed
@@ -485,7 +523,17 @@ def run_preflight(manifest: str | Path, report_out: str | Path, facts_out: str |
     cfg = checks if isinstance(checks, PreflightConfig) else PreflightConfig.model_validate(checks)
     cfg = cfg.model_copy(update={"threads": threads})
     records = read_manifest(manifest)
-    report, facts = preflight_records(records, cfg, dataset, str(manifest))
+    memory = None
+    if backbone_card:
+        from defectflow.artifacts.backbone import read_backbone_card
+
+        card = read_backbone_card(backbone_card)
+        memory = {
+            "patch_shape": card.patch_shape,
+            "embedding_dim": card.embedding_dim,
+            "models": models or {},
+        }
+    report, facts = preflight_records(records, cfg, dataset, str(manifest), memory)
     summary = format_summary(report)
     if report_copy:
         write_report(report, report_copy)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,8 +38,8 @@ def load_rgb(path: str | Path) -> Image.Image:
     return img.convert("RGB")
 
 
-def to_tensor(img: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
-    """PIL image -> normalized float32 tensor [3, S, S]."""
+def to_array(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """PIL image -> normalized float32 array [3, S, S]."""
     resample = getattr(Image.Resampling, spec.resize.upper())
     img = img.resize((spec.image_size, spec.image_size), resample)
     if spec.center_crop:
@@ -50,9 +49,9 @@ def to_tensor(img: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
     arr = (arr - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def preprocess(path: str | Path, spec: PreprocessSpec) -> torch.Tensor:
+def preprocess(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
     """File -> backbone input. The one function training and inference share."""
-    return to_tensor(load_rgb(path), spec)
+    return to_array(load_rgb(path), spec)

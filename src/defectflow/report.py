@@ -18,9 +18,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from defectflow.artifacts.infer_config import read_infer_config  # noqa: E402
+from defectflow.artifacts.metrics import Metrics  # noqa: E402
+from defectflow.artifacts.predictions import PredictionRecord, read_predictions  # noqa: E402
 from defectflow.io import read_json, write_text_atomic  # noqa: E402
-from defectflow.metrics import Metrics  # noqa: E402
-from defectflow.predictions import PredictionRecord, read_predictions  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,19 @@ def hist_plot(category: str, model: str, recs: list[PredictionRecord]) -> str:
     return _png(fig)
 
 
-def build_report(
-    dataset: str, metrics_files: list[str], prediction_files: list[str], preflight: str | None
-) -> str:
+def _thr(t) -> str:
+    if t is None:
+        return "–"
+    return f"{t.value:.4g} ({html.escape(t.policy)}, {t.n_normal} normal/{t.n_anomaly} anomalous, {t.folds} folds)"
+
+
+def build_report(dataset: str, metrics_files: list[str], prediction_files: list[str], preflight: str | None,
+                 infer_configs: list[str] | None = None) -> str:  # fmt: skip
     metrics = [Metrics.model_validate(read_json(f)) for f in metrics_files]
+    thresholds = {}
+    for f in infer_configs or []:
+        ic = read_infer_config(f)
+        thresholds[(ic.category, ic.model)] = ic.threshold
     preds: dict[str, dict[str, list[PredictionRecord]]] = defaultdict(dict)
     for m, f in zip(metrics, prediction_files, strict=True):
         preds[m.category][m.model] = read_predictions(f)
@@ -98,8 +108,8 @@ def build_report(
         f"<!doctype html><html><head><meta charset='utf-8'><title>defectflow: {html.escape(dataset)}</title><style>{CSS}</style></head><body>"
     ]
     parts.append(f"<h1>defectflow report: {html.escape(dataset)}</h1>")
-    parts.append("<h2>Metrics</h2><table><tr><th class=l>category</th><th class=l>model</th><th>image AUROC</th><th>AUPR</th><th>F1</th>"
-                 "<th>precision</th><th>recall</th><th>TP/FP/TN/FN</th><th>pixel AUROC</th><th>AUPRO</th><th>errors</th></tr>")  # fmt: skip
+    parts.append("<h2>Metrics</h2><table><tr><th class=l>category</th><th class=l>model</th><th>image AUROC</th><th>AUPR</th><th>F1</th><th>best F1</th>"
+                 "<th>threshold (policy, scores)</th><th>precision</th><th>recall</th><th>TP/FP/TN/FN</th><th>pixel AUROC</th><th>AUPRO</th><th>errors</th></tr>")  # fmt: skip
     by_cat: dict[str, list[Metrics]] = defaultdict(list)
     for m in metrics:
         by_cat[m.category].append(m)
@@ -118,7 +128,7 @@ def build_report(
             )
             parts.append(
                 f"<tr{cls}><td class=l>{html.escape(cat)}</td><td class=l>{html.escape(m.model)}</td><td>{_fmt(m.image.auroc)}</td>"
-                f"<td>{_fmt(m.image.aupr)}</td><td>{_fmt(m.image.f1)}</td><td>{_fmt(m.image.precision)}</td><td>{_fmt(m.image.recall)}</td>"
+                f"<td>{_fmt(m.image.aupr)}</td><td>{_fmt(m.image.f1)}</td><td>{_fmt(m.image.best_f1)}</td><td>{_thr(thresholds.get((cat, m.model)))}</td><td>{_fmt(m.image.precision)}</td><td>{_fmt(m.image.recall)}</td>"
                 f"<td>{c.get('tp', 0)}/{c.get('fp', 0)}/{c.get('tn', 0)}/{c.get('fn', 0)}</td><td>{pix[0]}</td><td>{pix[1]}</td><td>{m.n_errors}</td></tr>"
             )
     parts.append(
@@ -136,10 +146,10 @@ def build_report(
             )
             + "</div>"
         )
-        ms = {m.model: m for m in by_cat[cat]}
-        best_model = max(ms, key=lambda k: ms[k].image.auroc or -1)
-        recs = [r for r in by_model[best_model] if r.map_path and Path(r.map_path).exists()]
-        if recs:
+        for best_model in sorted(by_model):
+            recs = [r for r in by_model[best_model] if r.map_path and Path(r.map_path).exists()]
+            if not recs:
+                continue
             worst_fp = sorted(
                 (r for r in recs if r.gt_label == "normal"),
                 key=lambda r: -(r.normalized_score or 0),
@@ -176,11 +186,15 @@ def run_report(
     dataset: str,
     metrics_files: list[str],
     prediction_files: list[str],
+    infer_configs: list[str],
     preflight: str | None,
     out: str | Path,
 ) -> None:
     """Snakemake entry point: every metrics.json of a dataset -> report.html."""
     write_text_atomic(
-        out, build_report(dataset, list(metrics_files), list(prediction_files), preflight)
+        out,
+        build_report(
+            dataset, list(metrics_files), list(prediction_files), preflight, list(infer_configs)
+        ),
     )
     log.info("report written to %s", out)

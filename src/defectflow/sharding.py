@@ -1,14 +1,10 @@
-"""Which images get stored features, and how they split into embedding jobs (no torch: the
-Snakefile uses this while building the DAG)."""
+"""How a category's images split into embedding jobs (no torch: the Snakefile uses this while
+building the DAG)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
-
-#: splits whose features are stored (fitting and calibration); test images are scored by the
-#: delivered model from the image files
-FIT_SPLITS = ("train", "val")
 
 
 def n_shards(n_rows: int, shard_size: int) -> int:
@@ -16,10 +12,8 @@ def n_shards(n_rows: int, shard_size: int) -> int:
     return max(1, math.ceil(n_rows / shard_size))
 
 
-def fit_rows(rows: list[dict[str, Any]], category: str) -> list[dict[str, Any]]:
-    """The rows whose features are stored: train + val of one category, in table order."""
-    return [r for r in rows if r["category"] == category and r["split"] in FIT_SPLITS]
-
-
-def shard_rows(rows: list[dict[str, Any]], shard: int, shard_size: int) -> list[dict[str, Any]]:
-    return rows[shard * shard_size : (shard + 1) * shard_size]
+def shard_rows(rows: list[dict[str, Any]], shard: int, n: int) -> list[dict[str, Any]]:
+    """Shard ``shard`` of ``n`` near-equal contiguous parts (depends only on the shard count, so
+    a shard file's content is fixed by its name ``shard-I-of-N``)."""
+    size = math.ceil(len(rows) / n) if rows else 0
+    return rows[shard * size : (shard + 1) * size]

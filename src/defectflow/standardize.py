@@ -9,8 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from defectflow.artifacts.standardized import write_standardized
 from defectflow.config import SplitConfig
 from defectflow.errors import PreflightFailed
 from defectflow.imagefacts import ImageFacts, read_facts
@@ -18,39 +17,10 @@ from defectflow.ingest import read_manifest
 from defectflow.io import short_hash
 from defectflow.preflight import read_report
 from defectflow.records import Label, ManifestRecord, Split
-from defectflow.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
 
 SPLIT_ORDER = {Split.TRAIN: 0, Split.VAL: 1, Split.TEST: 2}
-
-
-class StandardizedRow(BaseModel):
-    """One row of ``standardized.parquet``."""
-
-    model_config = ConfigDict(extra="forbid")
-    image_id: str = Field(
-        description="stable id: category, file stem and a hash of the source-relative path"
-    )
-    category: str
-    split: Split
-    split_assigned: bool = Field(description="true when defectflow assigned the split")
-    label: Label | None = Field(description="null only for unlabeled test images")
-    defect_type: str | None
-    image_path: str
-    mask_path: str | None
-    rel_path: str
-    sha256: str
-    width: int
-    height: int
-    channels: int
-    mode: str
-    bit_depth: int
-    mask_fraction: float | None
-    group_id: str | None
-    source_file: str
-    source_line: int | None
-    source_type: str
 
 
 def image_id(category: str, rel_path: str) -> str:
@@ -185,7 +155,7 @@ def run_standardize(
         raise PreflightFailed(f"{preflight} has errors; fix them before standardizing")
     cfg = split if isinstance(split, SplitConfig) else SplitConfig.model_validate(split)
     rows = standardize_records(read_manifest(manifest), read_facts(facts), cfg)
-    write_table(out, rows, StandardizedRow, "standardized_row")
+    write_standardized(out, rows)
     counts: defaultdict[tuple[str, str, str], int] = defaultdict(int)
     for r in rows:
         counts[(r["category"], r["split"], r["label"] or "unlabeled")] += 1
@@ -193,8 +163,3 @@ def run_standardize(
         log.info("%-20s %-5s %-9s %6d", cat, sp, lab, n)
     log.info("wrote %d rows to %s", len(rows), out)
     return len(rows)
-
-
-def read_standardized(path: str | Path) -> list[dict[str, Any]]:
-    """Read ``standardized.parquet`` (types and rows checked against the schema)."""
-    return read_table(path, StandardizedRow, "standardized_row")

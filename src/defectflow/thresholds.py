@@ -1,4 +1,11 @@
-"""Threshold calibration, outside the model graph, and score normalization (threshold -> 0.5)."""
+"""Threshold calibration on out-of-sample scores, outside the model graph, and score
+normalization (threshold -> 0.5).
+
+The scores come from cross-fitting: every training normal is scored by a model that did not see
+it (k folds over the train+val normals), so the threshold rests on as many normal scores as
+there are training images instead of a handful of held-out ones; val anomalies, when present,
+are scored by the delivered model.
+"""
 
 from __future__ import annotations
 
@@ -6,71 +13,62 @@ import hashlib
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import precision_recall_curve
 
+from defectflow.artifacts.infer_config import Threshold
 from defectflow.config import ThresholdConfig
 from defectflow.errors import ModelError
-
-
-class Threshold(BaseModel):
-    """A calibrated threshold with where it came from."""
-
-    model_config = ConfigDict(extra="forbid")
-    value: float = Field(description="raw-score threshold: score >= value -> anomaly")
-    policy: str = Field(description="f1_optimal | normal_quantile | fixed")
-    quantile: float | None = None
-    low: float = Field(description="normalization: raw score that maps to 0")
-    spread: float = Field(
-        description="normalization: raw distance from the threshold to 0 (and to 1)"
-    )
-    n_normal: int
-    n_anomaly: int
-    calibration_ids_sha256: str = Field(description="sha256 of the sorted calibration image ids")
-    f1: float | None = Field(default=None, description="f1 on the calibration set (f1_optimal)")
 
 
 def fingerprint(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
-def calibrate(
-    scores: np.ndarray, labels: list[str | None], ids: list[str], cfg: ThresholdConfig
-) -> Threshold:
-    """Choose the threshold by ``cfg.policy`` from calibration scores and labels."""
-    scores = np.asarray(scores, dtype=np.float64)
-    y = np.array([lab == "anomaly" for lab in labels])
-    known = np.array([lab in ("normal", "anomaly") for lab in labels])
-    n_an, n_no = int((y & known).sum()), int((~y & known).sum())
+def _f1_optimal(normal: np.ndarray, anomaly: np.ndarray) -> tuple[float, float]:
+    from sklearn.metrics import precision_recall_curve
+
+    y = np.r_[np.zeros(len(normal)), np.ones(len(anomaly))]
+    prec, rec, thr = precision_recall_curve(y, np.r_[normal, anomaly])
+    f = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
+    best = int(np.argmax(f[:-1]))
+    return float(thr[best]), float(f[best])
+
+
+def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> Threshold:
+    """Choose the threshold by ``cfg.policy`` from calibration score rows
+    (``score``, ``label``, ``image_id``)."""
+    normal = np.array([r["score"] for r in rows if r["label"] != "anomaly"], dtype=np.float64)
+    anomaly = np.array([r["score"] for r in rows if r["label"] == "anomaly"], dtype=np.float64)
     policy = cfg.policy
     if policy == "auto":
-        policy = "f1_optimal" if n_an and n_no else "normal_quantile"
+        policy = (
+            "f1_optimal" if len(anomaly) >= cfg.min_anomalies and len(normal) else "normal_quantile"
+        )
     f1 = None
     if policy == "fixed":
-        if cfg.value is None:
-            raise ModelError("threshold policy `fixed` needs `threshold.value`")
-        value = float(cfg.value)
+        value = float(cfg.value)  # type: ignore[arg-type]  (the config requires it)
     elif policy == "f1_optimal":
-        if not (n_an and n_no):
+        if not (len(anomaly) and len(normal)):
             raise ModelError(
-                f"f1_optimal needs normal and anomalous calibration images; the val split has {n_no} normal, {n_an} anomalous (use normal_quantile)"
+                f"f1_optimal needs normal and anomalous calibration scores; there are {len(normal)} normal, "
+                f"{len(anomaly)} anomalous (add labelled anomalies to the val split, or use normal_quantile)"
             )
-        prec, rec, thr = precision_recall_curve(y[known].astype(int), scores[known])
-        f = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
-        best = int(np.argmax(f[:-1]))
-        value, f1 = float(thr[best]), float(f[best])
+        value, f1 = _f1_optimal(normal, anomaly)
     else:
-        normal = scores[known & ~y] if n_no else scores[~y]
-        if len(normal) == 0:
-            raise ModelError(
-                "normal_quantile needs normal calibration images; the val split has none"
-            )
-        value = float(np.quantile(normal, cfg.quantile))
-    low = float(min(scores.min(), value)) if len(scores) else 0.0
+        if not len(normal):
+            raise ModelError("normal_quantile needs normal calibration scores; there are none")
+        value = float(np.quantile(normal, cfg.quantile, method="linear"))
+    every = np.r_[normal, anomaly]
+    low = float(min(every.min(), value)) if len(every) else 0.0
     spread = max(value - low, 1e-6 * max(abs(value), 1.0))
+    stats = (
+        {k: round(float(v), 6) for k, v in zip(("min", "median", "p95", "max"),
+                                               np.quantile(normal, [0, 0.5, 0.95, 1]), strict=True)}
+        if len(normal) else {}
+    )  # fmt: skip
     return Threshold(
-        value=value, policy=policy, quantile=cfg.quantile if policy == "normal_quantile" else None, low=low, spread=spread,
-        n_normal=n_no, n_anomaly=n_an, calibration_ids_sha256=fingerprint(ids), f1=f1,
+        value=value, policy=policy, quantile=cfg.quantile if policy == "normal_quantile" else None,
+        low=low, spread=spread, n_normal=len(normal), n_anomaly=len(anomaly), folds=folds,
+        normal_scores=stats, calibration_ids_sha256=fingerprint([r["image_id"] for r in rows]), f1=f1,
     )  # fmt: skip
 
 

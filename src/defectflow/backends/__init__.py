@@ -1,16 +1,64 @@
-"""Anomaly-detection backends fitted on stored embeddings (plus an anomalib wrapper)."""
+"""The backend registry: one entry per backend, with its typed params, what it consumes, whether
+it makes anomaly maps and can export ONNX, and where its implementation lives (imported only
+when a backend is used, so parsing the config costs no torch/anomalib import)."""
 
 from __future__ import annotations
 
-from defectflow.backends.base import Backend
-from defectflow.backends.knn import KnnBackend
-from defectflow.backends.padim import PadimBackend
-from defectflow.backends.patchcore import PatchcoreBackend
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-EMBEDDING_BACKENDS: dict[str, type[Backend]] = {
-    "knn": KnnBackend,
-    "patchcore": PatchcoreBackend,
-    "padim": PadimBackend,
-}
+from defectflow.backends.params import (
+    AnomalibParams,
+    BackendParams,
+    KnnParams,
+    PadimParams,
+    PatchcoreParams,
+)
+from defectflow.errors import ModelError
 
-__all__ = ["EMBEDDING_BACKENDS", "Backend"]
+if TYPE_CHECKING:
+    from defectflow.backends.base import Backend
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    params: type[BackendParams]
+    impl: str  # "module:Class"
+    consumes: Literal["features", "images"]
+    maps: bool  # makes anomaly maps
+    onnx: bool  # scoring can be exported as one ONNX graph with the backbone
+
+    def load(self) -> type[Backend]:
+        module, cls = self.impl.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+REGISTRY: dict[str, BackendEntry] = {
+    e.name: e
+    for e in (
+        BackendEntry("knn", KnnParams, "defectflow.backends.knn:KnnBackend", "features", False, True),
+        BackendEntry("patchcore", PatchcoreParams, "defectflow.backends.patchcore:PatchcoreBackend", "features", True, True),
+        BackendEntry("padim", PadimParams, "defectflow.backends.padim:PadimBackend", "features", True, True),
+        BackendEntry("anomalib", AnomalibParams, "defectflow.backends.anomalib:AnomalibBackend", "images", True, False),
+    )
+}  # fmt: skip
+
+
+def entry(name: str) -> BackendEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ModelError(f"unknown backend {name!r}; known: {sorted(REGISTRY)}") from None
+
+
+def build(params: BackendParams | dict) -> Backend:
+    """A backend instance from its params (a params model or its dumped dict)."""
+    if isinstance(params, dict):
+        e = entry(params.get("backend", ""))
+        params = e.params.model_validate(params)
+    return entry(params.backend).load()(params)  # type: ignore[attr-defined]
+
+
+__all__ = ["REGISTRY", "BackendEntry", "BackendParams", "build", "entry"]

@@ -1,69 +1,123 @@
-"""The interface every embedding backend implements, and shared map post-processing."""
+"""The protocol every backend implements, the inputs it consumes, and shared numpy helpers.
+
+Embedding backends fit and score in numpy on stored features (float32), so the pipeline's
+fit/score jobs and ``defectflow infer`` need neither torch nor timm. The anomalib backend
+consumes images and keeps its own torch forward.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-import torch.nn.functional as F
+import numpy as np
+
+from defectflow.backends.params import BackendParams
+
+
+@dataclass
+class Features:
+    """Stored backbone features of a set of images (one row per image)."""
+
+    ids: list[str]
+    patch: np.ndarray  # [N, C, H, W] float32
+    image: np.ndarray  # [N, D] float32
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, idx: list[int] | np.ndarray) -> Features:
+        idx = np.asarray(idx, dtype=np.int64)
+        return Features([self.ids[i] for i in idx], self.patch[idx], self.image[idx])
+
+
+@dataclass
+class Images:
+    """Image files (for backends that run their own forward)."""
+
+    ids: list[str]
+    paths: list[str]
+    image_size: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, idx: list[int] | np.ndarray) -> Images:
+        return Images([self.ids[i] for i in idx], [self.paths[i] for i in idx], self.image_size)
+
+
+Inputs = Features | Images
 
 
 class Backend(ABC):
-    """Fitted from stored features; scores fresh features. State is tensors only (safetensors)."""
+    """Fit on normal training inputs; score fresh inputs. State is arrays only (safetensors)."""
 
     name: ClassVar[str]
-    uses_patches: ClassVar[bool] = True
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: BackendParams) -> None:
         self.params = params
 
     @abstractmethod
-    def fit(
-        self, patch: torch.Tensor | None, image: torch.Tensor | None, seed: int = 0
-    ) -> dict[str, Any]:
-        """Fit on normal training features; return facts for the model card."""
+    def fit(self, data: Any, seed: int = 0) -> dict[str, Any]:
+        """Fit on normal training inputs; return facts for the model card."""
 
     @abstractmethod
-    def score(
-        self, patch: torch.Tensor | None, image: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Raw image scores ``[B]`` and low-resolution anomaly maps ``[B, h, w]`` (or None)."""
+    def score(self, data: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw image scores ``[B]`` (float64) and low-resolution maps ``[B, h, w]`` (or None)."""
 
     @abstractmethod
-    def state_dict(self) -> dict[str, torch.Tensor]: ...
+    def state_dict(self) -> dict[str, np.ndarray]: ...
 
     @abstractmethod
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
+
+    def extra_meta(self) -> dict[str, Any]:
+        """Anything besides params the backend needs to rebuild itself (saved in the checkpoint)."""
+        return {}
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Counterpart of :meth:`extra_meta` at load time."""
 
 
-def smooth_maps(maps: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
-    """Upsample ``[B, h, w]`` maps to ``size`` x ``size`` and smooth them with a Gaussian."""
-    out = F.interpolate(
-        maps[:, None].float(), size=(size, size), mode="bilinear", align_corners=False
-    )
-    if sigma > 0:
-        radius = int(4.0 * sigma + 0.5)
-        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-        kernel /= kernel.sum()
-        # separable Gaussian with reflected borders, as torchvision's gaussian_blur
-        out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-        out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return out[:, 0]
+def nearest_sq_distances(
+    query: np.ndarray, bank: np.ndarray, bank_sq: np.ndarray | None = None, block: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact squared Euclidean distance and index of the nearest ``bank`` row for each query row.
+
+    Blocked matrix products (BLAS) over query and bank blocks, so the distance block stays in
+    cache and memory is bounded whatever the sizes.
+    """
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    bank = np.ascontiguousarray(bank, dtype=np.float32)
+    if bank_sq is None:
+        bank_sq = np.einsum("ij,ij->i", bank, bank)
+    n = len(query)
+    best = np.full(n, np.inf, dtype=np.float32)
+    arg = np.zeros(n, dtype=np.int64)
+    bblock = 8192
+    for qs in range(0, n, block):
+        q = query[qs : qs + block]
+        q_sq = np.einsum("ij,ij->i", q, q)
+        b_best = best[qs : qs + block]
+        b_arg = arg[qs : qs + block]
+        for bs in range(0, len(bank), bblock):
+            d2 = q @ bank[bs : bs + bblock].T
+            d2 *= -2.0
+            d2 += bank_sq[None, bs : bs + bblock]
+            j = d2.argmin(axis=1)
+            v = d2[np.arange(len(q)), j] + q_sq
+            better = v < b_best
+            b_best[better] = v[better]
+            b_arg[better] = j[better] + bs
+    return np.maximum(best, 0.0), arg
 
 
-def nearest_distances(
-    query: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euclidean distances and indices of the ``k`` nearest rows of ``bank`` for each query row,
-    in chunks so memory stays bounded."""
-    dists, idx = [], []
-    bank_sq = (bank * bank).sum(1)
-    for start in range(0, len(query), chunk):
-        q = query[start : start + chunk]
-        d2 = (q * q).sum(1, keepdim=True) - 2.0 * q @ bank.T + bank_sq[None, :]
-        val, ind = torch.topk(d2, k=min(k, len(bank)), dim=1, largest=False)
-        dists.append(val.clamp_min_(0).sqrt_())
-        idx.append(ind)
-    return torch.cat(dists), torch.cat(idx)
+def knn_distances(query: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances ``[n, k]`` and indices of the ``k`` nearest bank rows (small inputs)."""
+    q = np.asarray(query, dtype=np.float64)
+    b = np.asarray(bank, dtype=np.float64)
+    d2 = (q * q).sum(1)[:, None] - 2.0 * q @ b.T + (b * b).sum(1)[None, :]
+    k = min(k, len(b))
+    idx = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    return np.sqrt(np.maximum(np.take_along_axis(d2, idx, axis=1), 0.0)), idx

@@ -4,39 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
-from defectflow.backends.base import Backend, nearest_distances
+from defectflow.backends.base import Backend, Features, knn_distances
+from defectflow.backends.params import KnnParams
 from defectflow.errors import ModelError
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class KnnBackend(Backend):
     name = "knn"
-    uses_patches = False
+    params: KnnParams
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: KnnParams) -> None:
         super().__init__(params)
-        self.bank = torch.empty(0)
+        self.bank = np.zeros((0, 0), np.float32)
 
-    def fit(
-        self, patch: torch.Tensor | None, image: torch.Tensor | None, seed: int = 0
-    ) -> dict[str, Any]:
-        if image is None or len(image) == 0:
+    def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
+        if len(data) == 0:
             raise ModelError("knn needs image embeddings of at least one training image")
-        self.bank = F.normalize(image.float(), dim=1)
-        return {"bank_size": len(self.bank), "dim": self.bank.shape[1]}
+        self.bank = _unit(data.image)
+        return {"bank_size": len(self.bank), "dim": int(self.bank.shape[1])}
 
-    def score(
-        self, patch: torch.Tensor | None, image: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        d, _ = nearest_distances(
-            F.normalize(image.float(), dim=1), self.bank, k=int(self.params.get("k", 1))
-        )  # type: ignore[union-attr]
+    def score(self, data: Features) -> tuple[np.ndarray, None]:
+        d, _ = knn_distances(_unit(data.image), self.bank, k=self.params.k)
         return d.mean(1), None
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"bank": self.bank.contiguous()}
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"bank": self.bank}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.bank = state["bank"]
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.bank = state["bank"].astype(np.float32)

@@ -5,83 +5,76 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
+import numpy as np
 
-from defectflow.backends.base import Backend
+from defectflow.backends.base import Backend, Features
+from defectflow.backends.params import PadimParams
 from defectflow.errors import ModelError
 
 
-def spd_inverse(cov: torch.Tensor) -> torch.Tensor:
-    """Inverse of a batch of symmetric positive-definite matrices via Cholesky.
-
-    torch 2.14's batched ``linalg.inv``/``solve`` return wrong results on this class of input
-    with several CPU threads; ``cholesky`` + ``cholesky_inverse`` are correct (tests check
-    ``A @ inv(A) = I``).
-    """
-    chol, info = torch.linalg.cholesky_ex(cov.double())
-    if int(info.max()) > 0:
-        raise ModelError("a covariance matrix is not positive definite; raise `epsilon`")
-    return torch.cholesky_inverse(chol).float()
+def spd_inverse(cov: np.ndarray) -> np.ndarray:
+    """Inverse of a batch of symmetric positive-definite matrices through their Cholesky factor
+    (``inv(A) = inv(L).T @ inv(L)``), in float64. Tests check ``A @ inv(A) = I``."""
+    try:
+        chol = np.linalg.cholesky(cov.astype(np.float64))
+    except np.linalg.LinAlgError:
+        raise ModelError("a covariance matrix is not positive definite; raise `epsilon`") from None
+    eye = np.broadcast_to(np.eye(cov.shape[-1]), cov.shape)
+    linv = np.linalg.solve(chol, eye)
+    return np.swapaxes(linv, -1, -2) @ linv
 
 
 class PadimBackend(Backend):
     name = "padim"
+    params: PadimParams
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: PadimParams) -> None:
         super().__init__(params)
-        self.mean = torch.empty(0)
-        self.inv_cov = torch.empty(0)
-        self.channels = torch.empty(0, dtype=torch.long)
-        self.grid = torch.zeros(2, dtype=torch.long)
+        self.mean = np.zeros((0, 0), np.float32)
+        self.inv_cov = np.zeros((0, 0, 0), np.float32)
+        self.channels = np.zeros(0, np.int64)
+        self.grid = np.zeros(2, np.int64)
 
-    def fit(
-        self, patch: torch.Tensor | None, image: torch.Tensor | None, seed: int = 0
-    ) -> dict[str, Any]:
-        if patch is None or len(patch) < 2:
+    def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
+        if len(data) < 2:
             raise ModelError("padim needs patch features of at least two training images")
-        n, c, h, w = patch.shape
-        k = int(self.params.get("n_features", 0)) or c
+        n, c, h, w = data.patch.shape
+        k = self.params.n_features or c
         if k < c:
-            self.channels = (
-                torch.randperm(c, generator=torch.Generator().manual_seed(seed))[:k].sort().values
-            )
+            self.channels = np.sort(np.random.default_rng(seed).permutation(c)[:k])
         else:
-            self.channels = torch.arange(c)
-        x = patch[:, self.channels].float().permute(2, 3, 0, 1).reshape(h * w, n, -1)  # [P, N, C]
-        self.mean = x.mean(1)
-        xc = x - self.mean[:, None, :]
-        cov = torch.einsum("pnc,pnd->pcd", xc, xc) / (n - 1)
-        cov += float(self.params.get("epsilon", 0.01)) * torch.eye(cov.shape[-1])
-        self.inv_cov = spd_inverse(cov)
-        self.grid = torch.tensor([h, w])
+            self.channels = np.arange(c)
+        x = data.patch[:, self.channels].astype(np.float64)
+        x = x.reshape(n, len(self.channels), h * w).transpose(2, 0, 1)  # [P, N, C]
+        mean = x.mean(1)
+        xc = x - mean[:, None, :]
+        cov = np.einsum("pnc,pnd->pcd", xc, xc) / (n - 1)
+        cov += self.params.epsilon * np.eye(cov.shape[-1])
+        self.mean = mean.astype(np.float32)
+        self.inv_cov = spd_inverse(cov).astype(np.float32)
+        self.grid = np.array([h, w])
         return {
             "positions": h * w,
-            "dim": int(self.channels.numel()),
-            "model_mb": round(self.inv_cov.numel() * 4 / 2**20, 2),
+            "dim": int(len(self.channels)),
+            "model_mb": round(self.inv_cov.nbytes / 2**20, 2),
         }
 
-    def score(
-        self, patch: torch.Tensor | None, image: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b, _, h, w = patch.shape  # type: ignore[union-attr]
-        x = patch[:, self.channels].float().permute(0, 2, 3, 1).reshape(b, h * w, -1)  # type: ignore[index]
-        diff = x - self.mean[None]
-        d2 = torch.einsum("bpc,pcd,bpd->bp", diff, self.inv_cov, diff).clamp_min_(0)
-        maps = d2.sqrt().reshape(b, h, w)
-        return maps.flatten(1).amax(1), maps
+    def score(self, data: Features) -> tuple[np.ndarray, np.ndarray]:
+        b, _, h, w = data.patch.shape
+        x = data.patch[:, self.channels].astype(np.float32).reshape(b, -1, h * w)
+        diff = x.transpose(2, 0, 1) - self.mean[:, None, :]  # [P, B, C]
+        d2 = np.einsum("pbc,pbc->pb", diff @ self.inv_cov, diff)  # batched over positions
+        maps = np.sqrt(np.maximum(d2, 0.0)).T.reshape(b, h, w)
+        return maps.reshape(b, -1).max(1).astype(np.float64), maps
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, np.ndarray]:
         return {
-            "mean": self.mean.contiguous(),
-            "inv_cov": self.inv_cov.contiguous(),
+            "mean": self.mean,
+            "inv_cov": self.inv_cov,
             "channels": self.channels,
             "grid": self.grid,
         }
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.mean, self.inv_cov, self.channels, self.grid = (
-            state["mean"],
-            state["inv_cov"],
-            state["channels"],
-            state["grid"],
-        )
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.mean, self.inv_cov = state["mean"], state["inv_cov"]
+        self.channels, self.grid = state["channels"], state["grid"]

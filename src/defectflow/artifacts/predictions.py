@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from defectflow.contracts import validate_rows
+from defectflow.records import Label
 
 
 class Region(BaseModel):
@@ -24,12 +25,12 @@ class PredictionRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     schema_version: int = 1
-    image_id: str
+    image_id: str = Field(description="stable and unique within the run")
     image_path: str
     score: float | None = Field(description="raw anomaly score")
     normalized_score: float | None = Field(description="0..1, threshold at 0.5")
-    pred_label: str | None = Field(description="normal | anomaly")
-    gt_label: str | None = None
+    pred_label: Label | None = Field(description="normal | anomaly")
+    gt_label: Label | None = None
     defect_type: str | None = None
     map_path: str | None = Field(default=None, description="PNG heatmap, when maps were asked for")
     regions: list[Region] = Field(
@@ -37,6 +38,9 @@ class PredictionRecord(BaseModel):
     )
     model_id: str
     error: str | None = Field(default=None, description="why this image could not be scored")
+    warnings: list[str] = Field(
+        default_factory=list, description="what the backbone may not represent faithfully"
+    )
 
 
 def write_predictions(records: list[PredictionRecord], out: str | Path) -> None:

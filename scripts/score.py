@@ -1,0 +1,17 @@
+"""Snakemake adapter: checkpoint + test features (or images) -> raw scores + maps."""
+
+from defectflow.logs import log_to
+from defectflow.scoring import run_score
+
+with log_to(snakemake.log[0]):
+    run_score(
+        snakemake.input.checkpoint,
+        snakemake.input.table,
+        list(snakemake.input.get("features", [])),
+        snakemake.wildcards.category,
+        snakemake.params.out_size,
+        snakemake.params.sigma,
+        snakemake.output.scores,
+        snakemake.output.maps,
+        threads=snakemake.threads,
+    )

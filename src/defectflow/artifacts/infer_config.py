@@ -1,0 +1,103 @@
+"""``infer_config.json``: everything a deployment needs, with no run directory; and the digest
+that makes a hand edit visible (``defectflow infer`` refuses a file whose digest does not match
+its content; ``defectflow seal`` records an intended edit as a new model id)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from defectflow.contracts import validate
+from defectflow.errors import IntegrityError, ModelError
+from defectflow.io import read_json, write_json_atomic
+from defectflow.records import ModelArtifact
+
+
+class FileRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="relative to infer_config.json (or the file name beside it)")
+    sha256: str
+
+
+class Threshold(BaseModel):
+    """A calibrated threshold with where it came from."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: float = Field(description="raw-score threshold: score >= value -> anomaly")
+    policy: str = Field(description="normal_quantile | f1_optimal | fpr | fixed")
+    quantile: float | None = None
+    low: float = Field(description="normalization: raw score that maps to 0")
+    spread: float = Field(
+        description="normalization: raw distance from the threshold to 0 (and to 1)"
+    )
+    n_normal: int = Field(description="normal scores the threshold rests on")
+    n_anomaly: int = Field(description="anomalous scores the threshold rests on")
+    folds: int = Field(description="cross-fit folds (0: scores of the delivered model)")
+    normal_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="spread of the normal calibration scores: min, median, p95, max",
+    )
+    calibration_ids_sha256: str = Field(description="sha256 of the sorted calibration image ids")
+    f1: float | None = Field(default=None, description="F1 on the calibration scores")
+
+
+class InferConfig(ModelArtifact):
+    """``infer_config.json``."""
+
+    backend: str
+    params: dict[str, Any]
+    consumes: str = Field(description="features (ONNX backbone + backend) | images (own forward)")
+    backbone: FileRef | None = Field(description="backbone.onnx; null for image backends")
+    backbone_spec: dict[str, Any] = Field(description="what the backbone was built from")
+    weights_sha256: str | None = Field(description="sha256 of the backbone weights file used")
+    preprocess: dict[str, Any] = Field(description="PreprocessSpec: size, crop, normalization")
+    checkpoint: FileRef
+    threshold: Threshold
+    map_sigma: float
+    seed: int
+    versions: dict[str, str]
+    digest: str = Field(description="sha256 of the decision-relevant content (model id suffix)")
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.dataset}/{self.category}/{self.model}@{self.digest[:12]}"
+
+    def compute_digest(self) -> str:
+        content = self.model_dump(
+            mode="json",
+            include={"backend", "params", "consumes", "preprocess", "threshold", "map_sigma"},
+        )
+        content["backbone"] = self.backbone.sha256 if self.backbone else None
+        content["checkpoint"] = self.checkpoint.sha256
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def write_infer_config(cfg: InferConfig, path: str | Path) -> InferConfig:
+    """Seal (digest) and write."""
+    cfg = cfg.model_copy(update={"digest": cfg.compute_digest()})
+    data = cfg.model_dump(mode="json")
+    validate("infer_config", data, where=str(path))
+    write_json_atomic(path, data)
+    return cfg
+
+
+def read_infer_config(path: str | Path, verify: bool = True) -> InferConfig:
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise ModelError(f"infer config {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path} is not JSON: {exc}") from None
+    validate("infer_config", data, where=str(path))
+    cfg = InferConfig.model_validate(data)
+    if verify and cfg.compute_digest() != cfg.digest:
+        raise IntegrityError(
+            f"{path} was edited: its threshold, normalization, preprocessing or model content no "
+            f"longer matches its digest {cfg.digest[:12]}. If the edit is intended, run "
+            f"`defectflow seal {path}`: the model then gets a new id"
+        )
+    return cfg

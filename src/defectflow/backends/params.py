@@ -1,0 +1,103 @@
+"""Typed parameters of every backend (torch-free: the config and the Snakefile import this).
+
+Each backend's params model is the source of truth for its config keys, defaults and schema.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class BackendParams(BaseModel):
+    """Keys every model entry has."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def fit_params(self) -> dict[str, Any]:
+        """The params that change the fitted model (everything but `backend`)."""
+        return self.model_dump(mode="json", exclude={"backend"})
+
+
+class KnnParams(BackendParams):
+    backend: Literal["knn"] = Field(
+        description="image-level nearest neighbours on pooled embeddings"
+    )
+    k: int = Field(default=1, ge=1, description="neighbours averaged into the score")
+
+
+class PatchcoreParams(BackendParams):
+    backend: Literal["patchcore"] = Field(description="patch memory bank with greedy coreset")
+    coreset_ratio: float = Field(
+        default=0.1, gt=0, le=1, description="share of training patches kept"
+    )
+    projection_dim: int = Field(
+        default=128, ge=0, description="random projection for coreset selection (0: none)"
+    )
+    num_neighbors: int = Field(
+        default=9, ge=1, description="neighbours used to re-weight the image score"
+    )
+    max_memory_mb: int = Field(
+        default=4000,
+        ge=16,
+        description="the candidate patches may use at most this (else subsampled)",
+    )
+
+
+class PadimParams(BackendParams):
+    backend: Literal["padim"] = Field(description="per-position Gaussian, Mahalanobis distance")
+    n_features: int = Field(
+        default=0, ge=0, description="random channel subset size (0: all channels)"
+    )
+    epsilon: float = Field(default=0.01, gt=0, description="covariance regularisation")
+
+
+@functools.cache
+def anomalib_model_names() -> tuple[str, ...]:
+    """The image models anomalib exports, read from its source without importing it (importing
+    anomalib costs seconds; the config is parsed by every Snakemake job)."""
+    spec = importlib.util.find_spec("anomalib")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    init = Path(next(iter(spec.submodule_search_locations))) / "models" / "image" / "__init__.py"
+    if not init.is_file():
+        return ()
+    for node in ast.walk(ast.parse(init.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            return tuple(sorted(ast.literal_eval(node.value)))
+    return ()
+
+
+class AnomalibParams(BackendParams):
+    backend: Literal["anomalib"] = Field(
+        description="train an anomalib image model by name from the images (its own forward)"
+    )
+    model: str = Field(description="anomalib model class, e.g. Padim, Patchcore, Stfpm, Dfm")
+    init: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of the model class (checked against its signature)",
+    )
+    image_size: int | None = Field(
+        default=None, ge=32, description="input side (default: backbone.image_size)"
+    )
+    max_epochs: int = Field(
+        default=1, ge=1, description="training epochs (1 for the memory-bank models)"
+    )
+    batch_size: int = Field(default=8, ge=1, description="training batch size")
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        names = anomalib_model_names()
+        if names and v not in names:
+            close = [n for n in names if n.lower() == v.lower()]
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"anomalib has no image model {v!r}{hint} Known: {', '.join(names)}")
+        return v

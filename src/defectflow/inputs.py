@@ -1,0 +1,32 @@
+"""What a backend consumes, loaded for a category: stored features or image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from defectflow.artifacts.standardized import category_rows
+from defectflow.backends.base import Images
+from defectflow.errors import ModelError
+
+FIT_SPLITS = ("train", "val")
+
+
+def load_inputs(consumes: str, table: str | Path, category: str, feature_files: list[str],
+                image_size: int, splits: tuple[str, ...]) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
+    """A category's inputs of the given splits (stored features, or image files) and their rows."""
+    rows = {r["image_id"]: r for r in category_rows(table, category, splits)}
+    if consumes == "features":
+        from defectflow.artifacts.embeddings import load_features
+
+        data, _, _, _ = load_features(feature_files, splits)
+        missing = set(rows) - set(data.ids)
+        if missing:
+            raise ModelError(
+                f"{len(missing)} images of {category!r} have no stored features; re-run embed"
+            )
+        return data, [rows[i] for i in data.ids]
+    ordered = list(rows.values())
+    return Images(
+        [r["image_id"] for r in ordered], [r["image_path"] for r in ordered], image_size
+    ), ordered

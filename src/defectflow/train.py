@@ -1,0 +1,99 @@
+"""Train: a backend fitted on a category's train+val normals -> checkpoint + model card, and
+cross-fitted out-of-fold scores of every one of those normals (+ val anomalies scored by the
+delivered model) -> ``crossfit.parquet``, the ground the threshold stands on."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectflow import backends
+from defectflow.artifacts.checkpoint import ModelCard, save_checkpoint, write_model_card
+from defectflow.artifacts.scores import write_scores
+from defectflow.backends.base import Backend
+from defectflow.errors import ModelError
+from defectflow.inputs import FIT_SPLITS, load_inputs
+from defectflow.threads import set_threads
+
+log = logging.getLogger(__name__)
+
+
+def fold_of(key: str, seed: int) -> float:
+    return int(hashlib.sha256(f"{seed}:fold:{key}".encode()).hexdigest()[:13], 16) / 16**13
+
+
+def assign_folds(ids: list[str], groups: list[str | None], k: int, seed: int) -> np.ndarray:
+    """Fold of each image: whole groups (``group_id``, else the image) dealt round-robin in a
+    seeded hash order, so folds are balanced and a physical part never spans two folds."""
+    keys = [g or i for i, g in zip(ids, groups, strict=True)]
+    order = sorted(dict.fromkeys(keys), key=lambda g: (fold_of(g, seed), g))
+    fold_by_key = {g: n % k for n, g in enumerate(order)}
+    return np.array([fold_by_key[g] for g in keys])
+
+
+def score_batches(
+    backend: Backend, data: Any, batch: int = 32
+) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """Scores (and low-res maps) of ``data`` in batches, so memory stays bounded."""
+    scores, maps = [], []
+    for s in range(0, len(data), batch):
+        sc, mp = backend.score(data.subset(np.arange(s, min(s + batch, len(data)))))
+        scores.append(np.asarray(sc, np.float64))
+        if mp is not None:
+            maps.extend(mp)
+    return (np.concatenate(scores) if scores else np.zeros(0)), (maps or None)
+
+
+def run_train(table: str | Path, feature_files: list[str], dataset: str, category: str, model: str,
+              params: dict[str, Any], folds: int, out_ckpt: str | Path, out_card: str | Path,
+              out_crossfit: str | Path, image_size: int = 224, seed: int = 0, threads: int = 1) -> ModelCard:  # fmt: skip
+    """Snakemake entry point."""
+    set_threads(threads)
+    entry = backends.entry(params["backend"])
+    p = entry.params.model_validate(params)
+    data, rows = load_inputs(entry.consumes, table, category, feature_files, image_size, FIT_SPLITS)
+    normal = np.array([r["label"] != "anomaly" for r in rows])
+    fit = data.subset(np.flatnonzero(normal))
+    fit_rows = [r for r, n in zip(rows, normal, strict=True) if n]
+    if len(fit) < 2:
+        raise ModelError(
+            f"{dataset}/{category}: {len(fit)} normal training image(s); at least 2 are needed"
+        )
+    backend = backends.build(p)
+    t = time.perf_counter()
+    facts = backend.fit(fit, seed=seed)
+    fit_s = time.perf_counter() - t
+    save_checkpoint(backend, out_ckpt)
+
+    t = time.perf_counter()
+    k = min(folds, len(fit))
+    fold = assign_folds(fit.ids, [r["group_id"] for r in fit_rows], k, seed)
+    oof = np.zeros(len(fit))
+    for f in range(k):
+        held = np.flatnonzero(fold == f)
+        b = backends.build(p)
+        b.fit(fit.subset(np.flatnonzero(fold != f)), seed=seed)
+        oof[held] = score_batches(b, fit.subset(held))[0]
+        log.info("%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals", dataset, category, model, f + 1, k, len(held))  # fmt: skip
+    out = [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal", "fold": int(fo),
+            "score": float(s)} for r, fo, s in zip(fit_rows, fold, oof, strict=True)]  # fmt: skip
+    anom = np.flatnonzero(~normal)
+    if len(anom):
+        sc = score_batches(backend, data.subset(anom))[0]
+        out += [{"image_id": rows[i]["image_id"], "split": rows[i]["split"], "label": "anomaly", "fold": -1,
+                 "score": float(s)} for i, s in zip(anom, sc, strict=True)]  # fmt: skip
+    write_scores(out_crossfit, out)
+    cf_s = time.perf_counter() - t
+    card = ModelCard(dataset=dataset, category=category, model=model, backend=p.backend, params=p.fit_params(),
+                     n_train=len(fit), fit_seconds=round(fit_s, 3),
+                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": int(len(anom)), "seconds": round(cf_s, 3)},
+                     facts=facts, backbone=backend.extra_meta().get("backbone", {}), seed=seed)  # fmt: skip
+    write_model_card(card, out_card)
+    log.info("%s/%s/%s: fitted on %d images in %.2f s, cross-fit %d folds in %.2f s: %s",
+             dataset, category, model, len(fit), fit_s, k, cf_s, facts)  # fmt: skip
+    return card
