@@ -1,7 +1,6 @@
 rule preflight:
     input:
         manifest="results/{dataset}/manifest.jsonl",
-        backbone=BACKBONE_FILES["card"],
     output:
         report="results/{dataset}/preflight.json",
         facts="results/{dataset}/image_facts.parquet",
@@ -18,6 +17,27 @@ rule preflight:
         runtime=120,
     params:
         checks=CFG.preflight.result_params(),
-        models={name: m.model_dump(mode="json") for name, m in CFG.models.items()},
     script:
         "../scripts/preflight.py"
+
+
+rule preflight_memory:
+    input:
+        preflight=rules.preflight.output.report,
+        backbone=BACKBONE_FILES["card"],
+    output:
+        report="results/{dataset}/preflight_memory.json",
+    log:
+        "logs/{dataset}/preflight_memory.log",
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        models={name: m.model_dump(mode="json") for name, m in CFG.models.items()},
+        max_memory_mb=CFG.preflight.max_memory_mb,
+        severity=CFG.preflight.model_dump(mode="json")["severity"],
+    script:
+        "../scripts/preflight_memory.py"

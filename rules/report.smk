@@ -38,6 +38,7 @@ rule report:
         predictions=lambda wc: dataset_results(wc, "predictions.jsonl"),
         infer_configs=lambda wc: dataset_results(wc, "infer_config.json"),
         preflight="results/{dataset}/preflight.json",
+        memory="results/{dataset}/preflight_memory.json",
         onnx=onnx_targets,
     output:
         report="results/{dataset}/report.html",

@@ -12,6 +12,4 @@ with log_to(snakemake.log.log):
         dataset=snakemake.wildcards.dataset,
         report_copy=snakemake.log.report,
         threads=snakemake.threads,
-        backbone_card=snakemake.input.backbone,
-        models=snakemake.params.models,
     )

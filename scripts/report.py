@@ -11,4 +11,5 @@ with log_to(snakemake.log[0]):
         list(snakemake.input.infer_configs),
         snakemake.input.preflight,
         snakemake.output.report,
+        memory=snakemake.input.memory,
     )

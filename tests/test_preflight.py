@@ -239,7 +239,7 @@ def test_record_level_code_points_at_its_manifest_line(zoo, code):
 
 def test_dataset_level_codes(zoo):
     recs, _ = zoo
-    by = _by_code(_run(recs, max_memory_mb=1))
+    by = _by_code(_run(recs))
     assert {i.context["group_id"] for i in by["GROUP_LEAKAGE"]} == {"part-1"}
     assert {i.context["category"] for i in by["NO_NORMAL_TRAIN"]} == {"emptycat"}
     assert {i.context["category"] for i in by["FEW_TRAIN_IMAGES"]} == {"smallcat"}
@@ -247,9 +247,30 @@ def test_dataset_level_codes(zoo):
     assert "c" not in {i.context["category"] for i in by["NO_TEST_ANOMALIES"]}
     assert {i.context["category"] for i in by["NO_VAL_IMAGES"]} >= {"c", "smallcat"}
     assert {i.context["category"] for i in by["MASK_ABSENT"]} == {"c", "emptycat"}
-    for code in ("MODE_MIX", "BIT_DEPTH_MIX", "SIZE_MIX", "MEMORY_HIGH"):
+    for code in ("MODE_MIX", "BIT_DEPTH_MIX", "SIZE_MIX"):
         assert [i.context["category"] for i in by[code]] == ["c"], code
-    assert {i.context["category"] for i in by["MEMORY_PROJECTION"]} == {"c", "smallcat"}
+
+
+def test_memory_projection_from_backbone_shape_and_model_settings(mvtec_tree, tmp_path):
+    from defectflow.artifacts.backbone import BackboneCard, write_backbone_card
+    from defectflow.memory import run_memory_check
+    from defectflow.preflight import write_report
+
+    recs = ingest_sources(DatasetConfig.model_validate({"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}).sources, "t")
+    write_report(_run([r for r in recs if r.image_path]), tmp_path / "preflight.json")
+    card = BackboneCard(spec={}, preprocess={}, weights_sha256=None, onnx_sha256="x", patch_shape=[152, 28, 28],
+                        embedding_dim=472, parity=0.0, versions={})  # fmt: skip
+    write_backbone_card(card, tmp_path / "b.json")
+    models = {"pc": {"backend": "patchcore", "coreset_ratio": 0.1}, "pc2": {"backend": "patchcore", "coreset_ratio": 0.5},
+              "pd": {"backend": "padim"}}  # fmt: skip
+    rep = run_memory_check(tmp_path / "preflight.json", tmp_path / "b.json", models, "t", 30, tmp_path / "m.json")
+    feats = 12 * 28 * 28 * 152 * 4 / 2**20  # 12 normal training images of float32 patch features
+    assert rep.fit_images == {"widget": 12}
+    assert rep.models["widget"]["pc"]["candidates_mb"] == pytest.approx(feats, abs=0.1)
+    assert rep.models["widget"]["pc2"]["model_mb"] == pytest.approx(0.5 * feats, abs=0.1)
+    assert rep.models["widget"]["pd"]["model_mb"] == pytest.approx(784 * 152 * 152 * 4 / 2**20, abs=0.1)
+    TRIGGERED.update(i.code for i in rep.issues)
+    assert {(i.code, i.context["model"]) for i in rep.issues if i.code == "MEMORY_HIGH"} == {("MEMORY_HIGH", "pd")}
 
 
 def test_clean_data_passes(mvtec_tree):

@@ -21,6 +21,7 @@ ARTIFACTS: dict[str, str] = {
     "config": "defectflow.config:Config",
     "manifest_record": "defectflow.records:ManifestRecord",
     "preflight": "defectflow.preflight:PreflightReport",
+    "memory_report": "defectflow.memory:MemoryReport",
     "image_facts": "defectflow.imagefacts:ImageFacts",
     "standardized_row": "defectflow.artifacts.standardized:StandardizedRow",
     "backbone_card": "defectflow.artifacts.backbone:BackboneCard",
@@ -104,6 +105,7 @@ def detect_schema(path: str | Path) -> str:
     name = Path(path).name
     table = {
         "manifest.jsonl": "manifest_record",
+        "preflight_memory.json": "memory_report",
         "preflight.json": "preflight",
         "standardized.parquet": "standardized_row",
         "image_facts.parquet": "image_facts",

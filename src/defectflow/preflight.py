@@ -123,7 +123,6 @@ def check_records(
     facts: dict[tuple[str, str], ImageFacts],
     cfg: PreflightConfig,
     col: _Collector,
-    memory: dict[str, Any] | None = None,
 ) -> None:
     """Every check that needs records (and file facts)."""
     by_cat: dict[str, list[int]] = defaultdict(list)
@@ -184,7 +183,7 @@ def check_records(
     _check_duplicates(records, facts, cfg, col)
     _check_groups(records, col)
     for cat, idx in sorted(by_cat.items()):
-        _check_category(cat, [records[i] for i in idx], facts, cfg, col, memory)
+        _check_category(cat, [records[i] for i in idx], facts, cfg, col)
 
 
 def _split_of(r: ManifestRecord) -> str:
@@ -298,7 +297,6 @@ def _check_category(
     facts: dict[tuple[str, str], ImageFacts],
     cfg: PreflightConfig,
     col: _Collector,
-    memory: dict[str, Any] | None = None,
 ) -> None:
     usable = [r for r in recs if facts[(r.image_path, "image")].readable]  # type: ignore[index]
     normal_train = [
@@ -352,48 +350,6 @@ def _check_category(
             f"category {cat!r} has {len(sizes)} image sizes; most common: {common}",
             **ctx,
         )
-    n_train = len(normal_train)
-    if n_train and memory:
-        _check_memory(cat, n_train, memory, cfg, col)
-
-
-def model_memory_mb(
-    params: dict[str, Any], n_train: int, patch_shape: list[int], embedding_dim: int
-) -> dict[str, float]:
-    """Projected memory (MB) of fitting a model on ``n_train`` images, from the backbone's
-    feature shape and the model's own settings."""
-    c, h, w = patch_shape
-    backend = params.get("backend")
-    cand = n_train * h * w * c * 4 / 2**20
-    if backend == "patchcore":
-        cand_kept = min(cand, float(params.get("max_memory_mb", cand)))
-        return {
-            "candidates_mb": round(cand_kept, 1),
-            "model_mb": round(cand_kept * float(params.get("coreset_ratio", 0.1)), 1),
-        }
-    if backend == "padim":
-        k = int(params.get("n_features") or c)
-        return {"candidates_mb": round(cand, 1), "model_mb": round(h * w * k * k * 4 / 2**20, 1)}
-    if backend == "knn":
-        return {
-            "candidates_mb": round(n_train * embedding_dim * 4 / 2**20, 1),
-            "model_mb": round(n_train * embedding_dim * 4 / 2**20, 1),
-        }
-    return {}
-
-
-def _check_memory(
-    cat: str, n_train: int, memory: dict[str, Any], cfg: PreflightConfig, col: _Collector
-) -> None:
-    for name, params in sorted(memory["models"].items()):
-        mb = model_memory_mb(params, n_train, memory["patch_shape"], memory["embedding_dim"])
-        if not mb:
-            continue
-        col.add("MEMORY_PROJECTION", f"category {cat!r}, model {name!r}: fitting holds about {mb['candidates_mb']:.0f} MB of features, "
-                f"the fitted model {mb['model_mb']:.0f} MB", category=cat, model=name, **mb)  # fmt: skip
-        if max(mb.values()) > cfg.max_memory_mb:
-            col.add("MEMORY_HIGH", f"category {cat!r}, model {name!r}: needs about {max(mb.values()):.0f} MB (> {cfg.max_memory_mb} MB)",
-                    category=cat, model=name)  # fmt: skip
 
 
 def summarize(
@@ -447,7 +403,7 @@ def preflight_records(
     shape and the configured models) enables the memory projection."""
     facts = inspect_records(records, full=cfg.verify == "full", workers=cfg.threads)
     col = _Collector(cfg)
-    check_records(records, facts, cfg, col, memory)
+    check_records(records, facts, cfg, col)
     order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
     issues = sorted(col.issues, key=lambda x: (order[x.severity], x.code))
     counts = {s.value: sum(1 for x in issues if x.severity == s) for s in Severity}
@@ -511,8 +467,7 @@ def read_report(path: str | Path) -> PreflightReport:
 
 
 def run_preflight(manifest: str | Path, report_out: str | Path, facts_out: str | Path | None, checks: dict[str, Any] | PreflightConfig,
-                  dataset: str, report_copy: str | Path | None = None, threads: int = 1,
-                  backbone_card: str | Path | None = None, models: dict[str, Any] | None = None) -> PreflightReport:  # fmt: skip
+                  dataset: str, report_copy: str | Path | None = None, threads: int = 1) -> PreflightReport:  # fmt: skip
     """Snakemake entry point: ``manifest.jsonl`` -> ``preflight.json`` (+ facts table).
 
     On errors the report is still written to ``report_copy`` (a log file that survives the failed

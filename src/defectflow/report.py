@@ -95,7 +95,7 @@ def _thr(t) -> str:
 
 
 def build_report(dataset: str, metrics_files: list[str], prediction_files: list[str], preflight: str | None,
-                 infer_configs: list[str] | None = None) -> str:  # fmt: skip
+                 infer_configs: list[str] | None = None, memory: str | None = None) -> str:  # fmt: skip
     metrics = [Metrics.model_validate(read_json(f)) for f in metrics_files]
     thresholds = {}
     for f in infer_configs or []:
@@ -173,7 +173,7 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
             "<h2>Preflight</h2><table><tr><th class=l>severity</th><th class=l>code</th><th>count</th></tr>"
         )
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        for i in pf["issues"]:
+        for i in pf["issues"] + (read_json(memory)["issues"] if memory and Path(memory).exists() else []):
             counts[(i["severity"], i["code"])] += 1
         for (sev, code), n in sorted(counts.items()):
             parts.append(f"<tr><td class=l>{sev}</td><td class=l>{code}</td><td>{n}</td></tr>")
@@ -189,6 +189,7 @@ def run_report(
     infer_configs: list[str],
     preflight: str | None,
     out: str | Path,
+    memory: str | None = None,
 ) -> None:
     """Snakemake entry point: every metrics.json of a dataset -> report.html."""
     write_text_atomic(

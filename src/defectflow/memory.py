@@ -1,0 +1,91 @@
+"""Projected memory of each configured model per category, from the backbone's feature shape
+and the model's own settings (``preflight_memory.json``). A rule of its own after preflight, so
+changing a model's settings reruns this and the report, never the data stages."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from defectflow.artifacts.backbone import read_backbone_card
+from defectflow.codes import CODES
+from defectflow.contracts import validate
+from defectflow.io import write_json_atomic
+from defectflow.preflight import Issue, read_report
+from defectflow.records import Severity
+
+log = logging.getLogger(__name__)
+
+
+class MemoryReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    dataset: str
+    patch_shape: list[int] = Field(description="[C, H, W] of the backbone's patch features")
+    fit_images: dict[str, int] = Field(description="category -> normal train+val images")
+    models: dict[str, dict[str, dict[str, float]]] = Field(
+        description="category -> model -> candidates_mb (features held while fitting), model_mb"
+    )
+    issues: list[Issue]
+
+
+def model_memory_mb(
+    params: dict[str, Any], n_train: int, patch_shape: list[int], embedding_dim: int
+) -> dict[str, float]:
+    """Projected memory (MB) of fitting a model on ``n_train`` images, from the backbone's
+    feature shape and the model's own settings."""
+    c, h, w = patch_shape
+    backend = params.get("backend")
+    cand = n_train * h * w * c * 4 / 2**20
+    if backend == "patchcore":
+        cand_kept = min(cand, float(params.get("max_memory_mb", cand)))
+        return {
+            "candidates_mb": round(cand_kept, 1),
+            "model_mb": round(cand_kept * float(params.get("coreset_ratio", 0.1)), 1),
+        }
+    if backend == "padim":
+        k = int(params.get("n_features") or c)
+        return {"candidates_mb": round(cand, 1), "model_mb": round(h * w * k * k * 4 / 2**20, 1)}
+    if backend == "knn":
+        return {
+            "candidates_mb": round(n_train * embedding_dim * 4 / 2**20, 1),
+            "model_mb": round(n_train * embedding_dim * 4 / 2**20, 1),
+        }
+    return {}
+
+
+def run_memory_check(preflight: str | Path, backbone_card: str | Path, models: dict[str, Any], dataset: str,
+                     max_memory_mb: int, out: str | Path, severity: dict[str, str] | None = None) -> MemoryReport:  # fmt: skip
+    """Snakemake entry point."""
+    report = read_report(preflight)
+    card = read_backbone_card(backbone_card)
+    sev = severity or {}
+    fit = {cat: sum(n for sp, labels in s.counts.items() if sp in ("train", "val", "unassigned")
+                    for lab, n in labels.items() if lab in ("normal", "unlabeled"))
+           for cat, s in report.categories.items()}  # fmt: skip
+    out_models: dict[str, dict[str, dict[str, float]]] = {}
+    issues = []
+    for cat, n in sorted(fit.items()):
+        out_models[cat] = {}
+        for name, params in sorted(models.items()):
+            mb = model_memory_mb(params, n, card.patch_shape, card.embedding_dim)
+            if not mb:
+                continue
+            out_models[cat][name] = mb
+            issues.append(Issue(code="MEMORY_PROJECTION", severity=Severity(sev.get("MEMORY_PROJECTION", CODES["MEMORY_PROJECTION"][0])),
+                                message=f"category {cat!r}, model {name!r}: fitting holds about {mb['candidates_mb']:.0f} MB of features, "
+                                f"the fitted model {mb['model_mb']:.0f} MB", context={"category": cat, "model": name, **mb}))  # fmt: skip
+            if max(mb.values()) > max_memory_mb:
+                issues.append(Issue(code="MEMORY_HIGH", severity=Severity(sev.get("MEMORY_HIGH", CODES["MEMORY_HIGH"][0])),
+                                    message=f"category {cat!r}, model {name!r}: needs about {max(mb.values()):.0f} MB "
+                                    f"(> preflight.max_memory_mb {max_memory_mb})", context={"category": cat, "model": name}))  # fmt: skip
+    rep = MemoryReport(dataset=dataset, patch_shape=card.patch_shape, fit_images=fit, models=out_models, issues=issues)
+    data = rep.model_dump(mode="json")
+    validate("memory_report", data, where=str(out))
+    write_json_atomic(out, data)
+    for i in issues:
+        (log.warning if i.severity != Severity.INFO else log.info)("%s: %s", i.code, i.message)
+    return rep
