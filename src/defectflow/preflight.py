@@ -397,10 +397,9 @@ def preflight_records(
     cfg: PreflightConfig,
     dataset: str,
     manifest: str,
-    memory: dict[str, Any] | None = None,
 ) -> tuple[PreflightReport, dict[tuple[str, str], ImageFacts]]:
-    """Run every check; return the report and the per-file facts. ``memory`` (backbone feature
-    shape and the configured models) enables the memory projection."""
+    """Run every check; return the report and the per-file facts (the memory projection of the
+    configured models is :mod:`defectflow.memory`, a step of its own)."""
     facts = inspect_records(records, full=cfg.verify == "full", workers=cfg.threads)
     col = _Collector(cfg)
     check_records(records, facts, cfg, col)
@@ -478,17 +477,7 @@ def run_preflight(manifest: str | Path, report_out: str | Path, facts_out: str |
     cfg = checks if isinstance(checks, PreflightConfig) else PreflightConfig.model_validate(checks)
     cfg = cfg.model_copy(update={"threads": threads})
     records = read_manifest(manifest)
-    memory = None
-    if backbone_card:
-        from defectflow.artifacts.backbone import read_backbone_card
-
-        card = read_backbone_card(backbone_card)
-        memory = {
-            "patch_shape": card.patch_shape,
-            "embedding_dim": card.embedding_dim,
-            "models": models or {},
-        }
-    report, facts = preflight_records(records, cfg, dataset, str(manifest), memory)
+    report, facts = preflight_records(records, cfg, dataset, str(manifest))
     summary = format_summary(report)
     if report_copy:
         write_report(report, report_copy)
