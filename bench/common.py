@@ -26,7 +26,9 @@ def weld_rows(data: Path = WELD) -> list[dict]:
     from defectflow.standardize import standardize_records
 
     if not data.is_dir():
-        sys.exit(f"battery-weld data not found at {data} (it lives in ../shared beside the checkout)")
+        sys.exit(
+            f"battery-weld data not found at {data} (it lives in ../shared beside the checkout)"
+        )
     ds = DatasetConfig.model_validate({"sources": [
         {"type": "manifest", "path": str(data / "train_welding.json"), "split": "train"},
         {"type": "manifest", "path": str(data / "test_welding.json"), "split": "test"},
@@ -42,9 +44,17 @@ def onnx_backbone(tmp: Path, image_size: int = 224, threads: int = 2):
     from defectflow.onnx_backbone import OnnxBackbone
     from defectflow.preprocess import PreprocessSpec
 
-    cfg = {"name": "tf_efficientnet_lite0", "weights": "builtin", "layers": [2, 3], "pool": 3, "image_size": image_size}
+    cfg = {
+        "name": "tf_efficientnet_lite0",
+        "weights": "builtin",
+        "layers": [2, 3],
+        "pool": 3,
+        "image_size": image_size,
+    }
     card = run_export_backbone(cfg, tmp / "b.onnx", tmp / "b.json")
-    return OnnxBackbone(tmp / "b.onnx", threads=threads), PreprocessSpec.model_validate(card.preprocess)
+    return OnnxBackbone(tmp / "b.onnx", threads=threads), PreprocessSpec.model_validate(
+        card.preprocess
+    )
 
 
 def patch_features(paths: list[str], image_size: int = 224, flips: bool = False) -> np.ndarray:
@@ -79,19 +89,27 @@ def _tree_rss_kb(pid: int) -> int:
     while todo:
         p = todo.pop()
         with contextlib.suppress(OSError, StopIteration, ValueError):
-            total += next(int(x.split()[1]) for x in Path(f"/proc/{p}/status").read_text().splitlines() if x.startswith("VmRSS"))
+            total += next(
+                int(x.split()[1])
+                for x in Path(f"/proc/{p}/status").read_text().splitlines()
+                if x.startswith("VmRSS")
+            )
         with contextlib.suppress(OSError):
             for t in os.listdir(f"/proc/{p}/task"):
                 todo += [int(c) for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
     return total
 
 
-def run_measured(cmd: list[str], cwd: Path | None = None, max_mb: float = 16000, env: dict | None = None) -> dict:
+def run_measured(
+    cmd: list[str], cwd: Path | None = None, max_mb: float = 16000, env: dict | None = None
+) -> dict:
     """Run ``cmd``; return wall seconds, peak RSS of its whole process tree (MB), exit code, output.
     Killed if the tree passes ``max_mb``."""
     with tempfile.TemporaryFile(mode="w+") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env
+        )
         peak, killed = 0.0, False
         while proc.poll() is None:
             peak = max(peak, _tree_rss_kb(proc.pid) / 1024)
@@ -101,4 +119,10 @@ def run_measured(cmd: list[str], cwd: Path | None = None, max_mb: float = 16000,
             time.sleep(0.1)
         wall = time.perf_counter() - t
         out.seek(0)
-        return {"wall_s": wall, "peak_mb": peak, "rc": proc.returncode, "killed": killed, "output": out.read()}
+        return {
+            "wall_s": wall,
+            "peak_mb": peak,
+            "rc": proc.returncode,
+            "killed": killed,
+            "output": out.read(),
+        }

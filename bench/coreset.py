@@ -24,7 +24,9 @@ from common import busy_core, patch_features, weld_rows
 
 def project(x: np.ndarray, dim: int = 128, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return np.ascontiguousarray(x @ (rng.standard_normal((x.shape[1], dim), dtype=np.float32) / np.sqrt(dim)))
+    return np.ascontiguousarray(
+        x @ (rng.standard_normal((x.shape[1], dim), dtype=np.float32) / np.sqrt(dim))
+    )
 
 
 def ours(x: np.ndarray, n: int) -> tuple[float, np.ndarray]:
@@ -40,7 +42,9 @@ def anomalib_rate(x: np.ndarray, n: int, threads: int) -> tuple[float, list[int]
     from anomalib.models.components.sampling import KCenterGreedy
 
     torch.set_num_threads(threads)
-    sampler = KCenterGreedy(torch.from_numpy(x)[:, :, None], sampling_ratio=n / len(x))  # 3-d: no re-projection
+    sampler = KCenterGreedy(
+        torch.from_numpy(x)[:, :, None], sampling_ratio=n / len(x)
+    )  # 3-d: no re-projection
     t = time.perf_counter()
     idx = sampler.select_coreset_idxs()
     return len(idx) / (time.perf_counter() - t), idx
@@ -57,7 +61,9 @@ def blas_matvec_rate(x: np.ndarray, reps: int = 50) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=[50000, 200000])
     ap.add_argument("--ratio", type=float, default=0.1)
     ap.add_argument("--anomalib-points", type=int, default=400)
@@ -65,7 +71,9 @@ def main() -> None:
     args = ap.parse_args()
     rows = weld_rows()
     feats = patch_features([r["image_path"] for r in rows], flips=True)
-    print(f"real patch features: {feats.shape[0]} x {feats.shape[1]} (battery weld, all splits, mirrored)")
+    print(
+        f"real patch features: {feats.shape[0]} x {feats.shape[1]} (battery weld, all splits, mirrored)"
+    )
     rng = np.random.default_rng(0)
     print(f"{'candidates':>10} {'load':>5} {'ours pts/s':>11} {'anomalib pts/s':>15} {'ratio':>7} {'distances computed':>19} "
           f"{'effective MAC/s':>16} {'vs BLAS matvec':>15}")  # fmt: skip
@@ -76,8 +84,14 @@ def main() -> None:
         for busy in (False, True):
             with busy_core(busy):
                 ours_rate, idx = ours(x, n)
-                theirs, their_idx = anomalib_rate(x, min(n, args.anomalib_points), args.anomalib_threads)
-            same = np.mean(np.asarray(their_idx) == idx[: len(their_idx)]) if their_idx[0] == idx[0] else float("nan")
+                theirs, their_idx = anomalib_rate(
+                    x, min(n, args.anomalib_points), args.anomalib_threads
+                )
+            same = (
+                np.mean(np.asarray(their_idx) == idx[: len(their_idx)])
+                if their_idx[0] == idx[0]
+                else float("nan")
+            )
             effective = ours_rate * size * x.shape[1]
             print(f"{size:>10} {'busy' if busy else 'idle':>5} {ours_rate:>11.0f} {theirs:>15.1f} {ours_rate / theirs:>6.1f}x "
                   f"{'':>19} {effective:>16.3g} {effective / ref:>14.1f}x")  # fmt: skip

@@ -62,12 +62,20 @@ def category_counts(dataset):
     import pyarrow.parquet as pq
 
     table = checkpoints.standardize.get(dataset=dataset).output.table
-    return dict(sorted(Counter(pq.read_table(table, columns=["category"])["category"].to_pylist()).items()))
+    return dict(
+        sorted(
+            Counter(
+                pq.read_table(table, columns=["category"])["category"].to_pylist()
+            ).items()
+        )
+    )
 
 
 def feature_files(wildcards):
     """Every embedding shard of a category (all splits)."""
-    n = n_shards(category_counts(wildcards.dataset)[wildcards.category], CFG.backbone.shard_size)
+    n = n_shards(
+        category_counts(wildcards.dataset)[wildcards.category], CFG.backbone.shard_size
+    )
     base = f"results/{wildcards.dataset}/embeddings/{wildcards.category}/shard-"
     return [f"{base}{i:03d}-of-{n:03d}.safetensors" for i in range(n)]
 
@@ -92,7 +100,10 @@ def model_params(wildcards):
 
 
 def model_image_size(wildcards):
-    return getattr(CFG.models[wildcards.model], "image_size", None) or CFG.backbone.out_size
+    return (
+        getattr(CFG.models[wildcards.model], "image_size", None)
+        or CFG.backbone.out_size
+    )
 
 
 def dataset_results(wildcards, name):

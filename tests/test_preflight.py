@@ -256,21 +256,32 @@ def test_memory_projection_from_backbone_shape_and_model_settings(mvtec_tree, tm
     from defectflow.memory import run_memory_check
     from defectflow.preflight import write_report
 
-    recs = ingest_sources(DatasetConfig.model_validate({"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}).sources, "t")
+    recs = ingest_sources(
+        DatasetConfig.model_validate(
+            {"sources": [{"type": "mvtec", "path": str(mvtec_tree)}]}
+        ).sources,
+        "t",
+    )
     write_report(_run([r for r in recs if r.image_path]), tmp_path / "preflight.json")
     card = BackboneCard(spec={}, preprocess={}, weights_sha256=None, onnx_sha256="x", patch_shape=[152, 28, 28],
                         embedding_dim=472, parity=0.0, versions={})  # fmt: skip
     write_backbone_card(card, tmp_path / "b.json")
     models = {"pc": {"backend": "patchcore", "coreset_ratio": 0.1}, "pc2": {"backend": "patchcore", "coreset_ratio": 0.5},
               "pd": {"backend": "padim"}}  # fmt: skip
-    rep = run_memory_check(tmp_path / "preflight.json", tmp_path / "b.json", models, "t", 30, tmp_path / "m.json")
+    rep = run_memory_check(
+        tmp_path / "preflight.json", tmp_path / "b.json", models, "t", 30, tmp_path / "m.json"
+    )
     feats = 12 * 28 * 28 * 152 * 4 / 2**20  # 12 normal training images of float32 patch features
     assert rep.fit_images == {"widget": 12}
     assert rep.models["widget"]["pc"]["candidates_mb"] == pytest.approx(feats, abs=0.1)
     assert rep.models["widget"]["pc2"]["model_mb"] == pytest.approx(0.5 * feats, abs=0.1)
-    assert rep.models["widget"]["pd"]["model_mb"] == pytest.approx(784 * 152 * 152 * 4 / 2**20, abs=0.1)
+    assert rep.models["widget"]["pd"]["model_mb"] == pytest.approx(
+        784 * 152 * 152 * 4 / 2**20, abs=0.1
+    )
     TRIGGERED.update(i.code for i in rep.issues)
-    assert {(i.code, i.context["model"]) for i in rep.issues if i.code == "MEMORY_HIGH"} == {("MEMORY_HIGH", "pd")}
+    assert {(i.code, i.context["model"]) for i in rep.issues if i.code == "MEMORY_HIGH"} == {
+        ("MEMORY_HIGH", "pd")
+    }
 
 
 def test_clean_data_passes(mvtec_tree):

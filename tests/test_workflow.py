@@ -64,11 +64,13 @@ def test_dry_run_dag_of_default_config(workflow_dir):
         "results/demo/preflight.json": "preflight",
         "results/demo/image_facts.parquet": "preflight",
         "results/demo/standardized.parquet": "standardize",
+        "results/demo/preflight_memory.json": "preflight_memory",
         "results/demo/report.html": "report",
     }
     assert dag_edges(workflow_dir) == {
         ("demo_data", "ingest"), ("ingest", "preflight"), ("ingest", "standardize"), ("preflight", "standardize"),
-        ("backbone", "preflight"), ("standardize", "report"), ("preflight", "report"), ("report", "all"),
+        ("preflight", "preflight_memory"), ("backbone", "preflight_memory"), ("preflight_memory", "report"),
+        ("standardize", "report"), ("preflight", "report"), ("report", "all"),
     }  # fmt: skip
     r = snakemake(workflow_dir, "-n")
     assert "demo_data" in r.stdout and "standardize" in r.stdout

@@ -31,7 +31,7 @@ def smooth_maps(maps: np.ndarray, size: int, sigma: float) -> np.ndarray:
 
     b, h, w = maps.shape
     uh, uw = _upsample_matrix(h, size), _upsample_matrix(w, size)
-    out = np.einsum("sh,bhw,tw->bst", uh, maps.astype(np.float64), uw)
+    out = uh @ maps.astype(np.float64) @ uw.T  # [S, h] @ [B, h, w] @ [w, S] -> [B, S, S]
     if sigma > 0:
         out = gaussian_filter(out, sigma=(0, sigma, sigma), mode="reflect", truncate=4.0)
     return out.astype(np.float32)

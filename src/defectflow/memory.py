@@ -82,7 +82,13 @@ def run_memory_check(preflight: str | Path, backbone_card: str | Path, models: d
                 issues.append(Issue(code="MEMORY_HIGH", severity=Severity(sev.get("MEMORY_HIGH", CODES["MEMORY_HIGH"][0])),
                                     message=f"category {cat!r}, model {name!r}: needs about {max(mb.values()):.0f} MB "
                                     f"(> preflight.max_memory_mb {max_memory_mb})", context={"category": cat, "model": name}))  # fmt: skip
-    rep = MemoryReport(dataset=dataset, patch_shape=card.patch_shape, fit_images=fit, models=out_models, issues=issues)
+    rep = MemoryReport(
+        dataset=dataset,
+        patch_shape=card.patch_shape,
+        fit_images=fit,
+        models=out_models,
+        issues=issues,
+    )
     data = rep.model_dump(mode="json")
     validate("memory_report", data, where=str(out))
     write_json_atomic(out, data)

@@ -173,7 +173,9 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
             "<h2>Preflight</h2><table><tr><th class=l>severity</th><th class=l>code</th><th>count</th></tr>"
         )
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        for i in pf["issues"] + (read_json(memory)["issues"] if memory and Path(memory).exists() else []):
+        for i in pf["issues"] + (
+            read_json(memory)["issues"] if memory and Path(memory).exists() else []
+        ):
             counts[(i["severity"], i["code"])] += 1
         for (sev, code), n in sorted(counts.items()):
             parts.append(f"<tr><td class=l>{sev}</td><td class=l>{code}</td><td>{n}</td></tr>")

@@ -81,12 +81,14 @@ class Backend(ABC):
 
 
 def nearest_sq_distances(
-    query: np.ndarray, bank: np.ndarray, bank_sq: np.ndarray | None = None, block: int = 1024
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact squared Euclidean distance and index of the nearest ``bank`` row for each query row.
+    query: np.ndarray, bank: np.ndarray, bank_sq: np.ndarray | None = None,
+    qblock: int = 256, bblock: int = 2048,
+) -> np.ndarray:  # fmt: skip
+    """Exact squared Euclidean distance of each query row to its nearest ``bank`` row.
 
-    Blocked matrix products (BLAS) over query and bank blocks, so the distance block stays in
-    cache and memory is bounded whatever the sizes.
+    Blocked matrix products (BLAS) over query and bank blocks small enough for the distance
+    block to stay in cache (``|q|^2 - 2 q.b + |b|^2``, the ``-2`` folded into the query, the
+    bank norms added in place), so memory is bounded whatever the sizes.
     """
     query = np.ascontiguousarray(query, dtype=np.float32)
     bank = np.ascontiguousarray(bank, dtype=np.float32)
@@ -94,23 +96,25 @@ def nearest_sq_distances(
         bank_sq = np.einsum("ij,ij->i", bank, bank)
     n = len(query)
     best = np.full(n, np.inf, dtype=np.float32)
-    arg = np.zeros(n, dtype=np.int64)
-    bblock = 8192
-    for qs in range(0, n, block):
-        q = query[qs : qs + block]
-        q_sq = np.einsum("ij,ij->i", q, q)
-        b_best = best[qs : qs + block]
-        b_arg = arg[qs : qs + block]
+    block = np.empty((qblock, bblock), dtype=np.float32)
+    for qs in range(0, n, qblock):
+        q = query[qs : qs + qblock] * np.float32(-2.0)
+        b_best = best[qs : qs + qblock]
         for bs in range(0, len(bank), bblock):
-            d2 = q @ bank[bs : bs + bblock].T
-            d2 *= -2.0
+            b = bank[bs : bs + bblock]
+            d2 = block[: len(q), : len(b)]
+            np.matmul(q, b.T, out=d2)
             d2 += bank_sq[None, bs : bs + bblock]
-            j = d2.argmin(axis=1)
-            v = d2[np.arange(len(q)), j] + q_sq
-            better = v < b_best
-            b_best[better] = v[better]
-            b_arg[better] = j[better] + bs
-    return np.maximum(best, 0.0), arg
+            np.minimum(b_best, d2.min(axis=1), out=b_best)
+    best += np.einsum("ij,ij->i", query, query)
+    return np.maximum(best, 0.0)
+
+
+def nearest_index(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Index of the nearest bank row for a few query rows (exact)."""
+    q = np.asarray(query, dtype=np.float64)
+    b = np.asarray(bank, dtype=np.float64)
+    return ((b * b).sum(1)[None, :] - 2.0 * q @ b.T).argmin(axis=1)
 
 
 def knn_distances(query: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from defectflow.backends.base import Backend, Features, knn_distances, nearest_sq_distances
+from defectflow.backends.base import (
+    Backend,
+    Features,
+    knn_distances,
+    nearest_index,
+    nearest_sq_distances,
+)
 from defectflow.backends.params import PatchcoreParams
 from defectflow.errors import ModelError
 
@@ -66,7 +72,7 @@ class PatchcoreBackend(Backend):
         q = _flat(data.patch)
         if self._bank_sq is None:
             self._bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
-        d2, nn = nearest_sq_distances(q, self.bank, self._bank_sq)
+        d2 = nearest_sq_distances(q, self.bank, self._bank_sq)
         d = np.sqrt(d2).reshape(b, h * w).astype(np.float64)
         maps = d.reshape(b, h, w)
         # Image score with the re-weighting of the paper (Eq. 7): the most anomalous patch's
@@ -78,7 +84,7 @@ class PatchcoreBackend(Backend):
         if k <= 1:
             return s_star, maps
         m_test = q.reshape(b, h * w, c)[rows, best].astype(np.float64)
-        m_star = self.bank[nn.reshape(b, h * w)[rows, best]]
+        m_star = self.bank[nearest_index(m_test, self.bank)]
         _, nb = knn_distances(m_star, self.bank, k)
         dist_nb = np.linalg.norm(m_test[:, None, :] - self.bank[nb].astype(np.float64), axis=-1)
         e = np.exp(dist_nb - dist_nb.max(1, keepdims=True))
