@@ -16,12 +16,7 @@ TRIGGERED: set[str] = set()
 
 
 def _run(records, **cfg):
-    memory = {
-        "patch_shape": [152, 28, 28],
-        "embedding_dim": 472,
-        "models": {"patchcore": {"backend": "patchcore"}},
-    }
-    report, facts = preflight_records(records, PreflightConfig(threads=1, **cfg), "t", "m", memory)
+    report, facts = preflight_records(records, PreflightConfig(threads=1, **cfg), "t", "m")
     TRIGGERED.update(i.code for i in report.issues)
     return report
 
