@@ -1,5 +1,6 @@
-"""Embedding throughput: the pipeline's path (decode + preprocess + forward + fp16 rounding) vs a
-bare timm forward of the same backbone and batch on tensors already in memory.
+"""Embedding throughput: the pipeline's path (decode + preprocess + ONNX backbone in onnxruntime +
+fp16 rounding) vs a bare timm (torch) forward of the same backbone and batch on tensors already
+in memory.
 
     .venv/bin/python bench/embed.py [--n 256] [--batch 16] [--threads 2] [--size 224]
 
@@ -31,10 +32,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import timm
+    from common import onnx_backbone
 
-    from defectflow.backbone import BackboneSpec, build_extractor
     from defectflow.embeddings import extract
-    from defectflow.preprocess import PreprocessSpec
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -46,8 +46,7 @@ def main() -> None:
                 rng.integers(0, 256, (args.image_side, args.image_side, 3), dtype=np.uint8)
             ).save(p, compress_level=1)
             paths.append(str(p))
-        model, _ = build_extractor(BackboneSpec())
-        pp = PreprocessSpec(image_size=args.size)
+        model, pp = onnx_backbone(Path(tmp), image_size=args.size, threads=args.threads)
         bare = timm.create_model(
             "tf_efficientnet_lite0", features_only=True, out_indices=(2, 3, 4)
         ).eval()
@@ -71,7 +70,7 @@ def main() -> None:
     print(
         f"images: {n}, batch {args.batch}, {args.threads} threads, input {args.size}px (files {args.image_side}px PNG)"
     )
-    print(f"bare timm forward (tensors in memory): {n / t_bare:7.1f} img/s")
+    print(f"bare timm (torch) forward (tensors in memory): {n / t_bare:7.1f} img/s")
     print(f"defectflow embedding (files -> fp16 patch + image features): {n / t_pipe:7.1f} img/s")
     print(f"ratio pipeline / bare: {t_bare / t_pipe:.2f}")
 

@@ -26,8 +26,14 @@ LITE0 = "tf_efficientnet_lite0"
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     root = tmp_path_factory.mktemp("anomalib")
-    generate_demo(root / "demo", DemoConfig(n_train=20, n_test_normal=4, n_test_per_defect=2, image_size=96))
-    recs = [r for r in ingest_mvtec(DemoSource(type="demo"), path=root / "demo", kind="demo") if r.category == "bracket"]
+    generate_demo(
+        root / "demo", DemoConfig(n_train=20, n_test_normal=4, n_test_per_defect=2, image_size=96)
+    )
+    recs = [
+        r
+        for r in ingest_mvtec(DemoSource(type="demo"), path=root / "demo", kind="demo")
+        if r.category == "bracket"
+    ]
     _, facts = preflight_records(recs, PreflightConfig(threads=1), "d", "m")
     rows = standardize_records(recs, facts, SplitConfig())
     write_table(root / "standardized.parquet", rows, StandardizedRow, "standardized_row")
@@ -39,18 +45,37 @@ def table(tmp_path_factory):
     [
         ("Padim", {"backbone": LITE0, "layers": [2, 3], "n_features": 12}, 1),
         ("Dfm", {"backbone": LITE0, "layer": 3}, 1),
-        ("Stfpm", {"backbone": LITE0, "layers": [1, 2]}, 2),  # a teacher with packaged weights, a random student
+        (
+            "Stfpm",
+            {"backbone": LITE0, "layers": [1, 2]},
+            2,
+        ),  # a teacher with packaged weights, a random student
     ],
 )
 def test_anomalib_model_goes_through_the_registry_path(table, model, init, epochs):
     out = table / "models" / model / "bracket"
     out.mkdir(parents=True)
-    params = {"backend": "anomalib", "model": model, "init": init, "max_epochs": epochs, "batch_size": 4}
+    params = {
+        "backend": "anomalib",
+        "model": model,
+        "init": init,
+        "max_epochs": epochs,
+        "batch_size": 4,
+    }
     tbl = table / "standardized.parquet"
     card = run_train(tbl, [], "d", "bracket", model, params, 3, out / "checkpoint.safetensors", out / "model_card.json",
                      out / "crossfit.parquet", image_size=96)  # fmt: skip
     assert card.backend == "anomalib" and card.n_train == 20 and card.crossfit["folds"] == 3
-    run_score(out / "checkpoint.safetensors", tbl, [], "bracket", 96, 4.0, out / "scores.parquet", out / "maps.safetensors")
+    run_score(
+        out / "checkpoint.safetensors",
+        tbl,
+        [],
+        "bracket",
+        96,
+        4.0,
+        out / "scores.parquet",
+        out / "maps.safetensors",
+    )
     ic = run_calibrate(out / "crossfit.parquet", out / "checkpoint.safetensors", None, None, "d", "bracket", model,
                        {}, 4.0, out / "infer_config.json")  # fmt: skip
     assert ic.consumes == "images" and ic.threshold.n_normal == 20 and ic.threshold.folds == 3
@@ -58,7 +83,10 @@ def test_anomalib_model_goes_through_the_registry_path(table, model, init, epoch
 
     test = category_rows(tbl, "bracket", ("test",))
     recs, maps = Detector.load(out / "infer_config.json").predict(
-        [{"image_path": r["image_path"], "image_id": r["image_id"], "gt_label": r["label"]} for r in test]
+        [
+            {"image_path": r["image_path"], "image_id": r["image_id"], "gt_label": r["label"]}
+            for r in test
+        ]
     )
     assert all(r.error is None for r in recs) and len(maps) == len(recs)
     assert next(iter(maps.values())).shape == (96, 96)
@@ -68,9 +96,19 @@ def test_anomalib_model_goes_through_the_registry_path(table, model, init, epoch
 
 def test_anomalib_names_and_arguments_are_checked_early():
     with pytest.raises(ConfigError, match="no image model 'padim'; did you mean 'Padim'"):
-        parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}}, "models": {"m": {"backend": "anomalib", "model": "padim"}}})
+        parse_config(
+            {
+                "datasets": {"d": {"sources": [{"type": "demo"}]}},
+                "models": {"m": {"backend": "anomalib", "model": "padim"}},
+            }
+        )
     with pytest.raises(ConfigError, match="no image model 'DictConfig'"):
-        parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}}, "models": {"m": {"backend": "anomalib", "model": "DictConfig"}}})
+        parse_config(
+            {
+                "datasets": {"d": {"sources": [{"type": "demo"}]}},
+                "models": {"m": {"backend": "anomalib", "model": "DictConfig"}},
+            }
+        )
     from defectflow.backends.anomalib import build_module
 
     with pytest.raises(ModelError, match=r"takes no argument \['pre_trained'\]"):
