@@ -6,7 +6,7 @@ Ours: `snakemake --cores 2` in a fresh copy of the workflow with the default con
 the battery-weld manifests (ingest, preflight, backbone export, embedding of train AND test
 once, 3 models each fitted and cross-fitted, scoring, calibration, predictions with heatmaps,
 metrics, report). Theirs: anomalib's Engine fit + test of one Patchcore (lite0 with the
-packaged weights, layers 2+3, coreset 0.1, 224 px) on the same images, in an anomalib Folder
+packaged weights and their normalization, layers 2+3, coreset 0.1, 224 px) on the same images, in an anomalib Folder
 datamodule. Each runs in its own process tree, one after the other; wall time and the peak
 resident memory of the whole tree are printed, and the ratio ours/theirs.
 """
@@ -43,8 +43,11 @@ with tempfile.TemporaryDirectory() as tmp:
         d.mkdir(parents=True)
         for i, r in enumerate(x for x in rows if keep(x)):
             os.symlink(r["image_path"], d / f"{i:05d}.png")
+    from anomalib.pre_processing import PreProcessor
+    from torchvision.transforms import v2
+    pre = PreProcessor(transform=v2.Compose([v2.Resize((224, 224), antialias=True), v2.Normalize([0.5] * 3, [0.5] * 3)]))
     with builtin_pretrained():
-        model = Patchcore(backbone="tf_efficientnet_lite0", layers=[2, 3], coreset_sampling_ratio=0.1)
+        model = Patchcore(backbone="tf_efficientnet_lite0", layers=[2, 3], coreset_sampling_ratio=0.1, pre_processor=pre)
     dm = Folder(name="weld", root=root, normal_dir="train/good", abnormal_dir="test/defect",
                 normal_test_dir="test/good", train_batch_size=16, eval_batch_size=16, num_workers=0)
     engine = Engine(default_root_dir=Path(tmp) / "run", accelerator="cpu", devices=1, logger=False,

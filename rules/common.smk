@@ -45,6 +45,14 @@ def source_inputs(wildcards):
     return sorted(set(paths))
 
 
+def preflight_threads(wildcards, input):
+    """Decoding processes: one per 1000 records, at most `preflight.threads` (a small manifest
+    does not hold both cores while the backbone is exported)."""
+    with open(input.manifest, "rb") as fh:
+        n = sum(1 for _ in fh)
+    return max(1, min(CFG.preflight.threads, n // 1000))
+
+
 def all_targets():
     return expand("results/{dataset}/report.html", dataset=DATASETS)
 

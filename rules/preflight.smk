@@ -11,7 +11,7 @@ rule preflight:
         "benchmarks/{dataset}/preflight.tsv"
     conda:
         "../envs/core.yaml"
-    threads: CFG.preflight.threads
+    threads: preflight_threads
     resources:
         mem_mb=4000,
         runtime=120,

@@ -282,6 +282,11 @@ def test_aupro_agrees_with_anomalib():
     ref = _AUPRO(fpr_limit=0.3)
     ref.update(torch.from_numpy(maps), torch.from_numpy(masks.astype(np.int64)))
     assert aupro(maps, masks) == pytest.approx(float(ref.compute()), abs=0.01)
+    from defectflow.metrics import pixel_curves
+
+    assert pixel_curves(maps, masks)[0] == pytest.approx(
+        roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9
+    )
 
 
 def test_pixel_metrics_gated_on_masks(tmp_path):

@@ -91,43 +91,51 @@ def _mask(path: str | None, size: int) -> np.ndarray:
     return np.asarray(m) > 0
 
 
-def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
-    """Area under the per-region-overlap curve up to ``fpr_limit`` false-positive rate,
-    normalized to [0, 1] (Bergmann et al., MVTec AD). Exact: every pixel score is a threshold.
+def pixel_curves(
+    maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3
+) -> tuple[float, float]:
+    """Pixel AUROC and AUPRO from one sort of every pixel score.
 
-    ``maps`` float ``[N, H, W]``; ``masks`` bool ``[N, H, W]``. Each connected defect region
-    weighs the same whatever its size; FPR is over all normal pixels.
+    AUPRO: the area under the per-region-overlap curve up to ``fpr_limit`` false-positive rate,
+    normalized to [0, 1] (Bergmann et al., MVTec AD); each connected defect region weighs the
+    same whatever its size, FPR is over all normal pixels. Exact: every distinct score is a
+    threshold (ties share one point). ``maps`` float ``[N, H, W]``; ``masks`` bool ``[N, H, W]``.
     """
     from scipy import ndimage
 
-    region = np.zeros(masks.shape, dtype=np.int64)
+    region = np.zeros(masks.shape, dtype=np.int32)
     n_regions = 0
     for i in range(len(masks)):
         lab, n = ndimage.label(masks[i])
         region[i] = np.where(lab > 0, lab + n_regions, 0)
         n_regions += n
-    if n_regions == 0:
-        return float("nan")
-    scores = maps.ravel()
+    scores = maps.ravel().astype(np.float32)
     reg = region.ravel()
-    sizes = np.bincount(reg, minlength=n_regions + 1).astype(np.float64)
-    neg = reg == 0
-    n_neg = int(neg.sum())
+    n_neg = int((reg == 0).sum())
+    n_pos = len(reg) - n_neg
+    if n_regions == 0 or n_neg == 0:
+        return float("nan"), float("nan")
     order = np.argsort(-scores, kind="stable")
-    s_sorted = scores[order]
-    r_sorted = reg[order]
-    d_fpr = (r_sorted == 0) / max(n_neg, 1)
-    d_pro = np.where(r_sorted > 0, 1.0 / (sizes[r_sorted] * n_regions), 0.0)
-    fpr = np.cumsum(d_fpr)
-    pro = np.cumsum(d_pro)
+    s_sorted, r_sorted = scores[order], reg[order]
     last = np.r_[s_sorted[1:] != s_sorted[:-1], True]  # one point per distinct threshold
-    fpr, pro = np.r_[0.0, fpr[last]], np.r_[0.0, pro[last]]
+    fp = np.cumsum(r_sorted == 0)[last]
+    tp = np.cumsum(r_sorted > 0)[last]
+    fpr, tpr = np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+    auroc = float(np.trapezoid(tpr, fpr))
+    sizes = np.bincount(reg, minlength=n_regions + 1).astype(np.float64)
+    d_pro = np.where(r_sorted > 0, 1.0 / (sizes[r_sorted] * n_regions), 0.0)
+    pro = np.r_[0.0, np.cumsum(d_pro)[last]]
     cut = np.searchsorted(fpr, fpr_limit, side="right")
     if cut < len(fpr):  # interpolate the curve at fpr_limit
         f0, f1, p0, p1 = fpr[cut - 1], fpr[cut], pro[cut - 1], pro[cut]
         p_lim = p0 + (p1 - p0) * (fpr_limit - f0) / max(f1 - f0, 1e-12)
         fpr, pro = np.r_[fpr[:cut], fpr_limit], np.r_[pro[:cut], p_lim]
-    return float(np.trapezoid(pro, fpr) / fpr_limit)
+    return auroc, float(np.trapezoid(pro, fpr) / fpr_limit)
+
+
+def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """See :func:`pixel_curves`."""
+    return pixel_curves(maps, masks, fpr_limit)[1]
 
 
 def pixel_metrics(
@@ -157,9 +165,8 @@ def pixel_metrics(
             )
         preds.append(m)
         targets.append(_mask(masks.get(r.image_id) if r.gt_label == Label.ANOMALY else None, side))
-    p, t = np.stack(preds), np.stack(targets)
-    auroc = roc_auc_score(t.ravel(), p.ravel())
-    return PixelMetrics(status="ok", auroc=_r(auroc), aupro=_r(aupro(p, t)), resolution=side)
+    auroc, pro = pixel_curves(np.stack(preds), np.stack(targets))
+    return PixelMetrics(status="ok", auroc=_r(auroc), aupro=_r(pro), resolution=side)
 
 
 def compute_metrics(recs: list[PredictionRecord], masks: dict[str, str | None], maps: dict[str, np.ndarray],

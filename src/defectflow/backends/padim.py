@@ -13,15 +13,22 @@ from defectflow.errors import ModelError
 
 
 def spd_inverse(cov: np.ndarray) -> np.ndarray:
-    """Inverse of a batch of symmetric positive-definite matrices through their Cholesky factor
-    (``inv(A) = inv(L).T @ inv(L)``), in float64. Tests check ``A @ inv(A) = I``."""
-    try:
-        chol = np.linalg.cholesky(cov.astype(np.float64))
-    except np.linalg.LinAlgError:
-        raise ModelError("a covariance matrix is not positive definite; raise `epsilon`") from None
-    eye = np.broadcast_to(np.eye(cov.shape[-1]), cov.shape)
-    linv = np.linalg.solve(chol, eye)
-    return np.swapaxes(linv, -1, -2) @ linv
+    """Inverse of a batch of symmetric positive-definite matrices from their Cholesky factor
+    (LAPACK ``potrf`` + ``potri``: a third of the arithmetic of a general solve), in float64.
+    Tests check ``A @ inv(A) = I``."""
+    from scipy.linalg import lapack
+
+    out = np.empty(cov.shape, dtype=np.float64)
+    lower = np.tril_indices(cov.shape[-1], -1)
+    for i, a in enumerate(np.asarray(cov, dtype=np.float64)):
+        chol, info = lapack.dpotrf(a, lower=1, clean=0)
+        if info == 0:
+            inv, info = lapack.dpotri(chol, lower=1)
+        if info != 0:
+            raise ModelError("a covariance matrix is not positive definite; raise `epsilon`")
+        inv[lower[1], lower[0]] = inv[lower]  # potri fills one triangle
+        out[i] = inv
+    return out
 
 
 class PadimBackend(Backend):
@@ -48,7 +55,7 @@ class PadimBackend(Backend):
         x = x.reshape(n, len(self.channels), h * w).transpose(2, 0, 1)  # [P, N, C]
         mean = x.mean(1)
         xc = x - mean[:, None, :]
-        cov = np.einsum("pnc,pnd->pcd", xc, xc) / (n - 1)
+        cov = np.matmul(xc.transpose(0, 2, 1), xc) / (n - 1)
         cov += self.params.epsilon * np.eye(cov.shape[-1])
         self.mean = mean.astype(np.float32)
         self.inv_cov = spd_inverse(cov).astype(np.float32)
