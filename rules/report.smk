@@ -1,33 +1,19 @@
 rule metrics:
     input:
-        predictions=expand(
-            "results/{{dataset}}/models/{model}/{{category}}/predictions.jsonl",
-            model=MODELS,
-        ),
-        maps=expand(
-            "results/{{dataset}}/models/{model}/{{category}}/maps.safetensors",
-            model=MODELS,
-        ),
-        infer_configs=expand(
-            "results/{{dataset}}/models/{model}/{{category}}/infer_config.json",
-            model=MODELS,
-        ),
+        predictions=rules.predict.output.predictions,
+        maps=rules.score.output.maps,
+        infer_config=rules.calibrate.output.infer_config,
         table="results/{dataset}/standardized.parquet",
     output:
-        metrics=expand(
-            "results/{{dataset}}/models/{model}/{{category}}/metrics.json",
-            model=MODELS,
-        ),
+        metrics="results/{dataset}/models/{model}/{category}/metrics.json",
     log:
-        "logs/{dataset}/metrics/{category}.log",
+        "logs/{dataset}/metrics/{model}-{category}.log",
     conda:
         "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    params:
-        models=MODELS,
     script:
         "../scripts/metrics.py"
 

@@ -1,16 +1,16 @@
-"""Snakemake adapter: every model's predictions of a category + masks -> metrics.json each."""
+"""Snakemake adapter: a model's predictions and maps of a category + masks -> metrics.json."""
 
 from defectflow.logs import log_to
 from defectflow.metrics import run_metrics
 
 with log_to(snakemake.log[0]):
     run_metrics(
-        list(snakemake.input.predictions),
-        list(snakemake.input.maps),
-        list(snakemake.input.infer_configs),
+        snakemake.input.predictions,
+        snakemake.input.maps,
+        snakemake.input.infer_config,
         snakemake.input.table,
         snakemake.wildcards.dataset,
         snakemake.wildcards.category,
-        list(snakemake.params.models),
-        list(snakemake.output.metrics),
+        snakemake.wildcards.model,
+        snakemake.output.metrics,
     )

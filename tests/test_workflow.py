@@ -227,7 +227,7 @@ def _planned_jobs(wf: Path, *config: str) -> dict[str, int]:
 
 def test_threshold_change_reruns_calibration_never_scoring(demo_run):
     jobs = _planned_jobs(demo_run, "threshold={'quantile': 0.9}")
-    assert jobs == {"calibrate": 6, "predict": 6, "metrics": 2, "report": 1, "all": 1, "total": 16}
+    assert jobs == {"calibrate": 6, "predict": 6, "metrics": 6, "report": 1, "all": 1, "total": 20}
     jobs = _planned_jobs(
         demo_run, "models={'patchcore': {'backend': 'patchcore', 'coreset_ratio': 0.2}}"
     )
@@ -369,6 +369,20 @@ def test_edited_threshold_is_refused_until_sealed_as_a_new_model(demo_run, tmp_p
     r = _infer("--infer-config", str(ic), img, "--out", str(tmp_path / "p.jsonl"))
     rec = json.loads((tmp_path / "p.jsonl").read_text())
     assert r.returncode == 0 and not rec["model_id"].endswith(old_id)
+
+
+def test_a_failing_model_does_not_stop_the_others(demo_run):
+    models = ("models={'broken': {'backend': 'anomalib', 'model': 'Padim', 'init': {'backbone': 'no_such_net'}},"
+              " 'knn5': {'backend': 'knn', 'k': 5}}")  # fmt: skip
+    r = snakemake(demo_run, "--config", models, check=False)  # the default profile keeps going
+    assert r.returncode != 0
+    log = (demo_run / "logs/demo/train/broken-tile.log").read_text()
+    assert "cannot build it" in log and "no_such_net" in log and "Traceback" not in log
+    for cat in ("tile", "bracket"):  # the model added beside it went all the way
+        assert json.loads((demo_run / f"results/demo/models/knn5/{cat}/metrics.json").read_text())[
+            "image"
+        ]["auroc"]
+    assert not (demo_run / "results/demo/models/broken/tile/checkpoint.safetensors").exists()
 
 
 def test_two_clean_runs_give_byte_identical_predictions(demo_run, tmp_path):

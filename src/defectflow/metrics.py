@@ -181,22 +181,19 @@ def compute_metrics(recs: list[PredictionRecord], masks: dict[str, str | None], 
     )  # fmt: skip
 
 
-def run_metrics(predictions: list[str], maps_files: list[str], infer_configs: list[str], table: str | Path,
-                dataset: str, category: str, models: list[str], outs: list[str]) -> list[Metrics]:  # fmt: skip
-    """Snakemake entry point: every model's predictions of one category + masks -> metrics.json each."""
+def run_metrics(predictions: str | Path, maps: str | Path, infer_config: str | Path, table: str | Path,
+                dataset: str, category: str, model: str, out: str | Path) -> Metrics:  # fmt: skip
+    """Snakemake entry point: one model's predictions of one category + masks -> metrics.json."""
     from defectflow.artifacts.infer_config import read_infer_config
     from defectflow.artifacts.scores import read_maps
     from defectflow.artifacts.standardized import category_rows
 
     masks = {r["image_id"]: r["mask_path"] for r in category_rows(table, category)}
-    done = []
-    for pred, maps_file, ic, model, out in zip(predictions, maps_files, infer_configs, models, outs, strict=True):  # fmt: skip
-        thr = read_infer_config(ic).threshold
-        m = compute_metrics(read_predictions(pred), masks, read_maps(maps_file), dataset, category,
-                            model, thr.value, thr.policy)  # fmt: skip
-        write_metrics(m, out)
-        pixel = m.pixel.auroc if m.pixel.status == "ok" else m.pixel.reason
-        log.info("%s/%s/%s: image AUROC %s, F1 %s (best possible %s), pixel %s",
-                 dataset, category, model, m.image.auroc, m.image.f1, m.image.best_f1, pixel)  # fmt: skip
-        done.append(m)
-    return done
+    thr = read_infer_config(infer_config).threshold
+    m = compute_metrics(read_predictions(predictions), masks, read_maps(maps), dataset, category, model,
+                        thr.value, thr.policy)  # fmt: skip
+    write_metrics(m, out)
+    pixel = m.pixel.auroc if m.pixel.status == "ok" else m.pixel.reason
+    log.info("%s/%s/%s: image AUROC %s, F1 %s (best possible %s), pixel %s",
+             dataset, category, model, m.image.auroc, m.image.f1, m.image.best_f1, pixel)  # fmt: skip
+    return m
