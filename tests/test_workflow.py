@@ -371,6 +371,21 @@ def test_edited_threshold_is_refused_until_sealed_as_a_new_model(demo_run, tmp_p
     assert r.returncode == 0 and not rec["model_id"].endswith(old_id)
 
 
+def test_whole_model_onnx_export_matches_the_delivered_model(demo_run, tmp_path):
+    """Every backend whose registry entry says it can export goes through the same export path,
+    and the exported graph scores like the delivered numpy path."""
+    from defectflow.backends import REGISTRY
+    from defectflow.onnx_export import run_export_onnx
+
+    exportable = sorted(n for n, e in REGISTRY.items() if e.onnx)
+    assert exportable == ["knn", "padim", "patchcore"]
+    for name in exportable:
+        d = demo_run / "results/demo/models" / name / "bracket"
+        rep = run_export_onnx(d / "infer_config.json", demo_run / "results/demo/standardized.parquet", "bracket",
+                              tmp_path / f"{name}.onnx", tmp_path / f"{name}.json", n_check=4)  # fmt: skip
+        assert rep["passed"] and rep["max_relative_difference"] < 1e-3, (name, rep)
+
+
 def test_a_failing_model_does_not_stop_the_others(demo_run):
     models = ("models={'broken': {'backend': 'anomalib', 'model': 'Padim', 'init': {'backbone': 'no_such_net'}},"
               " 'knn5': {'backend': 'knn', 'k': 5}}")  # fmt: skip

@@ -35,26 +35,11 @@ class MemoryReport(BaseModel):
 def model_memory_mb(
     params: dict[str, Any], n_train: int, patch_shape: list[int], embedding_dim: int
 ) -> dict[str, float]:
-    """Projected memory (MB) of fitting a model on ``n_train`` images, from the backbone's
-    feature shape and the model's own settings."""
-    c, h, w = patch_shape
-    backend = params.get("backend")
-    cand = n_train * h * w * c * 4 / 2**20
-    if backend == "patchcore":
-        cand_kept = min(cand, float(params.get("max_memory_mb", cand)))
-        return {
-            "candidates_mb": round(cand_kept, 1),
-            "model_mb": round(cand_kept * float(params.get("coreset_ratio", 0.1)), 1),
-        }
-    if backend == "padim":
-        k = int(params.get("n_features") or c)
-        return {"candidates_mb": round(cand, 1), "model_mb": round(h * w * k * k * 4 / 2**20, 1)}
-    if backend == "knn":
-        return {
-            "candidates_mb": round(n_train * embedding_dim * 4 / 2**20, 1),
-            "model_mb": round(n_train * embedding_dim * 4 / 2**20, 1),
-        }
-    return {}
+    """Projected memory (MB) of fitting a model on ``n_train`` images (its backend's estimate)."""
+    from defectflow.backends import entry
+
+    p = entry(params["backend"]).params.model_validate(params)
+    return p.memory_mb(n_train, patch_shape, embedding_dim)
 
 
 def run_memory_check(preflight: str | Path, backbone_card: str | Path, models: dict[str, Any], dataset: str,

@@ -1,8 +1,8 @@
 """Optional whole-model ONNX export (backbone + backend scoring in one graph), with a parity
 check against the delivered numpy path: a mismatch beyond the tolerance fails the export.
 
-The scoring below is the backends' numpy scoring written in torch ops so that it can be traced;
-the parity check is what keeps the two equal.
+Each exportable backend writes its numpy scoring in torch ops (``torch_scorer``) so that it can
+be traced; the parity check here is what keeps the two equal.
 """
 
 from __future__ import annotations
@@ -17,55 +17,6 @@ from defectflow.errors import ModelError
 from defectflow.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-def _torch_scorer(backend: Any):
-    import torch
-
-    name = backend.name
-    if name == "knn":
-        bank = torch.from_numpy(backend.bank)
-
-        def score(patch, image):
-            q = image / image.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            d = torch.cdist(q, bank)
-            return torch.topk(d, min(backend.params.k, len(bank)), largest=False).values.mean(1)
-
-        return score
-    if name == "padim":
-        mean, inv = torch.from_numpy(backend.mean), torch.from_numpy(backend.inv_cov)
-        ch = torch.from_numpy(backend.channels)
-
-        def score(patch, image):
-            b, _, h, w = patch.shape
-            diff = patch[:, ch].reshape(b, -1, h * w).permute(2, 0, 1) - mean[:, None, :]
-            d2 = ((diff @ inv) * diff).sum(-1).clamp_min(0)
-            return d2.sqrt().amax(0)
-
-        return score
-    if name == "patchcore":
-        bank = torch.from_numpy(backend.bank)
-        k = min(backend.params.num_neighbors, len(bank))
-
-        def score(patch, image):
-            b, c, h, w = patch.shape
-            q = patch.permute(0, 2, 3, 1).reshape(-1, c)
-            d2 = (q * q).sum(1, keepdim=True) - 2 * q @ bank.T + (bank * bank).sum(1)[None]
-            dmin, nn = d2.min(1)
-            d = dmin.clamp_min(0).sqrt().reshape(b, h * w)
-            best = d.argmax(1)
-            rows = torch.arange(b)
-            s_star = d[rows, best]
-            if k <= 1:
-                return s_star
-            m_test = q.reshape(b, h * w, c)[rows, best]
-            m_star = bank[nn.reshape(b, h * w)[rows, best]]
-            nb = torch.topk(torch.cdist(m_star, bank), k, largest=False).indices
-            dist_nb = (m_test[:, None, :] - bank[nb]).norm(dim=-1)
-            return (1 - torch.softmax(dist_nb, 1)[:, 0]) * s_star
-
-        return score
-    raise ModelError(f"backend {name!r} has no ONNX export")
 
 
 def run_export_onnx(infer_config: str | Path, table: str | Path, category: str, out_model: str | Path,
@@ -83,7 +34,9 @@ def run_export_onnx(infer_config: str | Path, table: str | Path, category: str, 
     det = Detector.load(infer_config)
     if det.backbone is None:
         raise ModelError("whole-model ONNX export covers backends that run on the ONNX backbone")
-    scorer = _torch_scorer(det.backend)
+    if not hasattr(det.backend, "torch_scorer"):
+        raise ModelError(f"backend {det.backend.name!r} has no ONNX export")
+    scorer = det.backend.torch_scorer()
 
     class Head(torch.nn.Module):
         def forward(self, patch, embedding):
@@ -98,9 +51,10 @@ def run_export_onnx(infer_config: str | Path, table: str | Path, category: str, 
     backbone = onnx.load(det.backbone.model_path)
     head = onnx.load(str(head_path))
     head_path.unlink()
-    merged = compose.merge_models(
-        backbone, head, io_map=[("patch", "patch"), ("embedding", "embedding")], prefix2="head_"
-    )
+    head = compose.add_prefix(head, "head_")
+    used = {i.name for i in head.graph.input}  # the exporter drops inputs a scorer does not read
+    io_map = [(o, f"head_{o}") for o in ("patch", "embedding") if f"head_{o}" in used]
+    merged = compose.merge_models(backbone, head, io_map=io_map)
     with atomic_path(out_model) as tmp:
         onnx.save(merged, str(tmp))
     sess = ort.InferenceSession(str(out_model), providers=["CPUExecutionProvider"])

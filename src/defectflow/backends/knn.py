@@ -34,6 +34,18 @@ class KnnBackend(Backend):
         d, _ = knn_distances(_unit(data.image), self.bank, k=self.params.k)
         return d.mean(1), None
 
+    def torch_scorer(self):
+        """The scoring in torch ops, for the ONNX export (parity-checked there)."""
+        import torch
+
+        bank, k = torch.from_numpy(self.bank), min(self.params.k, len(self.bank))
+
+        def score(patch, image):
+            q = image / image.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return torch.topk(torch.cdist(q, bank), k, largest=False).values.mean(1)
+
+        return score
+
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"bank": self.bank}
 

@@ -74,6 +74,23 @@ class PadimBackend(Backend):
         maps = np.sqrt(np.maximum(d2, 0.0)).T.reshape(b, h, w)
         return maps.reshape(b, -1).max(1).astype(np.float64), maps
 
+    def torch_scorer(self):
+        """The scoring in torch ops, for the ONNX export (parity-checked there)."""
+        import torch
+
+        mean, inv, ch = (
+            torch.from_numpy(self.mean),
+            torch.from_numpy(self.inv_cov),
+            torch.from_numpy(self.channels),
+        )
+
+        def score(patch, image):
+            b, _, h, w = patch.shape
+            diff = patch[:, ch].reshape(b, -1, h * w).permute(2, 0, 1) - mean[:, None, :]
+            return ((diff @ inv) * diff).sum(-1).clamp_min(0).sqrt().amax(0)
+
+        return score
+
     def state_dict(self) -> dict[str, np.ndarray]:
         return {
             "mean": self.mean,

@@ -23,12 +23,31 @@ class BackendParams(BaseModel):
         """The params that change the fitted model (everything but `backend`)."""
         return self.model_dump(mode="json", exclude={"backend"})
 
+    def memory_mb(
+        self, n_train: int, patch_shape: list[int], embedding_dim: int
+    ) -> dict[str, float]:
+        """Projected memory of fitting on ``n_train`` images: features held while fitting and the
+        fitted model (MB). Empty when the backend cannot tell (it reads images, not features)."""
+        return {}
+
+
+def _mb(n_bytes: float) -> float:
+    return round(n_bytes / 2**20, 1)
+
 
 class KnnParams(BackendParams):
     backend: Literal["knn"] = Field(
         description="image-level nearest neighbours on pooled embeddings"
     )
     k: int = Field(default=1, ge=1, description="neighbours averaged into the score")
+
+    def memory_mb(
+        self, n_train: int, patch_shape: list[int], embedding_dim: int
+    ) -> dict[str, float]:
+        return {
+            "candidates_mb": _mb(n_train * embedding_dim * 4),
+            "model_mb": _mb(n_train * embedding_dim * 4),
+        }
 
 
 class PatchcoreParams(BackendParams):
@@ -48,6 +67,13 @@ class PatchcoreParams(BackendParams):
         description="the candidate patches may use at most this (else subsampled)",
     )
 
+    def memory_mb(
+        self, n_train: int, patch_shape: list[int], embedding_dim: int
+    ) -> dict[str, float]:
+        c, h, w = patch_shape
+        cand = min(n_train * h * w * c * 4 / 2**20, float(self.max_memory_mb))
+        return {"candidates_mb": round(cand, 1), "model_mb": round(cand * self.coreset_ratio, 1)}
+
 
 class PadimParams(BackendParams):
     backend: Literal["padim"] = Field(description="per-position Gaussian, Mahalanobis distance")
@@ -55,6 +81,13 @@ class PadimParams(BackendParams):
         default=0, ge=0, description="random channel subset size (0: all channels)"
     )
     epsilon: float = Field(default=0.01, gt=0, description="covariance regularisation")
+
+    def memory_mb(
+        self, n_train: int, patch_shape: list[int], embedding_dim: int
+    ) -> dict[str, float]:
+        c, h, w = patch_shape
+        k = self.n_features or c
+        return {"candidates_mb": _mb(n_train * h * w * c * 4), "model_mb": _mb(h * w * k * k * 4)}
 
 
 @functools.cache

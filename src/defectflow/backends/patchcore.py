@@ -91,6 +91,32 @@ class PatchcoreBackend(Backend):
         weight = 1.0 - e[:, 0] / e.sum(1)
         return weight * s_star, maps
 
+    def torch_scorer(self):
+        """The scoring in torch ops, for the ONNX export (parity-checked there)."""
+        import torch
+
+        bank = torch.from_numpy(self.bank)
+        k = min(self.params.num_neighbors, len(bank))
+
+        def score(patch, image):
+            b, c, h, w = patch.shape
+            q = patch.permute(0, 2, 3, 1).reshape(-1, c)
+            d2 = (q * q).sum(1, keepdim=True) - 2 * q @ bank.T + (bank * bank).sum(1)[None]
+            dmin, nn = d2.min(1)
+            d = dmin.clamp_min(0).sqrt().reshape(b, h * w)
+            rows, best = torch.arange(b), d.argmax(1)
+            s_star = d[rows, best]
+            if k <= 1:
+                return s_star
+            m_test = q.reshape(b, h * w, c)[rows, best]
+            nb = torch.topk(
+                torch.cdist(bank[nn.reshape(b, h * w)[rows, best]], bank), k, largest=False
+            ).indices
+            dist_nb = (m_test[:, None, :] - bank[nb]).norm(dim=-1)
+            return (1 - torch.softmax(dist_nb, 1)[:, 0]) * s_star
+
+        return score
+
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"bank": self.bank, "grid": self.grid}
 
