@@ -48,6 +48,10 @@ def source_inputs(wildcards):
 def preflight_threads(wildcards, input):
     """Decoding processes: one per 1000 records, at most `preflight.threads` (a small manifest
     does not hold both cores while the backbone is exported)."""
+    from pathlib import Path
+
+    if not Path(input.manifest).exists():  # a dry run: the manifest is not made yet
+        return CFG.preflight.threads
     with open(input.manifest, "rb") as fh:
         n = sum(1 for _ in fh)
     return max(1, min(CFG.preflight.threads, n // 1000))
