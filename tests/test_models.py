@@ -194,6 +194,20 @@ def test_backend_finds_defects_and_round_trips(name, tmp_path):
     assert np.array_equal(again.score(test)[0], scores)
 
 
+def test_patchcore_fold_model_drops_the_held_out_images_entries(tmp_path):
+    train, _, _ = _synthetic()
+    b = backends.build({"backend": "patchcore", "coreset_ratio": 0.5})
+    b.fit(train)
+    keep = np.arange(20)
+    fold = b.fold_model(keep)
+    assert set(fold.source.tolist()) <= set(keep.tolist()) and 0 < len(fold.bank) < len(b.bank)
+    held = train.subset(np.arange(20, 30))
+    assert (fold.score(held)[0] > b.score(held)[0]).all()  # out of sample scores above in-sample ones
+    assert backends.build({"backend": "padim"}).fold_model(keep) is None  # others refit
+    save_checkpoint(b, tmp_path / "c.safetensors")
+    assert np.array_equal(load_checkpoint(tmp_path / "c.safetensors").source, b.source)
+
+
 def test_folds_are_balanced_and_keep_groups_together():
     ids = [f"img{i}" for i in range(40)]
     groups = [f"part{i // 4}" for i in range(40)]  # 10 parts of 4 shots

@@ -342,7 +342,7 @@ def test_delivered_model_runs_from_a_copied_folder(demo_run, tmp_path):
     # a changed checkpoint is refused with a clear message
     ckpt = ic.parent / "checkpoint.safetensors"
     good = ckpt.read_bytes()
-    ckpt.write_bytes(good[:-1] + b"\x00")
+    ckpt.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))  # flip the last byte
     r = _infer("--infer-config", str(ic), str(images), "--out", str(tmp_path / "x.jsonl"))
     assert (
         r.returncode == 2

@@ -144,8 +144,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     bad = 0
     for f in args.files:
-        name = args.schema or detect_schema(f)
         try:
+            name = args.schema or detect_schema(f)
             data = load_any(f)
             if isinstance(data, list):
                 validate_rows(name, data, where=str(f))

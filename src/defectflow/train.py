@@ -74,10 +74,15 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
     k = min(folds, len(fit))
     fold = assign_folds(fit.ids, [r["group_id"] for r in fit_rows], k, seed)
     oof = np.zeros(len(fit))
+    method = "refit"
     for f in range(k):
-        held = np.flatnonzero(fold == f)
-        b = backends.build(p)
-        b.fit(fit.subset(np.flatnonzero(fold != f)), seed=seed)
+        held, kept = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        b = backend.fold_model(kept)
+        if b is None:
+            b = backends.build(p)
+            b.fit(fit.subset(kept), seed=seed)
+        else:
+            method = "derived from the delivered model (see the backend's fold_model)"
         oof[held] = score_batches(b, fit.subset(held))[0]
         log.info("%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals", dataset, category, model, f + 1, k, len(held))  # fmt: skip
     out = [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal", "fold": int(fo),
@@ -91,7 +96,8 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
     cf_s = time.perf_counter() - t
     card = ModelCard(dataset=dataset, category=category, model=model, backend=p.backend, params=p.fit_params(),
                      n_train=len(fit), fit_seconds=round(fit_s, 3),
-                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": int(len(anom)), "seconds": round(cf_s, 3)},
+                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": int(len(anom)), "seconds": round(cf_s, 3),
+                               "fold_models": method},
                      facts=facts, backbone=backend.extra_meta().get("backbone", {}), seed=seed)  # fmt: skip
     write_model_card(card, out_card)
     log.info("%s/%s/%s: fitted on %d images in %.2f s, cross-fit %d folds in %.2f s: %s",
