@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument(
         "--max-mb", type=int, default=12000, help="stop a variant whose memory passes this"
     )
+    ap.add_argument(
+        "--attempts", type=int, default=2, help="tries per variant (anomalib's coreset can blow up)"
+    )
     ap.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:

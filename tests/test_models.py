@@ -202,7 +202,9 @@ def test_patchcore_fold_model_drops_the_held_out_images_entries(tmp_path):
     fold = b.fold_model(keep)
     assert set(fold.source.tolist()) <= set(keep.tolist()) and 0 < len(fold.bank) < len(b.bank)
     held = train.subset(np.arange(20, 30))
-    assert (fold.score(held)[0] > b.score(held)[0]).all()  # out of sample scores above in-sample ones
+    assert (
+        fold.score(held)[0] > b.score(held)[0]
+    ).all()  # out of sample scores above in-sample ones
     assert backends.build({"backend": "padim"}).fold_model(keep) is None  # others refit
     save_checkpoint(b, tmp_path / "c.safetensors")
     assert np.array_equal(load_checkpoint(tmp_path / "c.safetensors").source, b.source)

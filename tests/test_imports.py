@@ -1,0 +1,50 @@
+"""Jobs load only what they need: no torch/timm/anomalib/lightning where no network runs, and
+the delivery path imports no training code (a job's start-up is seconds of imports otherwise)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "timm", "anomalib", "lightning")
+
+
+def _loaded(module: str) -> set[str]:
+    code = f"import sys, json, {module}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(out))
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "defectflow.ingest", "defectflow.preflight", "defectflow.memory", "defectflow.standardize",
+        "defectflow.embeddings", "defectflow.train", "defectflow.scoring", "defectflow.calibrate",
+        "defectflow.predict", "defectflow.metrics", "defectflow.report", "defectflow.detector",
+        "defectflow.backends.knn", "defectflow.backends.patchcore", "defectflow.backends.padim",
+    ],
+)  # fmt: skip
+def test_stage_modules_do_not_import_torch(module):
+    loaded = _loaded(module)
+    assert not [m for m in HEAVY if m in loaded], module
+
+
+def test_delivery_path_imports_no_training_code():
+    loaded = _loaded("defectflow.detector")
+    training = {"defectflow.train", "defectflow.embeddings", "defectflow.backbone", "defectflow.backbone_export",
+                "defectflow.backends.coreset", "defectflow.standardize", "defectflow.preflight"}  # fmt: skip
+    assert not training & loaded, training & loaded
+
+
+def test_parsing_the_config_imports_no_backend_implementation():
+    loaded = _loaded("defectflow.config")
+    assert not {
+        m
+        for m in loaded
+        if m.startswith(("defectflow.backends.knn", "defectflow.backends.anomalib", "torch"))
+    }
