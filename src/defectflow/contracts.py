@@ -77,6 +77,24 @@ def validate_rows(name: str, rows: Iterable[dict[str, Any]], where: str) -> None
         validate(name, row, where=f"{where} row {i}")
 
 
+def write_json_artifact(name: str, obj: Any, path: str | Path) -> None:
+    """Validate a pydantic artifact against schema ``name`` and write it as JSON, atomically."""
+    from defectflow.io import write_json_atomic
+
+    data = obj.model_dump(mode="json")
+    validate(name, data, where=str(path))
+    write_json_atomic(path, data)
+
+
+def read_json_artifact(name: str, model: type, path: str | Path) -> Any:
+    """Read a JSON artifact, validate it against schema ``name``, parse it into ``model``."""
+    from defectflow.io import read_json
+
+    data = read_json(path)
+    validate(name, data, where=str(path))
+    return model.model_validate(data)
+
+
 def read_jsonl_models(path: str | Path, name: str, model: type) -> list[Any]:
     """Read a JSONL artifact: each line validated against schema ``name``, then parsed."""
     from defectflow.io import read_jsonl

@@ -12,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from defectflow.artifacts.backbone import read_backbone_card
 from defectflow.codes import CODES
-from defectflow.contracts import validate
-from defectflow.io import write_json_atomic
+from defectflow.contracts import write_json_artifact
 from defectflow.preflight import Issue, read_report
 from defectflow.records import Severity
 
@@ -74,9 +73,7 @@ def run_memory_check(preflight: str | Path, backbone_card: str | Path, models: d
         models=out_models,
         issues=issues,
     )
-    data = rep.model_dump(mode="json")
-    validate("memory_report", data, where=str(out))
-    write_json_atomic(out, data)
+    write_json_artifact("memory_report", rep, out)
     for i in issues:
         (log.warning if i.severity != Severity.INFO else log.info)("%s: %s", i.code, i.message)
     return rep

@@ -13,10 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from defectflow import __version__
 from defectflow.codes import CODES, default_severity
 from defectflow.config import PreflightConfig
-from defectflow.contracts import validate
+from defectflow.contracts import read_json_artifact, write_json_artifact
 from defectflow.errors import PreflightFailed
 from defectflow.imagefacts import ImageFacts, inspect_files
-from defectflow.io import read_json, write_json_atomic
 from defectflow.records import Label, ManifestRecord, Severity, Split
 
 log = logging.getLogger(__name__)
@@ -454,15 +453,11 @@ def format_summary(report: PreflightReport, examples: int = 2) -> str:
 
 
 def write_report(report: PreflightReport, path: str | Path) -> None:
-    data = report.model_dump(mode="json")
-    validate("preflight", data, where=str(path))
-    write_json_atomic(path, data)
+    write_json_artifact("preflight", report, path)
 
 
 def read_report(path: str | Path) -> PreflightReport:
-    data = read_json(path)
-    validate("preflight", data, where=str(path))
-    return PreflightReport.model_validate(data)
+    return read_json_artifact("preflight", PreflightReport, path)
 
 
 def run_preflight(manifest: str | Path, report_out: str | Path, facts_out: str | Path | None, checks: dict[str, Any] | PreflightConfig,

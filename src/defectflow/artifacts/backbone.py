@@ -8,8 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from defectflow import __version__
-from defectflow.contracts import validate
-from defectflow.io import read_json, write_json_atomic
+from defectflow.contracts import read_json_artifact, write_json_artifact
 
 
 class BackboneCard(BaseModel):
@@ -27,12 +26,8 @@ class BackboneCard(BaseModel):
 
 
 def write_backbone_card(card: BackboneCard, path: str | Path) -> None:
-    data = card.model_dump(mode="json")
-    validate("backbone_card", data, where=str(path))
-    write_json_atomic(path, data)
+    write_json_artifact("backbone_card", card, path)
 
 
 def read_backbone_card(path: str | Path) -> BackboneCard:
-    data = read_json(path)
-    validate("backbone_card", data, where=str(path))
-    return BackboneCard.model_validate(data)
+    return read_json_artifact("backbone_card", BackboneCard, path)

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from defectflow.contracts import validate
+from defectflow.contracts import write_json_artifact
 from defectflow.errors import ModelError
-from defectflow.io import atomic_path, write_json_atomic
+from defectflow.io import atomic_path
 from defectflow.records import ModelArtifact
 
 META_KEY = "defectflow"
@@ -33,9 +33,7 @@ class ModelCard(ModelArtifact):
 
 
 def write_model_card(card: ModelCard, path: str | Path) -> None:
-    data = card.model_dump(mode="json")
-    validate("model_card", data, where=str(path))
-    write_json_atomic(path, data)
+    write_json_artifact("model_card", card, path)
 
 
 def save_checkpoint(backend: Any, path: str | Path) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from defectflow.contracts import validate
-from defectflow.io import read_json, write_json_atomic
+from defectflow.contracts import read_json_artifact, write_json_artifact
 from defectflow.records import ModelArtifact
 
 
@@ -63,12 +62,8 @@ class Metrics(ModelArtifact):
 
 
 def write_metrics(m: Metrics, path: str | Path) -> None:
-    data = m.model_dump(mode="json")
-    validate("metrics", data, where=str(path))
-    write_json_atomic(path, data)
+    write_json_artifact("metrics", m, path)
 
 
 def read_metrics(path: str | Path) -> Metrics:
-    data = read_json(path)
-    validate("metrics", data, where=str(path))
-    return Metrics.model_validate(data)
+    return read_json_artifact("metrics", Metrics, path)
