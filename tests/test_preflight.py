@@ -202,6 +202,36 @@ def zoo(tmp_path):
         split="train",
         label="normal",
     )
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(d / "tiny.png")
+    add("tiny", image=str(d / "tiny.png"), category="c", split="train", label="normal")
+    frames = [Image.fromarray(np.full((40, 40), v, np.uint8)) for v in (0, 200)]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:])
+    add("animated", image=str(d / "anim.gif"), category="c", split="train", label="normal")
+    (d / "loop_a.png").symlink_to(d / "loop_b.png")
+    (d / "loop_b.png").symlink_to(d / "loop_a.png")
+    add("symlink_loop", image=str(d / "loop_a.png"), category="c", split="test", label="normal")
+    add(
+        "path_label_a",
+        image=str(save_image(d / "pl.png", 111)),
+        category="c",
+        split="test",
+        label="normal",
+    )
+    add("path_label_b", image=str(d / "pl.png"), category="c", split="test", label="anomaly")
+    for i in range(3):
+        add(
+            f"nn_train{i}",
+            image=str(save_image(d / f"nn{i}.png", 120 + i)),
+            category="notestnormal",
+            split="train",
+        )
+    add(
+        "nn_test",
+        image=str(save_image(d / "nnt.png", 130)),
+        category="notestnormal",
+        split="test",
+        label="anomaly",
+    )
     m = write_jsonl(d / "zoo.jsonl", rows)
     recs = ingest_sources(
         DatasetConfig.model_validate({"sources": [{"type": "manifest", "path": str(m)}]}).sources,
@@ -217,7 +247,66 @@ EXPECT_AT_LINE = {
     "MASK_SIZE_MISMATCH": "masksize", "MASK_EMPTY": "maskempty", "MASK_FULL": "maskfull", "MASK_ON_NORMAL": "masknormal",
     "MASK_ORPHAN": "orphan", "DUPLICATE_PATH": "duppath", "DUPLICATE_CONTENT": "dupcontent",
     "DUPLICATE_LABEL_CONFLICT": "conflict_b", "LEAKAGE_EXACT": "leak", "LEAKAGE_NEAR": "near",
+    "IMAGE_TINY": "tiny", "IMAGE_ANIMATED": "animated",
 }  # fmt: skip
+
+
+def test_bad_files_and_labels_a_new_user_brings(zoo):
+    recs, line = zoo
+    by = _by_code(_run(recs))
+    loop = [i for i in by["IMAGE_MISSING"] if i.context["line"] == line["symlink_loop"]]
+    assert loop and "symlink that leads nowhere" in loop[0].message  # a loop: no traceback
+    conflict = [
+        i for i in by["DUPLICATE_LABEL_CONFLICT"] if i.context["line"] == line["path_label_b"]
+    ]
+    assert (
+        conflict and "['anomaly', 'normal']" in conflict[0].message
+    )  # one file, two labels: an error
+    assert {i.context["category"] for i in by["NO_TEST_NORMALS"]} == {"emptycat", "notestnormal"}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [
+        ("utf16.jsonl", '{"image": "a.png", "category": "c"}\n'.encode("utf-16"), None),
+        ("empty.jsonl", b"", None),
+        ("header.csv", b"image,category\n", None),
+        ("truncated.jsonl", b'{"image": "a.png", "category": "c"}\n{"image": "a.p', 2),
+        ("bad_line.jsonl", b'{"image": "a.png"}\nnot json\n{"image": "b.png"}\n', 2),
+        ("no_images.jsonl", b'{"image": "", "category": "c", "mask": "m.png"}\n', 1),
+    ],
+)
+def test_unreadable_manifest_still_gives_a_report_with_file_and_line(tmp_path, name, content, line):
+    from defectflow.errors import ManifestError
+    from defectflow.preflight import unreadable_manifest_report
+
+    m = tmp_path / name
+    m.write_bytes(content)
+    with pytest.raises(ManifestError) as exc:
+        ingest_sources(
+            DatasetConfig.model_validate(
+                {"sources": [{"type": "manifest", "path": str(m)}]}
+            ).sources,
+            "t",
+        )
+    report = unreadable_manifest_report(exc.value, "t", str(m), PreflightConfig())
+    (issue,) = report.issues
+    assert not report.ok and issue.code == "MANIFEST_UNREADABLE" and issue.context["file"] == str(m)
+    assert issue.context.get("line") == line
+    TRIGGERED.add(issue.code)
+
+
+def test_a_byte_order_mark_and_a_json_array_are_read(tmp_path):
+    img = save_image(tmp_path / "a.png")
+    row = {"image": str(img), "category": "c", "split": "train"}
+    (tmp_path / "bom.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8-sig")
+    (tmp_path / "array.json").write_text(json.dumps([row, row], indent=2))
+    for name, n in (("bom.jsonl", 1), ("array.json", 2)):
+        src = DatasetConfig.model_validate(
+            {"sources": [{"type": "manifest", "path": str(tmp_path / name)}]}
+        ).sources
+        recs = ingest_sources(src, "t")
+        assert len(recs) == n and recs[0].image_path == str(img)
 
 
 @pytest.mark.parametrize("code", sorted(EXPECT_AT_LINE))
@@ -237,11 +326,11 @@ def test_dataset_level_codes(zoo):
     by = _by_code(_run(recs))
     assert {i.context["group_id"] for i in by["GROUP_LEAKAGE"]} == {"part-1"}
     assert {i.context["category"] for i in by["NO_NORMAL_TRAIN"]} == {"emptycat"}
-    assert {i.context["category"] for i in by["FEW_TRAIN_IMAGES"]} == {"smallcat"}
+    assert {i.context["category"] for i in by["FEW_TRAIN_IMAGES"]} == {"smallcat", "notestnormal"}
     assert "smallcat" in {i.context["category"] for i in by["NO_TEST_ANOMALIES"]}
     assert "c" not in {i.context["category"] for i in by["NO_TEST_ANOMALIES"]}
     assert {i.context["category"] for i in by["NO_VAL_IMAGES"]} >= {"c", "smallcat"}
-    assert {i.context["category"] for i in by["MASK_ABSENT"]} == {"c", "emptycat"}
+    assert {i.context["category"] for i in by["MASK_ABSENT"]} == {"c", "emptycat", "notestnormal"}
     for code in ("MODE_MIX", "BIT_DEPTH_MIX", "SIZE_MIX"):
         assert [i.context["category"] for i in by[code]] == ["c"], code
 

@@ -32,8 +32,14 @@ def source_for_path(path: Path) -> dict:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     from defectflow.config import DatasetConfig, PreflightConfig, load_config
+    from defectflow.errors import ManifestError
     from defectflow.ingest import ingest_sources
-    from defectflow.preflight import format_summary, preflight_records, write_report
+    from defectflow.preflight import (
+        format_summary,
+        preflight_records,
+        unreadable_manifest_report,
+        write_report,
+    )
 
     checks = load_config(args.config).preflight if args.config else PreflightConfig()
     updates: dict = {"threads": args.threads}
@@ -44,8 +50,12 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     if args.category:
         src["category"] = args.category
     ds = DatasetConfig.model_validate({"sources": [src]})
-    records = ingest_sources(ds.sources, dataset=args.dataset)
-    report, _ = preflight_records(records, checks, args.dataset, str(args.path))
+    try:
+        records = ingest_sources(ds.sources, dataset=args.dataset)
+    except ManifestError as exc:  # the manifest itself is unreadable: still a report
+        report = unreadable_manifest_report(exc, args.dataset, str(args.path), checks)
+    else:
+        report, _ = preflight_records(records, checks, args.dataset, str(args.path))
     print(format_summary(report, examples=args.examples))
     if args.json:
         write_report(report, args.json)

@@ -12,6 +12,7 @@ E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 #: code -> (default severity, what it means, what to do)
 CODES: dict[str, tuple[Severity, str, str]] = {
+    "MANIFEST_UNREADABLE": (E, "the manifest itself cannot be read: not UTF-8, not valid JSON/CSV, empty, or no image column", "fix the file at the line the report names (JSON lines or a JSON array of objects, CSV with a header, Parquet)"),
     "CATEGORY_MISSING": (E, "a record has no category", "add a category column, or set `category:` on the source"),
     "CATEGORY_INVALID": (E, "a category name cannot be a folder name (it contains / or \\, or is . or ..)", "rename the category"),
     "SPLIT_INVALID": (E, "a split value is not train/val/test (or a known alias)", "fix the value, or leave it empty to let defectflow assign one"),
@@ -20,6 +21,8 @@ CODES: dict[str, tuple[Severity, str, str]] = {
     "ANOMALY_IN_TRAIN": (E, "an anomalous image is in the train split; models are fitted on normal images only", "move it to test, or leave its split empty"),
     "IMAGE_MISSING": (E, "an image file does not exist", "fix the path (relative paths are relative to the manifest's folder or `root:`)"),
     "IMAGE_UNREADABLE": (E, "an image file cannot be opened as an image", "replace the file or drop the record"),
+    "IMAGE_TINY": (W, "an image is smaller than 32 px on a side: far below the model input, its detail is invented by upscaling", "check the file; crop or capture at a usable resolution"),
+    "IMAGE_ANIMATED": (W, "an image file holds several frames (animated GIF, multi-page TIFF): only the first is used", "export the frame you mean as a single image"),
     "IMAGE_TRUNCATED": (E, "an image file is truncated or corrupt (pixels do not decode)", "re-export or re-copy the file"),
     "MASK_MISSING": (E, "a record names a mask file that does not exist", "fix the mask path or drop it"),
     "MASK_UNREADABLE": (E, "a mask file cannot be decoded", "replace the mask"),
@@ -38,6 +41,7 @@ CODES: dict[str, tuple[Severity, str, str]] = {
     "NO_NORMAL_TRAIN": (E, "a category has no normal training image: no model can be fitted", "add normal images to train (or leave splits empty to have them assigned)"),
     "FEW_TRAIN_IMAGES": (W, "a category has fewer normal training images than `preflight.min_train_images`", "add normal images; models on few images are unstable"),
     "NO_TEST_ANOMALIES": (W, "a category has no anomalous test image: AUROC/F1 cannot be computed", "add labeled defect images to test"),
+    "NO_TEST_NORMALS": (W, "a category has anomalous test images but no normal ones: AUROC and false positives cannot be measured", "add normal images to test (or leave their split empty to have some assigned)"),
     "NO_VAL_IMAGES": (INFO, "a category has no val images: the threshold rests on cross-fitted training normals alone", "add a few labelled val anomalies to let `auto` choose the F1-optimal threshold"),
     "MODE_MIX": (W, "a category mixes channel layouts (e.g. grayscale and RGB)", "fine for the default preprocessing (converted to RGB); check it is intended"),
     "BIT_DEPTH_MIX": (W, "a category mixes bit depths (e.g. 8 and 16 bit)", "export all images at one bit depth; 16-bit images are scaled to 8 bit"),

@@ -22,13 +22,11 @@ from defectflow.errors import IntegrityError, ModelError
 from defectflow.io import sha256_file
 from defectflow.maps import save_heatmap
 from defectflow.predict import record
-from defectflow.preprocess import PreprocessSpec, load_rgb, to_array
+from defectflow.preprocess import MIN_SIDE, PreprocessSpec, load_rgb, to_array
 from defectflow.scoring import score_with_maps
 from defectflow.thresholds import normalize
 
 log = logging.getLogger(__name__)
-
-MIN_SIDE = 32
 
 
 def resolve(base: Path, ref: FileRef, what: str) -> Path:

@@ -12,7 +12,12 @@ class ConfigError(DefectflowError):
 
 
 class ManifestError(DefectflowError):
-    """A data source (manifest file or folder) cannot be read or mapped to records."""
+    """A data source (manifest file or folder) cannot be read or mapped to records; ``file`` and
+    ``line`` say where, when known."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.file, self.line = file, line
 
 
 class SchemaValidationError(DefectflowError):

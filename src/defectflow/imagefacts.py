@@ -61,6 +61,9 @@ class ImageFacts(BaseModel):
     mask_fraction: float | None = Field(
         default=None, description="share of foreground pixels (masks)"
     )
+    n_frames: int = Field(
+        default=1, description="frames in the file (animated GIF, multi-page TIFF)"
+    )
 
 
 def bit_depth(mode: str) -> int:
@@ -95,9 +98,12 @@ def inspect_file(path: str, kind: str, full: bool) -> ImageFacts:
     """Facts about one file. Never raises for bad files: problems are recorded in the result."""
     p = Path(path)
     if not p.is_file():
-        return ImageFacts(
-            path=path, kind=kind, exists=False, readable=False, error="file not found"
+        why = (
+            "a symlink that leads nowhere (broken or a loop)"
+            if p.is_symlink()
+            else "file not found"
         )
+        return ImageFacts(path=path, kind=kind, exists=False, readable=False, error=why)
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -114,6 +120,7 @@ def inspect_file(path: str, kind: str, full: bool) -> ImageFacts:
         facts.format, facts.mode = img.format, img.mode
         facts.width, facts.height = img.size
         facts.channels, facts.bit_depth = channels(img.mode), bit_depth(img.mode)
+        facts.n_frames = int(getattr(img, "n_frames", 1) or 1)
     except UnidentifiedImageError:
         facts.error = (
             "not a readable image: unknown or damaged format (first bytes: " + repr(data[:8]) + ")"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,11 @@ def _resolve(base: Path, value: str | None) -> str | None:
     if value is None or str(value).strip() == "":
         return None
     p = Path(str(value))
-    return str((p if p.is_absolute() else base / p).resolve())
+    p = p if p.is_absolute() else base / p
+    try:
+        return str(p.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: keep the path, preflight reports it
+        return os.path.abspath(p)
 
 
 def _rel(base: Path, resolved: str) -> str:
@@ -110,12 +115,15 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 f"{where}: cannot tell the format from extension {ext!r}; set `format: jsonl|csv|parquet`"
             )
     try:
-        if fmt == "jsonl":
+        if fmt == "jsonl" and _starts_with(path, "["):
+            yield from _json_array(path, where)
+        elif fmt == "jsonl":
             for lineno, obj in read_jsonl(path):
                 if not isinstance(obj, dict):
                     raise ManifestError(
-                        f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}"
-                    )
+                        f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}",
+                        file=str(path), line=lineno,
+                    )  # fmt: skip
                 yield lineno, obj
         elif fmt == "csv":
             with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -128,9 +136,40 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
             for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
                 yield i, row
     except UnicodeDecodeError as exc:
-        raise ManifestError(f"{where}: not UTF-8 text ({exc}); is the format right?") from None
+        raise ManifestError(
+            f"{where}: not UTF-8 text ({exc}); save it as UTF-8, or check the format",
+            file=str(path),
+        ) from None
+    except csv.Error as exc:
+        raise ManifestError(f"{where}: not valid CSV: {exc}", file=str(path)) from None
     except OSError as exc:
-        raise ManifestError(f"{where}: cannot read: {exc}") from None
+        raise ManifestError(f"{where}: cannot read: {exc}", file=str(path)) from None
+
+
+def _starts_with(path: Path, char: str) -> bool:
+    """Whether the file's first non-blank character is ``char`` (a JSON array, not JSON lines)."""
+    with path.open(encoding="utf-8-sig") as fh:
+        while chunk := fh.read(4096):
+            text = chunk.lstrip()
+            if text:
+                return text[0] == char
+    return False
+
+
+def _json_array(path: Path, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """A JSON file holding one array of records (accepted beside JSON lines)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{where} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
+                            file=str(path), line=exc.lineno) from None  # fmt: skip
+    for i, obj in enumerate(data, start=1):
+        if not isinstance(obj, dict):
+            raise ManifestError(
+                f"{where} record {i}: expected a JSON object, got {type(obj).__name__}",
+                file=str(path),
+            )
+        yield i, obj
 
 
 def _group_from(regex: str | None, rel_path: str | None) -> str | None:
@@ -152,9 +191,17 @@ def ingest_manifest(src: ManifestSource) -> list[ManifestRecord]:
     root = Path(src.root) if src.root else path.parent
     rows = list(_iter_rows(path, src.format))
     if not rows:
-        raise ManifestError(f"{path}: the manifest has no records")
-    columns = list(dict.fromkeys(k for _, r in rows for k in r))
+        raise ManifestError(
+            f"{path}: the manifest has no records (empty, or a CSV header alone)", file=str(path)
+        )
+    columns = list(dict.fromkeys(k for _, r in rows for k in r if k is not None))
     cmap = _column_map(columns, src.fields, str(path))
+    if not any(r.get(cmap["image_path"]) not in (None, "") for _, r in rows):
+        raise ManifestError(
+            f"{path}: column {cmap['image_path']!r} is empty in every record: no record names an image; "
+            "map the right column with `fields: {image_path: <column>}`",
+            file=str(path), line=rows[0][0],
+        )  # fmt: skip
     mapped_cols = set(cmap.values())
     records = []
     for lineno, row in rows:

@@ -76,7 +76,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSONL file (1-based lines)."""
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is accepted
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -85,7 +85,9 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
             except json.JSONDecodeError as exc:
                 raise ManifestError(
                     f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                    "each line must hold one JSON object"
+                    "each line must hold one JSON object",
+                    file=str(path),
+                    line=lineno,
                 ) from None
             yield lineno, obj
 

@@ -16,6 +16,7 @@ from defectflow.config import PreflightConfig
 from defectflow.contracts import read_json_artifact, write_json_artifact
 from defectflow.errors import PreflightFailed
 from defectflow.imagefacts import ImageFacts, inspect_files
+from defectflow.preprocess import MIN_SIDE
 from defectflow.records import Label, ManifestRecord, Severity, Split
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,16 @@ def check_records(
         if r.label == Label.ANOMALY and r.split == Split.TRAIN:
             col.add("ANOMALY_IN_TRAIN", "anomalous image in the train split", **ctx)
         f = facts[(r.image_path, "image")]
+        if f.readable and min(f.width or 0, f.height or 0) < MIN_SIDE:
+            col.add("IMAGE_TINY", f"image {r.image_path} is {f.width}x{f.height} px", **ctx)
+        if f.readable and f.n_frames > 1:
+            col.add(
+                "IMAGE_ANIMATED",
+                f"image {r.image_path} has {f.n_frames} frames; the first is used",
+                **ctx,
+            )
         if not f.exists:
-            col.add("IMAGE_MISSING", f"image {r.image_path} does not exist", **ctx)
+            col.add("IMAGE_MISSING", f"image {r.image_path} does not exist ({f.error})", **ctx)
         elif f.truncated:
             col.add("IMAGE_TRUNCATED", f"image {r.image_path}: {f.error}", **ctx)
         elif not f.readable:
@@ -208,6 +217,14 @@ def _check_duplicates(
         if len(idx) < 2:
             continue
         splits = {_split_of(records[i]) for i in idx}
+        labels = {records[i].label for i in idx if records[i].label}
+        if len(labels) > 1:
+            col.add(
+                "DUPLICATE_LABEL_CONFLICT",
+                f"{path} is listed as {sorted(labels)}",
+                **_ctx(idx[1], records[idx[1]]),
+                records=idx,
+            )
         code = "LEAKAGE_EXACT" if Split.TEST in splits and len(splits) > 1 else "DUPLICATE_PATH"
         col.add(
             code,
@@ -312,6 +329,15 @@ def _check_category(
         )
     if not any(r.label == Label.ANOMALY and r.split in (Split.TEST, None) for r in usable):
         col.add("NO_TEST_ANOMALIES", f"category {cat!r} has no anomalous test image", **ctx)
+    test_anomalies = [r for r in usable if r.label == Label.ANOMALY and r.split == Split.TEST]
+    if test_anomalies and not any(
+        r.label == Label.NORMAL and r.split in (Split.TEST, None) for r in usable
+    ):
+        col.add(
+            "NO_TEST_NORMALS",
+            f"category {cat!r} has {len(test_anomalies)} anomalous test images and no normal one",
+            **ctx,
+        )
     if not any(r.split == Split.VAL for r in usable):
         col.add(
             "NO_VAL_IMAGES",
@@ -450,6 +476,19 @@ def format_summary(report: PreflightReport, examples: int = 2) -> str:
             "Fix the errors above, or change a code's severity in config `preflight.severity` (see docs/preflight_codes.md)."
         )
     return "\n".join(lines)
+
+
+def unreadable_manifest_report(
+    exc: Exception, dataset: str, manifest: str, cfg: PreflightConfig
+) -> PreflightReport:
+    """The report when the manifest itself cannot be parsed: one MANIFEST_UNREADABLE issue with
+    the file and line, so a CI gate reading the JSON has it too."""
+    col = _Collector(cfg)
+    ctx = {"file": getattr(exc, "file", None) or manifest, "line": getattr(exc, "line", None)}
+    col.add("MANIFEST_UNREADABLE", str(exc), **{k: v for k, v in ctx.items() if v is not None})
+    counts = {s.value: sum(1 for x in col.issues if x.severity == s) for s in Severity}
+    return PreflightReport(dataset=dataset, manifest=manifest, verify=cfg.verify, ok=counts["error"] == 0, counts=counts,
+                           n_records=0, n_images=0, categories={}, issues=col.issues, ignored_codes=sorted(cfg.ignore))  # fmt: skip
 
 
 def write_report(report: PreflightReport, path: str | Path) -> None:

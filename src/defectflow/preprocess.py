@@ -8,6 +8,9 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+#: px: an image smaller than this on a side carries too little for a model input of 224 px
+MIN_SIDE = 32
+
 
 class PreprocessSpec(BaseModel):
     """Everything that turns a file into the backbone's input tensor (recorded in infer_config)."""
