@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -178,6 +179,19 @@ def build_extractor(
                 f"weights {path} have sha256 {sha[:12]}..., the config records {expected_sha256[:12]}...: refusing to run"
             )
     return FeatureExtractor(spec, path), sha
+
+
+def specs(cfg: Any) -> tuple[BackboneSpec, Any]:
+    """Backbone and preprocessing specs of a backbone config (``BackboneConfig`` or its dict)."""
+    from defectflow.config import BackboneConfig
+    from defectflow.preprocess import PreprocessSpec
+
+    cfg = cfg if isinstance(cfg, BackboneConfig) else BackboneConfig.model_validate(cfg)
+    bb = BackboneSpec(name=cfg.name, weights=cfg.weights, layers=cfg.layers, pool=cfg.pool)
+    mean, std = default_mean_std(bb)
+    return bb, PreprocessSpec(
+        image_size=cfg.image_size, center_crop=cfg.center_crop, mean=mean, std=std
+    )
 
 
 def default_mean_std(spec: BackboneSpec) -> tuple[list[float], list[float]]:

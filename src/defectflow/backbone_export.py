@@ -83,19 +83,6 @@ def run_export_backbone(
     backbone: dict[str, Any], out_onnx: str | Path, out_card: str | Path
 ) -> BackboneCard:
     """Snakemake entry point: the backbone config -> ``backbone.onnx`` + ``backbone.json``."""
-    from defectflow.backbone import default_mean_std
+    from defectflow.backbone import specs
 
-    spec = BackboneSpec(
-        name=backbone["name"],
-        weights=backbone["weights"],
-        layers=backbone["layers"],
-        pool=backbone["pool"],
-    )
-    mean, std = default_mean_std(spec)
-    pp = PreprocessSpec(
-        image_size=backbone["image_size"],
-        center_crop=backbone.get("center_crop"),
-        mean=mean,
-        std=std,
-    )
-    return export_backbone(spec, pp, out_onnx, out_card)
+    return export_backbone(*specs(backbone), out_onnx, out_card)

@@ -7,7 +7,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -19,7 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from defectflow.backends.params import AnomalibParams, KnnParams, PadimParams, PatchcoreParams
+from defectflow.backends import REGISTRY
+from defectflow.backends.params import KnnParams, PadimParams, PatchcoreParams
 from defectflow.errors import ConfigError
 from defectflow.records import Severity
 
@@ -248,8 +249,9 @@ class BackboneConfig(_Strict):
 
 
 ModelConfig = Annotated[
-    KnnParams | PatchcoreParams | PadimParams | AnomalibParams, Field(discriminator="backend")
-]  # one member per entry of defectflow.backends.REGISTRY (a test checks they agree)
+    Union[tuple(e.params for e in REGISTRY.values())],  # noqa: UP007 - built from the registry
+    Field(discriminator="backend"),
+]
 
 
 def _default_models() -> dict[str, Any]:
@@ -448,7 +450,7 @@ def config_reference() -> str:
                     kind = src.model_fields["type"].annotation.__args__[0]
                     walk(src, f"datasets.<name>.sources[type={kind}].")
             if path == "models":
-                for mdl in (KnnParams, PatchcoreParams, PadimParams, AnomalibParams):
+                for mdl in (e.params for e in REGISTRY.values()):
                     kind = mdl.model_fields["backend"].annotation.__args__[0]
                     walk(mdl, f"models.<name>[backend={kind}].")
 

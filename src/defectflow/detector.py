@@ -22,7 +22,7 @@ from defectflow.errors import IntegrityError, ModelError
 from defectflow.io import sha256_file
 from defectflow.maps import save_heatmap
 from defectflow.predict import record
-from defectflow.preprocess import MIN_SIDE, PreprocessSpec, load_rgb, to_array
+from defectflow.preprocess import MIN_SIDE, PreprocessSpec, to_array, to_rgb
 from defectflow.scoring import score_with_maps
 from defectflow.thresholds import normalize
 
@@ -116,8 +116,9 @@ class Detector:
             for j, it in enumerate(chunk):
                 try:
                     with Image.open(it["image_path"]) as raw:
+                        raw.load()  # full decode: catches truncated files
                         warn[j] = image_warnings(raw)
-                    loaded[j] = load_rgb(it["image_path"])  # full decode: catches truncated files
+                        loaded[j] = to_rgb(raw)
                     ok.append(j)
                 except Exception as exc:  # noqa: BLE001 - any unreadable file becomes an error record
                     slots[j] = record(self.cfg, it["image_id"], str(it["image_path"]), None, None, None,

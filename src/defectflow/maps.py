@@ -37,7 +37,8 @@ def smooth_maps(maps: np.ndarray, size: int, sigma: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _round(x: float) -> float:
+def round6(x: float) -> float:
+    """Six significant digits: what records and regions carry (stable across platforms)."""
     return float(f"{x:.6g}")
 
 
@@ -59,8 +60,8 @@ def regions(
             continue
         inside = lab[sl] == k
         out.append(Region(x0=int(sl[1].start * sx), y0=int(sl[0].start * sy), x1=int(np.ceil(sl[1].stop * sx)),
-                          y1=int(np.ceil(sl[0].stop * sy)), score=_round(float(norm_map[sl][inside].max())),
-                          area=_round(float(inside.sum()) / (h * w))))  # fmt: skip
+                          y1=int(np.ceil(sl[0].stop * sy)), score=round6(float(norm_map[sl][inside].max())),
+                          area=round6(float(inside.sum()) / (h * w))))  # fmt: skip
     out.sort(key=lambda r: (-r.score, -r.area))
     return out[:max_regions]
 

@@ -12,15 +12,11 @@ from defectflow.artifacts.infer_config import InferConfig, read_infer_config
 from defectflow.artifacts.predictions import PredictionRecord, write_predictions
 from defectflow.artifacts.scores import read_maps, read_scores
 from defectflow.artifacts.standardized import category_rows
-from defectflow.maps import regions, save_heatmap
+from defectflow.maps import regions, round6, save_heatmap
 from defectflow.preprocess import load_rgb
 from defectflow.thresholds import normalize
 
 log = logging.getLogger(__name__)
-
-
-def _round(x: float) -> float:
-    return float(f"{x:.6g}")
 
 
 def record(cfg: InferConfig, image_id: str, image_path: str, score: float | None, norm_map: np.ndarray | None,
@@ -30,8 +26,8 @@ def record(cfg: InferConfig, image_id: str, image_path: str, score: float | None
     build records here."""
     norm = None if score is None else float(normalize(score, cfg.threshold))
     return PredictionRecord(
-        image_id=image_id, image_path=image_path, score=None if score is None else _round(score),
-        normalized_score=None if norm is None else _round(norm),
+        image_id=image_id, image_path=image_path, score=None if score is None else round6(score),
+        normalized_score=None if norm is None else round6(norm),
         pred_label=None if norm is None else ("anomaly" if norm >= 0.5 else "normal"),
         gt_label=gt_label, defect_type=defect_type, model_id=cfg.model_id, error=error,
         regions=regions(norm_map, image_size) if norm_map is not None and image_size else [],

@@ -34,6 +34,11 @@ def load_rgb(path: str | Path) -> Image.Image:
     alpha is dropped."""
     img = Image.open(path)
     img.load()
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """A decoded image as 8-bit RGB (see :func:`load_rgb`)."""
     if img.mode.startswith("I;16") or img.mode in {"I", "F"}:
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0

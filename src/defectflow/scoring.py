@@ -12,7 +12,7 @@ import numpy as np
 from defectflow import backends
 from defectflow.artifacts.checkpoint import load_checkpoint
 from defectflow.artifacts.scores import write_maps, write_scores
-from defectflow.backends.base import Backend
+from defectflow.backends.base import Backend, batches
 from defectflow.inputs import load_inputs
 from defectflow.maps import smooth_maps
 from defectflow.progress import Progress
@@ -27,12 +27,11 @@ def score_with_maps(backend: Backend, data: Any, out_size: int, sigma: float, ba
     ``defectflow infer`` both go through this."""
     scores, maps = [], {}
     bar = Progress(len(data), desc)
-    for s in range(0, len(data), batch):
-        part = data.subset(np.arange(s, min(s + batch, len(data))))
+    for part in batches(data, batch):
         sc, mp = backend.score(part)
         scores.append(np.asarray(sc, np.float64))
         if mp is not None:
-            mp = mp if getattr(backend, "maps_final", False) else smooth_maps(mp, out_size, sigma)
+            mp = mp if backend.maps_final else smooth_maps(mp, out_size, sigma)
             maps.update(zip(part.ids, mp, strict=True))
         bar.update(len(part))
     return (np.concatenate(scores) if scores else np.zeros(0)), maps

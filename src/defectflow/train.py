@@ -15,7 +15,7 @@ import numpy as np
 from defectflow import backends
 from defectflow.artifacts.checkpoint import ModelCard, save_checkpoint, write_model_card
 from defectflow.artifacts.scores import write_scores
-from defectflow.backends.base import Backend
+from defectflow.backends.base import Backend, batches
 from defectflow.errors import ModelError
 from defectflow.inputs import FIT_SPLITS, load_inputs
 from defectflow.threads import set_threads
@@ -36,17 +36,10 @@ def assign_folds(ids: list[str], groups: list[str | None], k: int, seed: int) ->
     return np.array([fold_by_key[g] for g in keys])
 
 
-def score_batches(
-    backend: Backend, data: Any, batch: int = 32
-) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """Scores (and low-res maps) of ``data`` in batches, so memory stays bounded."""
-    scores, maps = [], []
-    for s in range(0, len(data), batch):
-        sc, mp = backend.score(data.subset(np.arange(s, min(s + batch, len(data)))))
-        scores.append(np.asarray(sc, np.float64))
-        if mp is not None:
-            maps.extend(mp)
-    return (np.concatenate(scores) if scores else np.zeros(0)), (maps or None)
+def oof_scores(backend: Backend, data: Any, batch: int = 32) -> np.ndarray:
+    """Raw image scores of ``data``, in batches so memory stays bounded (maps are not needed)."""
+    parts = [np.asarray(backend.score(part)[0], np.float64) for part in batches(data, batch)]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def run_train(table: str | Path, feature_files: list[str], dataset: str, category: str, model: str,
@@ -83,13 +76,13 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
             b.fit(fit.subset(kept), seed=seed)
         else:
             method = "derived from the delivered model (see the backend's fold_model)"
-        oof[held] = score_batches(b, fit.subset(held))[0]
+        oof[held] = oof_scores(b, fit.subset(held))
         log.info("%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals", dataset, category, model, f + 1, k, len(held))  # fmt: skip
     out = [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal", "fold": int(fo),
             "score": float(s)} for r, fo, s in zip(fit_rows, fold, oof, strict=True)]  # fmt: skip
     anom = np.flatnonzero(~normal)
     if len(anom):
-        sc = score_batches(backend, data.subset(anom))[0]
+        sc = oof_scores(backend, data.subset(anom))
         out += [{"image_id": rows[i]["image_id"], "split": rows[i]["split"], "label": "anomaly", "fold": -1,
                  "score": float(s)} for i, s in zip(anom, sc, strict=True)]  # fmt: skip
     write_scores(out_crossfit, out)

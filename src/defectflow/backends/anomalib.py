@@ -107,7 +107,7 @@ def build_module(
 
 class AnomalibBackend(Backend):
     name = "anomalib"
-    maps_final = True  # anomalib's maps are at input size and already smoothed
+    maps_final = True
     params: AnomalibParams
 
     def __init__(self, params: AnomalibParams) -> None:

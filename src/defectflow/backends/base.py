@@ -8,6 +8,7 @@ consumes images and keeps its own torch forward.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,10 +51,18 @@ class Images:
 Inputs = Features | Images
 
 
+def batches(data: Any, size: int) -> Iterator[Any]:
+    """``data`` (Features or Images) in consecutive parts of at most ``size`` rows."""
+    for s in range(0, len(data), size):
+        yield data.subset(np.arange(s, min(s + size, len(data))))
+
+
 class Backend(ABC):
     """Fit on normal training inputs; score fresh inputs. State is arrays only (safetensors)."""
 
     name: ClassVar[str]
+    #: its maps are final (input size, smoothed), as anomalib's; else they are upsampled and smoothed
+    maps_final: ClassVar[bool] = False
 
     def __init__(self, params: BackendParams) -> None:
         self.params = params
