@@ -2,7 +2,7 @@
 
 No Snakemake, no run directory, no network, no training code: the ONNX backbone runs in
 onnxruntime and the backend scores in numpy (an anomalib model loads its own torch forward).
-The pipeline's score and predict stages use the same scoring and record functions.
+The pipeline's score and predict stages call this module's scoring and record functions.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from PIL import Image
 from defectflow.artifacts.checkpoint import load_checkpoint
 from defectflow.artifacts.infer_config import FileRef, InferConfig, read_infer_config
 from defectflow.artifacts.predictions import PredictionRecord
-from defectflow.backends.base import Features, Images
+from defectflow.backends.base import Backend, Features, Images, batches
 from defectflow.errors import IntegrityError, ModelError
 from defectflow.io import sha256_file
-from defectflow.maps import save_heatmap
-from defectflow.predict import record
+from defectflow.maps import regions, round6, save_heatmap, smooth_maps
 from defectflow.preprocess import MIN_SIDE, PreprocessSpec, to_array, to_rgb
-from defectflow.scoring import score_with_maps
+from defectflow.progress import Progress
 from defectflow.thresholds import normalize
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,38 @@ def resolve(base: Path, ref: FileRef, what: str) -> Path:
         raise IntegrityError(f"{what} {path} has sha256 {got[:16]}..., infer_config.json records "
                              f"{ref.sha256[:16]}...: refusing a changed file")  # fmt: skip
     return path
+
+
+def score_with_maps(backend: Backend, data: Any, out_size: int, sigma: float, batch: int = 32,
+                    desc: str = "score") -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+    """Raw scores and maps at the model input size (smoothed), by image id. The pipeline and
+    ``defectflow infer`` both go through this."""
+    scores, maps = [], {}
+    bar = Progress(len(data), desc)
+    for part in batches(data, batch):
+        sc, mp = backend.score(part)
+        scores.append(np.asarray(sc, np.float64))
+        if mp is not None:
+            mp = mp if backend.maps_final else smooth_maps(mp, out_size, sigma)
+            maps.update(zip(part.ids, mp, strict=True))
+        bar.update(len(part))
+    return (np.concatenate(scores) if scores else np.zeros(0)), maps
+
+
+def record(cfg: InferConfig, image_id: str, image_path: str, score: float | None, norm_map: np.ndarray | None,
+           image_size: tuple[int, int] | None, gt_label: str | None = None, defect_type: str | None = None,
+           error: str | None = None, warnings: list[str] | None = None) -> PredictionRecord:  # fmt: skip
+    """One prediction from a raw score (and normalized map): the pipeline and ``defectflow infer``
+    build records here."""
+    norm = None if score is None else float(normalize(score, cfg.threshold))
+    return PredictionRecord(
+        image_id=image_id, image_path=image_path, score=None if score is None else round6(score),
+        normalized_score=None if norm is None else round6(norm),
+        pred_label=None if norm is None else ("anomaly" if norm >= 0.5 else "normal"),
+        gt_label=gt_label, defect_type=defect_type, model_id=cfg.model_id, error=error,
+        regions=regions(norm_map, image_size) if norm_map is not None and image_size else [],
+        warnings=warnings or [],
+    )  # fmt: skip
 
 
 def image_warnings(img: Image.Image) -> list[str]:
@@ -104,8 +135,6 @@ class Detector:
         Returns records in input order and the normalized maps by image id. An unreadable image
         yields a record with ``error`` set; the others are still scored.
         """
-        from defectflow.progress import Progress
-
         records: list[PredictionRecord] = []
         maps_out: dict[str, np.ndarray] = {}
         bar = Progress(len(items), f"infer {self.cfg.model_id}")

@@ -8,31 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from defectflow.artifacts.infer_config import InferConfig, read_infer_config
-from defectflow.artifacts.predictions import PredictionRecord, write_predictions
+from defectflow.artifacts.infer_config import read_infer_config
+from defectflow.artifacts.predictions import write_predictions
 from defectflow.artifacts.scores import read_maps, read_scores
 from defectflow.artifacts.standardized import category_rows
-from defectflow.maps import regions, round6, save_heatmap
+from defectflow.detector import record
+from defectflow.maps import save_heatmap
 from defectflow.preprocess import load_rgb
 from defectflow.thresholds import normalize
 
 log = logging.getLogger(__name__)
-
-
-def record(cfg: InferConfig, image_id: str, image_path: str, score: float | None, norm_map: np.ndarray | None,
-           image_size: tuple[int, int] | None, gt_label: str | None = None, defect_type: str | None = None,
-           error: str | None = None, warnings: list[str] | None = None) -> PredictionRecord:  # fmt: skip
-    """One prediction from a raw score (and normalized map): the pipeline and ``defectflow infer``
-    build records here."""
-    norm = None if score is None else float(normalize(score, cfg.threshold))
-    return PredictionRecord(
-        image_id=image_id, image_path=image_path, score=None if score is None else round6(score),
-        normalized_score=None if norm is None else round6(norm),
-        pred_label=None if norm is None else ("anomaly" if norm >= 0.5 else "normal"),
-        gt_label=gt_label, defect_type=defect_type, model_id=cfg.model_id, error=error,
-        regions=regions(norm_map, image_size) if norm_map is not None and image_size else [],
-        warnings=warnings or [],
-    )  # fmt: skip
 
 
 def run_predict(infer_config: str | Path, scores: str | Path, maps: str | Path, table: str | Path, category: str,

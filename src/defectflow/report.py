@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from defectflow.artifacts.infer_config import read_infer_config  # noqa: E402
-from defectflow.artifacts.metrics import Metrics  # noqa: E402
+from defectflow.artifacts.metrics import Metrics, read_metrics  # noqa: E402
 from defectflow.artifacts.predictions import PredictionRecord, read_predictions  # noqa: E402
 from defectflow.io import read_json, write_text_atomic  # noqa: E402
 
@@ -96,7 +96,7 @@ def _thr(t) -> str:
 
 def build_report(dataset: str, metrics_files: list[str], prediction_files: list[str], preflight: str | None,
                  infer_configs: list[str] | None = None, memory: str | None = None) -> str:  # fmt: skip
-    metrics = [Metrics.model_validate(read_json(f)) for f in metrics_files]
+    metrics = [read_metrics(f) for f in metrics_files]
     thresholds = {}
     for f in infer_configs or []:
         ic = read_infer_config(f)

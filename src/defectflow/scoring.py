@@ -5,36 +5,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from defectflow import backends
 from defectflow.artifacts.checkpoint import load_checkpoint
 from defectflow.artifacts.scores import write_maps, write_scores
-from defectflow.backends.base import Backend, batches
+from defectflow.detector import score_with_maps
 from defectflow.inputs import load_inputs
-from defectflow.maps import smooth_maps
-from defectflow.progress import Progress
 from defectflow.threads import set_threads
 
 log = logging.getLogger(__name__)
-
-
-def score_with_maps(backend: Backend, data: Any, out_size: int, sigma: float, batch: int = 32,
-                    desc: str = "score") -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
-    """Raw scores and maps at the model input size (smoothed), by image id. The pipeline and
-    ``defectflow infer`` both go through this."""
-    scores, maps = [], {}
-    bar = Progress(len(data), desc)
-    for part in batches(data, batch):
-        sc, mp = backend.score(part)
-        scores.append(np.asarray(sc, np.float64))
-        if mp is not None:
-            mp = mp if backend.maps_final else smooth_maps(mp, out_size, sigma)
-            maps.update(zip(part.ids, mp, strict=True))
-        bar.update(len(part))
-    return (np.concatenate(scores) if scores else np.zeros(0)), maps
 
 
 def run_score(checkpoint: str | Path, table: str | Path, feature_files: list[str], category: str,
