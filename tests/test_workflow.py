@@ -232,6 +232,8 @@ def test_threshold_change_reruns_calibration_never_scoring(demo_run):
         demo_run, "models={'patchcore': {'backend': 'patchcore', 'coreset_ratio': 0.2}}"
     )
     assert jobs.get("train") == 2 and jobs.get("score") == 2 and "embed" not in jobs
+    jobs = _planned_jobs(demo_run, "preflight={'max_memory_mb': 100}")  # the memory gate only
+    assert jobs == {"preflight_memory": 1, "report": 1, "all": 1, "total": 3}
     jobs = _planned_jobs(demo_run, "backbone={'image_size': 128, 'pool': 1}")
     assert jobs.get("backbone") == 1 and jobs.get("embed") == 2 and jobs.get("train") == 6
 

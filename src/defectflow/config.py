@@ -182,8 +182,9 @@ class PreflightConfig(_Strict):
         return {_known_code(k.upper()): s for k, s in v.items()}
 
     def result_params(self) -> dict[str, Any]:
-        """The keys that change the report (threads do not)."""
-        return self.model_dump(mode="json", exclude={"threads"})
+        """The keys that change preflight.json: not threads (speed), nor max_memory_mb (read by
+        the memory projection, a rule of its own)."""
+        return self.model_dump(mode="json", exclude={"threads", "max_memory_mb"})
 
 
 def _known_code(code: str) -> str:
