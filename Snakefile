@@ -16,6 +16,17 @@ include: "rules/infer.smk"
 include: "rules/report.smk"
 
 
+# Steps of a second or two run where Snakemake runs, not as cluster jobs (each would wait for a
+# scheduler slot and a status check).
+localrules:
+    all,
+    demo_data,
+    ingest,
+    preflight_memory,
+    calibrate,
+    report,
+
+
 rule all:
     default_target: True
     input:

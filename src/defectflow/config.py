@@ -145,6 +145,11 @@ class DemoConfig(_Strict):
     n_test_per_defect: int = Field(
         default=6, ge=1, description="test images per defect type and category"
     )
+    categories: list[Literal["tile", "bracket"]] = Field(
+        default=["tile", "bracket"],
+        min_length=1,
+        description="which demo categories to generate (a smaller demo for quick checks)",
+    )
 
 
 class PreflightConfig(_Strict):

@@ -172,7 +172,8 @@ def generate_demo(out_dir: str | Path, cfg: DemoConfig | None = None) -> dict[st
     cfg = cfg or DemoConfig()
     out = Path(out_dir)
     counts = {}
-    for category, defects in DEFECTS.items():
+    for category in cfg.categories:
+        defects = DEFECTS[category]
         rng = np.random.default_rng([cfg.seed, zlib.crc32(category.encode())])
         root = out / category
         n = 0
