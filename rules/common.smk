@@ -13,6 +13,11 @@ try:
     )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+if CFG.missing_sources():
+    raise WorkflowError(
+        "invalid config (config/config.yaml and --config/--configfile):\n  "
+        + "\n  ".join(CFG.missing_sources())
+    )
 
 validate(
     CFG.model_dump(mode="json"), "../schemas/config.schema.json", set_default=False
@@ -85,11 +90,32 @@ def category_counts(dataset):
 
 def feature_files(wildcards):
     """Every embedding shard of a category (all splits)."""
-    n = n_shards(
-        category_counts(wildcards.dataset)[wildcards.category], CFG.backbone.shard_size
-    )
+    n = category_shards(wildcards)
     base = f"results/{wildcards.dataset}/embeddings/{wildcards.category}/shard-"
     return [f"{base}{i:03d}-of-{n:03d}.safetensors" for i in range(n)]
+
+
+def category_shards(wildcards) -> int:
+    """Shards of a category: embedding and scoring both split its images this way."""
+    return n_shards(
+        category_counts(wildcards.dataset)[wildcards.category], CFG.backbone.shard_size
+    )
+
+
+def score_files(wildcards, kind):
+    """A model's per-shard test scores (`scores.parquet`) or maps (`maps.safetensors`)."""
+    n = category_shards(wildcards)
+    base = f"results/{wildcards.dataset}/models/{wildcards.model}/{wildcards.category}/scores/shard-"
+    return [f"{base}{i:03d}-of-{n:03d}.{kind}" for i in range(n)]
+
+
+def score_inputs(wildcards):
+    """One shard's stored features (feature backends), or the table only (image backends)."""
+    files = {"table": f"results/{wildcards.dataset}/standardized.parquet"}
+    if entry(CFG.models[wildcards.model].backend).consumes == "features":
+        base = f"results/{wildcards.dataset}/embeddings/{wildcards.category}/shard-"
+        files["features"] = f"{base}{wildcards.shard}-of-{wildcards.n}.safetensors"
+    return files
 
 
 def model_inputs(wildcards):

@@ -1,8 +1,8 @@
 rule predict:
     input:
         infer_config=rules.calibrate.output.infer_config,
-        scores=rules.score.output.scores,
-        maps=rules.score.output.maps,
+        scores=lambda wc: score_files(wc, "scores.parquet"),
+        maps=lambda wc: score_files(wc, "maps.safetensors"),
         table="results/{dataset}/standardized.parquet",
     output:
         predictions="results/{dataset}/models/{model}/{category}/predictions.jsonl",

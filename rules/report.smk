@@ -1,7 +1,7 @@
 rule metrics:
     input:
         predictions=rules.predict.output.predictions,
-        maps=rules.score.output.maps,
+        maps=lambda wc: score_files(wc, "maps.safetensors"),
         infer_config=rules.calibrate.output.infer_config,
         table="results/{dataset}/standardized.parquet",
     output:

@@ -26,15 +26,15 @@ rule train:
 
 rule score:
     input:
-        unpack(model_inputs),
+        unpack(score_inputs),
         checkpoint=rules.train.output.checkpoint,
     output:
-        scores="results/{dataset}/models/{model}/{category}/scores.parquet",
-        maps="results/{dataset}/models/{model}/{category}/maps.safetensors",
+        scores="results/{dataset}/models/{model}/{category}/scores/shard-{shard}-of-{n}.scores.parquet",
+        maps="results/{dataset}/models/{model}/{category}/scores/shard-{shard}-of-{n}.maps.safetensors",
     log:
-        "logs/{dataset}/score/{model}-{category}.log",
+        "logs/{dataset}/score/{model}-{category}-{shard}-of-{n}.log",
     benchmark:
-        "benchmarks/{dataset}/score/{model}-{category}.tsv"
+        "benchmarks/{dataset}/score/{model}-{category}-{shard}-of-{n}.tsv"
     conda:
         "../envs/models.yaml"
     threads: 1

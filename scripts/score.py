@@ -1,4 +1,4 @@
-"""Snakemake adapter: checkpoint + test features (or images) -> raw scores + maps."""
+"""Snakemake adapter: checkpoint + one shard's test features (or images) -> raw scores + maps."""
 
 from defectflow.logs import log_to
 from defectflow.scoring import run_score
@@ -7,8 +7,10 @@ with log_to(snakemake.log[0]):
     run_score(
         snakemake.input.checkpoint,
         snakemake.input.table,
-        list(snakemake.input.get("features", [])),
+        snakemake.input.get("features"),
         snakemake.wildcards.category,
+        int(snakemake.wildcards.shard),
+        int(snakemake.wildcards.n),
         snakemake.params.out_size,
         snakemake.params.sigma,
         snakemake.output.scores,

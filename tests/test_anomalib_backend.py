@@ -69,8 +69,10 @@ def test_anomalib_model_goes_through_the_registry_path(table, model, init, epoch
     run_score(
         out / "checkpoint.safetensors",
         tbl,
-        [],
+        None,
         "bracket",
+        0,
+        1,
         96,
         4.0,
         out / "scores.parquet",

@@ -81,3 +81,35 @@ def test_preflight_codes_doc_is_current():
     from defectflow.codes import codes_markdown
 
     assert (REPO / "docs" / "preflight_codes.md").read_text() == codes_markdown(), "run `make docs`"
+
+
+def test_misspelt_backbone_is_refused_at_parse_with_a_suggestion():
+    demo = {"d": {"sources": [{"type": "demo"}]}}
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"datasets": demo, "backbone": {"name": "tf_efficientnet_lit0"}})
+    assert "backbone.name" in str(exc.value) and "'tf_efficientnet_lite0'" in str(exc.value)
+    ok = parse_config({"datasets": demo, "backbone": {"name": "resnet18.a1_in1k"}})  # a timm tag
+    assert ok.backbone.name == "resnet18.a1_in1k"
+
+
+def test_missing_source_paths_are_listed(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "m.jsonl").write_text("{}\n")
+    cfg = parse_config(
+        {
+            "datasets": {
+                "a": {
+                    "sources": [
+                        {"type": "manifest", "path": "m.jsonl"},
+                        {"type": "mvtec", "path": "datta"},
+                    ]
+                },  # fmt: skip
+                "b": {"sources": [{"type": "manifest", "path": "data"}]},
+                "off": {"enabled": False, "sources": [{"type": "mvtec", "path": "gone"}]},
+            }
+        }
+    )
+    problems = cfg.missing_sources(tmp_path)
+    assert len(problems) == 2, problems
+    assert "datasets.a.sources[1].path: datta does not exist" in problems[0]
+    assert "datasets.b.sources[0].path: data is a folder" in problems[1]

@@ -182,8 +182,8 @@ def test_end_to_end_artifacts_are_valid(demo_run):
     for model in MODELS:
         for cat in ("tile", "bracket"):
             d = res / "models" / model / cat
-            files += [d / n for n in ("model_card.json", "crossfit.parquet", "scores.parquet", "infer_config.json",
-                                      "predictions.jsonl", "metrics.json")]  # fmt: skip
+            files += [d / n for n in ("model_card.json", "crossfit.parquet", "scores/shard-000-of-001.scores.parquet",
+                                      "infer_config.json", "predictions.jsonl", "metrics.json")]  # fmt: skip
             preds = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines()]
             assert len(preds) == 4 + 6 and all(p["score"] is not None for p in preds)
             metrics = json.loads((d / "metrics.json").read_text())
@@ -217,6 +217,16 @@ def test_end_to_end_artifacts_are_valid(demo_run):
 def test_second_run_has_nothing_to_do(demo_run):
     again = snakemake(demo_run)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_misspelt_source_path_fails_even_where_results_exist(demo_run):
+    """Before: a dataset whose path is misspelt said "Nothing to be done" and kept old results."""
+    typo = "datasets={'demo': {'sources': [{'type': 'mvtec', 'path': 'resources/demmo'}]}}"
+    r = snakemake(demo_run, "--config", typo, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Nothing to be done" not in out
+    assert "datasets.demo.sources[0].path: resources/demmo does not exist" in out, out[-2000:]
+    assert "Traceback" not in out
 
 
 def _planned_jobs(wf: Path, *config: str) -> dict[str, int]:
@@ -456,3 +466,33 @@ def test_default_demo_every_model_finds_the_defects(workflow_dir):
             )
             assert m["image"]["auroc"] >= 0.9, (model, cat, m["image"])
             assert m["image"]["f1_gap"] <= 0.15, (model, cat, m["image"])  # measured <= 0.06
+
+
+def test_sharded_scoring_merges_into_the_same_predictions(tmp_path):
+    """Embedding and scoring run one job per shard (`backbone.shard_size`); prediction merges the
+    shards in the table's order. 22 images in shards of 6 (4 shards, one of training images only)
+    must give the predictions of one shard."""
+    small = {"demo": {"categories": ["bracket"], "n_train": 12, "n_test_normal": 4,
+                      "n_test_per_defect": 2, "image_size": 64},
+             "backbone": {"image_size": 96}, "threshold": {"folds": 3}}  # fmt: skip
+    runs = {}
+    for shard_size in (2000, 6):
+        wf = copy_workflow(tmp_path / f"s{shard_size}")
+        write_config(wf, **{**small, "backbone": {**small["backbone"], "shard_size": shard_size}})
+        snakemake(wf)
+        runs[shard_size] = wf
+    sharded = runs[6] / "results/demo/models"
+    assert len(list(sharded.glob("patchcore/bracket/scores/shard-*-of-004.scores.parquet"))) == 4
+    assert (
+        len(list((runs[6] / "results/demo/embeddings/bracket").glob("shard-*-of-004.safetensors")))
+        == 4
+    )
+    for model in MODELS:
+        rel = Path("results/demo/models") / model / "bracket" / "predictions.jsonl"
+        one = [json.loads(x) for x in (runs[2000] / rel).read_text().splitlines()]
+        many = [json.loads(x) for x in (runs[6] / rel).read_text().splitlines()]
+        assert [p["image_id"] for p in many] == [p["image_id"] for p in one], model
+        assert len(many) == 10
+        for a, b in zip(one, many, strict=True):
+            assert b["score"] == pytest.approx(a["score"], rel=1e-3), (model, a["image_id"])
+            assert b["pred_label"] == a["pred_label"], (model, a["image_id"])

@@ -235,6 +235,23 @@ class BackboneConfig(_Strict):
         default=2, ge=1, description="threads per embedding job (performance only: no rerun)"
     )
 
+    @field_validator("name")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        import difflib
+
+        from defectflow.backends.params import timm_model_names
+
+        names = timm_model_names()
+        arch = v.split(".", 1)[0]  # timm's `arch.pretrained_tag` form
+        if names and arch not in names:
+            close = difflib.get_close_matches(arch, sorted(names), n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ValueError(
+                f"timm has no model {arch!r}.{hint} Any name from `timm.list_models()` works."
+            )
+        return v
+
     @property
     def out_size(self) -> int:
         return self.center_crop or self.image_size
@@ -372,6 +389,30 @@ class Config(_Strict):
 
     def split_for(self, dataset: str) -> SplitConfig:
         return self.datasets[dataset].split or self.split
+
+    def missing_sources(self, base: str | Path = ".") -> list[str]:
+        """One line for each source path of an enabled dataset that does not exist (relative
+        paths are relative to ``base``, the workflow folder). Checked before any job runs, so a
+        misspelt path is not answered with "nothing to be done" over old results."""
+        problems = []
+        for name in self.active_datasets:
+            for i, src in enumerate(self.datasets[name].sources):
+                path = getattr(src, "path", None)
+                if path is None:
+                    continue
+                full = Path(base) / path
+                if not full.exists():
+                    problems.append(
+                        f"datasets.{name}.sources[{i}].path: {path} does not exist "
+                        f"(looked for {full.resolve()}); fix the path or set "
+                        f"`enabled: false` on dataset {name!r}"
+                    )
+                elif src.type == "manifest" and not full.is_file():
+                    problems.append(
+                        f"datasets.{name}.sources[{i}].path: {path} is a folder; a manifest "
+                        "source names a file (use type: mvtec or folder for a folder of images)"
+                    )
+        return problems
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -131,7 +131,7 @@ def detect_schema(path: str | Path) -> str:
         "model_card.json": "model_card",
         "backbone.json": "backbone_card",
         "crossfit.parquet": "score_row",
-        "scores.parquet": "score_row",
+        "scores.parquet": "score_row",  # scores/shard-I-of-N.scores.parquet
         "infer_config.json": "infer_config",
         "predictions.jsonl": "prediction",
         "metrics.json": "metrics",

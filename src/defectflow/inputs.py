@@ -13,9 +13,12 @@ FIT_SPLITS = ("train", "val")
 
 
 def load_inputs(consumes: str, table: str | Path, category: str, feature_files: list[str],
-                image_size: int, splits: tuple[str, ...]) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
-    """A category's inputs of the given splits (stored features, or image files) and their rows."""
-    rows = {r["image_id"]: r for r in category_rows(table, category, splits)}
+                image_size: int, splits: tuple[str, ...],
+                ids: set[str] | None = None) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
+    """A category's inputs of the given splits (stored features, or image files) and their rows;
+    ``ids``: only these images (one shard)."""
+    rows = {r["image_id"]: r for r in category_rows(table, category, splits)
+            if ids is None or r["image_id"] in ids}  # fmt: skip
     if consumes == "features":
         from defectflow.artifacts.embeddings import load_features
 

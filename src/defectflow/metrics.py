@@ -181,7 +181,7 @@ def compute_metrics(recs: list[PredictionRecord], masks: dict[str, str | None], 
     )  # fmt: skip
 
 
-def run_metrics(predictions: str | Path, maps: str | Path, infer_config: str | Path, table: str | Path,
+def run_metrics(predictions: str | Path, maps: list[str], infer_config: str | Path, table: str | Path,
                 dataset: str, category: str, model: str, out: str | Path) -> Metrics:  # fmt: skip
     """Snakemake entry point: one model's predictions of one category + masks -> metrics.json."""
     from defectflow.artifacts.infer_config import read_infer_config
@@ -190,7 +190,8 @@ def run_metrics(predictions: str | Path, maps: str | Path, infer_config: str | P
 
     masks = {r["image_id"]: r["mask_path"] for r in category_rows(table, category)}
     thr = read_infer_config(infer_config).threshold
-    m = compute_metrics(read_predictions(predictions), masks, read_maps(maps), dataset, category, model,
+    all_maps = {k: v for f in maps for k, v in read_maps(f).items()}
+    m = compute_metrics(read_predictions(predictions), masks, all_maps, dataset, category, model,
                         thr.value, thr.policy)  # fmt: skip
     write_metrics(m, out)
     pixel = m.pixel.auroc if m.pixel.status == "ok" else m.pixel.reason

@@ -13,6 +13,7 @@ from defectflow.artifacts.predictions import write_predictions
 from defectflow.artifacts.scores import read_maps, read_scores
 from defectflow.artifacts.standardized import category_rows
 from defectflow.detector import record
+from defectflow.errors import ModelError
 from defectflow.maps import save_heatmap
 from defectflow.preprocess import load_rgb
 from defectflow.thresholds import normalize
@@ -20,34 +21,32 @@ from defectflow.thresholds import normalize
 log = logging.getLogger(__name__)
 
 
-def run_predict(infer_config: str | Path, scores: str | Path, maps: str | Path, table: str | Path, category: str,
-                out: str | Path, heatmaps: str | Path) -> int:  # fmt: skip
-    """Snakemake entry point."""
+def run_predict(infer_config: str | Path, scores: list[str], maps: list[str], table: str | Path,
+                category: str, out: str | Path, heatmaps: str | Path) -> int:  # fmt: skip
+    """Snakemake entry point: the per-shard raw scores and maps (one shard in memory at a time)
+    -> one ``predictions.jsonl`` in the table's order, and a heatmap per image with a map."""
     cfg = read_infer_config(infer_config)
-    raw = {r["image_id"]: r["score"] for r in read_scores(scores)}
-    all_maps = read_maps(maps)
+    rows = {r["image_id"]: r for r in category_rows(table, category, ("test",))}
     heat_dir = Path(heatmaps)
     heat_dir.mkdir(parents=True, exist_ok=True)
     recs = []
-    for r in category_rows(table, category, ("test",)):
-        m = all_maps.get(r["image_id"])
-        nm = normalize(m, cfg.threshold).astype(np.float32) if m is not None else None
-        size = (r["width"], r["height"])
-        rec = record(
-            cfg,
-            r["image_id"],
-            r["image_path"],
-            raw[r["image_id"]],
-            nm,
-            size,
-            r["label"],
-            r["defect_type"],
+    for score_file, map_file in zip(sorted(map(str, scores)), sorted(map(str, maps)), strict=True):
+        shard_maps = read_maps(map_file)
+        for s in read_scores(score_file):
+            r = rows.pop(s["image_id"])
+            m = shard_maps.get(r["image_id"])
+            nm = normalize(m, cfg.threshold).astype(np.float32) if m is not None else None
+            rec = record(cfg, r["image_id"], r["image_path"], s["score"], nm,
+                         (r["width"], r["height"]), r["label"], r["defect_type"])  # fmt: skip
+            if nm is not None:
+                rec.map_path = str(save_heatmap(nm, load_rgb(r["image_path"]),
+                                                heat_dir / f"{r['image_id']}.png"))  # fmt: skip
+            recs.append(rec)
+    if rows:
+        raise ModelError(
+            f"{len(rows)} test images of {category!r} have no score (e.g. {next(iter(rows))}); "
+            "re-run the score rule"
         )
-        if nm is not None:
-            rec.map_path = str(
-                save_heatmap(nm, load_rgb(r["image_path"]), heat_dir / f"{r['image_id']}.png")
-            )
-        recs.append(rec)
     write_predictions(recs, out)
     log.info("%s: %d predictions, %d anomalies at threshold %.5g (%s)", category, len(recs),
              sum(r.pred_label == "anomaly" for r in recs), cfg.threshold.value, cfg.threshold.policy)  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +107,20 @@ def anomalib_model_names() -> tuple[str, ...]:
         ):
             return tuple(sorted(ast.literal_eval(node.value)))
     return ()
+
+
+@functools.cache
+def timm_model_names() -> frozenset[str]:
+    """Every architecture timm registers, read from its source without importing it (importing
+    timm imports torch: seconds, in every job that parses the config)."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    models = Path(next(iter(spec.submodule_search_locations))) / "models"
+    pattern = re.compile(r"@register_model\s*\ndef\s+(\w+)\s*\(")
+    return frozenset(
+        name for f in models.rglob("*.py") for name in pattern.findall(f.read_text("utf-8"))
+    )
 
 
 class AnomalibParams(BackendParams):
