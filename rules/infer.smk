@@ -9,6 +9,8 @@ rule predict:
         heatmaps=directory("results/{dataset}/models/{model}/{category}/maps"),
     log:
         "logs/{dataset}/predict/{model}-{category}.log",
+    benchmark:
+        "benchmarks/{dataset}/predict/{model}-{category}.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1

@@ -496,3 +496,87 @@ def test_sharded_scoring_merges_into_the_same_predictions(tmp_path):
         for a, b in zip(one, many, strict=True):
             assert b["score"] == pytest.approx(a["score"], rel=1e-3), (model, a["image_id"])
             assert b["pred_label"] == a["pred_label"], (model, a["image_id"])
+
+
+def _kill_job_midway(
+    wf: Path, args: list[str], rule: str, seconds: float
+) -> subprocess.CompletedProcess:
+    """Run snakemake and `kill -9` the first job of `rule` once it has run `seconds` (its script
+    process, as the OOM killer would); returns the finished snakemake run."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=wf,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    pattern = re.compile(rf"\.snakemake/scripts/tmp\w+\.{rule}\.py")
+    killed, seen = False, {}
+    while proc.poll() is None and not killed:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if pattern.search(cmd):
+                seen.setdefault(pid, time.monotonic())
+                if time.monotonic() - seen[pid] >= seconds:
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed = True
+        time.sleep(0.02)
+    out, _ = proc.communicate(timeout=600)
+    assert killed, f"no {rule} job seen:\n{out[-3000:]}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def test_kill_9_in_embed_train_predict_then_rerun_gives_identical_files(tmp_path):
+    """A job killed with SIGKILL midway (embedding, training, prediction) fails the run; the same
+    command again completes, and every final file is byte-identical to an uninterrupted run's.
+    Snakemake itself killed leaves its lock: `--unlock`, then the same command (README)."""
+    small = {"demo": {"categories": ["bracket"], "n_test_normal": 4, "n_test_per_defect": 2},
+             "threshold": {"folds": 3}}  # fmt: skip
+    ref = copy_workflow(tmp_path / "ref")
+    write_config(ref, **small)
+    snakemake(ref)
+
+    def took(rule_file: str) -> float:  # the uninterrupted job's wall time
+        return float((ref / "benchmarks/demo" / rule_file).read_text().splitlines()[1].split()[0])
+
+    wf = copy_workflow(tmp_path / "crash")
+    write_config(wf, **small)
+    for rule, bench in (("embed", "embed/bracket-000-of-001.tsv"), ("train", "train/patchcore-bracket.tsv"),
+                        ("predict", "predict/padim-bracket.tsv")):  # fmt: skip
+        r = _kill_job_midway(wf, [], rule, 0.4 * took(bench))
+        assert r.returncode != 0, (rule, r.stdout[-2000:])
+        assert f"Error in rule {rule}" in r.stdout, (rule, r.stdout[-2000:])
+    # Snakemake itself killed (the whole process group) in the middle of the run
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--forcerun", "score"],
+                            cwd=wf, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    import os
+    import signal
+    import time
+
+    time.sleep(6)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    locked = snakemake(wf, check=False)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    snakemake(wf, "--unlock")
+    snakemake(wf)
+
+    def finals(root: Path) -> list[Path]:
+        return sorted(p.relative_to(root) for p in (root / "results/demo").rglob("*")
+                      if p.is_file() and p.suffix in (".safetensors", ".parquet", ".jsonl", ".json", ".png"))  # fmt: skip
+
+    files = finals(ref)
+    assert len(files) > 40 and finals(wf) == files  # no file more, none missing
+    for rel in files:
+        a, b = (ref / rel).read_bytes(), (wf / rel).read_bytes()
+        if rel.suffix == ".parquet" and a != b:  # tables holding absolute paths: by content
+            a, b = (json.dumps(pq.read_table(root / rel).to_pylist(), default=str).encode()
+                    for root in (ref, wf))  # fmt: skip
+        # absolute paths name the run folder
+        a, b = a.replace(str(ref).encode(), b"<run>"), b.replace(str(wf).encode(), b"<run>")
+        assert a == b, rel

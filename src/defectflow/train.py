@@ -88,8 +88,8 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
     write_scores(out_crossfit, out)
     cf_s = time.perf_counter() - t
     card = ModelCard(dataset=dataset, category=category, model=model, backend=p.backend, params=p.fit_params(),
-                     n_train=len(fit), fit_seconds=round(fit_s, 3),
-                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": int(len(anom)), "seconds": round(cf_s, 3),
+                     n_train=len(fit),
+                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": int(len(anom)),
                                "fold_models": method},
                      facts=facts, backbone=backend.extra_meta().get("backbone", {}), seed=seed)  # fmt: skip
     write_model_card(card, out_card)

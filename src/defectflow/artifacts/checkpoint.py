@@ -18,14 +18,15 @@ META_KEY = "defectflow"
 
 
 class ModelCard(ModelArtifact):
-    """``model_card.json`` beside each checkpoint."""
+    """``model_card.json`` beside each checkpoint. No timings: a rerun writes the same bytes
+    (times are in the job's log and ``benchmarks/``)."""
 
     backend: str
     params: dict[str, Any]
     n_train: int
-    fit_seconds: float
     crossfit: dict[str, Any] = Field(
-        default_factory=dict, description="folds, images scored out of fold, seconds"
+        default_factory=dict,
+        description="folds, images scored out of fold, how fold models were made",
     )
     facts: dict[str, Any] = Field(description="backend facts: memory bank size, dimensions, ...")
     backbone: dict[str, Any]

@@ -16,7 +16,6 @@ import inspect
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,7 +142,6 @@ class AnomalibBackend(Backend):
             threads = torch.get_num_threads()
             # batched linalg.inv (anomalib's PaDiM) is wrong in torch 2.14 with several threads
             torch.set_num_threads(1)
-            t = time.perf_counter()
             try:
                 engine.fit(model=self.module, train_dataloaders=dm.train_dataloader())
             finally:
@@ -152,7 +150,6 @@ class AnomalibBackend(Backend):
         return {
             "model": self.params.model,
             "n_train": len(data),
-            "fit_seconds": round(time.perf_counter() - t, 3),
         }
 
     @torch.no_grad()
