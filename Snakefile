@@ -14,6 +14,7 @@ include: "rules/embed.smk"
 include: "rules/train.smk"
 include: "rules/infer.smk"
 include: "rules/report.smk"
+include: "rules/curate.smk"
 
 
 # Steps of a second or two run where Snakemake runs, not as cluster jobs (each would wait for a

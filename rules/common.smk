@@ -63,7 +63,10 @@ def preflight_threads(wildcards, input):
 
 
 def all_targets():
-    return expand("results/{dataset}/report.html", dataset=DATASETS)
+    targets = expand("results/{dataset}/report.html", dataset=DATASETS)
+    if CFG.export.fiftyone:
+        targets += expand("results/{dataset}/fiftyone.json", dataset=DATASETS)
+    return targets
 
 
 BACKBONE_FILES = {
@@ -164,3 +167,24 @@ def onnx_targets(wildcards):
         for c in category_counts(wildcards.dataset)
         for m in names
     ]
+
+
+def embedding_tables(wildcards):
+    """The image-embedding tables of every shard of every category of a dataset."""
+    files = []
+    for c, count in category_counts(wildcards.dataset).items():
+        n = n_shards(count, CFG.backbone.shard_size)
+        base = f"results/{wildcards.dataset}/embeddings/{c}/shard-"
+        files += [f"{base}{i:03d}-of-{n:03d}.parquet" for i in range(n)]
+    return files
+
+
+def all_score_maps(wildcards):
+    """Every model's per-shard maps of every category of a dataset."""
+    files = []
+    for c, count in category_counts(wildcards.dataset).items():
+        n = n_shards(count, CFG.backbone.shard_size)
+        for m in MODELS:
+            base = f"results/{wildcards.dataset}/models/{m}/{c}/scores/shard-"
+            files += [f"{base}{i:03d}-of-{n:03d}.maps.safetensors" for i in range(n)]
+    return files

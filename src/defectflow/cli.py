@@ -134,6 +134,49 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_similar(args: argparse.Namespace) -> int:
+    import json
+
+    from defectflow.similar import find_similar
+
+    hits = find_similar(args.image, args.dataset, args.results, args.category, args.k)
+    if args.json:
+        print(json.dumps(hits, indent=2))
+        return EXIT_OK
+    print(f"{'#':>3}  {'distance':>8}  {'split':<5}  {'label':<7}  {'defect':<12}  image")
+    for h in hits:
+        print(f"{h['rank']:>3}  {h['distance']:>8.4f}  {h['split'] or '-':<5}  {h['label'] or '-':<7}  "
+              f"{h['defect_type'] or '-':<12}  {h['image_path']}")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from defectflow.curation import database_dir, use_database
+
+    db = database_dir(args.results, args.dataset)
+    if not db.is_dir():
+        raise DefectflowError(
+            f"no FiftyOne database for dataset {args.dataset!r} at {db}; build it with "
+            "`snakemake fiftyone` (or export: {fiftyone: true} in the config)"
+        )
+    use_database(db)
+    import fiftyone as fo
+
+    logging.getLogger("fiftyone").setLevel(logging.WARNING)  # it prints its banner itself
+
+    if not fo.dataset_exists(args.dataset):
+        raise DefectflowError(
+            f"the FiftyOne database {db} holds no dataset {args.dataset!r} "
+            f"(it has {fo.list_datasets()}); run `snakemake fiftyone`"
+        )
+    session = fo.launch_app(fo.load_dataset(args.dataset), remote=True, address=args.address,
+                            port=args.port)  # fmt: skip
+    print(f"FiftyOne App for {args.dataset!r}: http://{args.address}:{args.port}/  (Ctrl-C stops it)",
+          flush=True)  # fmt: skip
+    session.wait(-1)
+    return EXIT_OK
+
+
 def cmd_seal(args: argparse.Namespace) -> int:
     from defectflow.artifacts.infer_config import read_infer_config, write_infer_config
 
@@ -237,6 +280,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=0, help="processes for decoding (0 = all cores)")
     s.add_argument("--examples", type=int, default=3, help="examples printed per issue code")
     s.set_defaults(func=cmd_preflight)
+
+    s = sub.add_parser(
+        "similar", help="the stored images nearest to an image, by the stored embeddings"
+    )
+    s.add_argument("image", type=Path, help="query image")
+    s.add_argument("--dataset", required=True, help="dataset name (results/DATASET)")
+    s.add_argument("--category", help="search this category only (default: all)")
+    s.add_argument("-k", type=int, default=10, help="how many (default 10)")
+    s.add_argument("--results", type=Path, default=Path("results"), help="results folder")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=cmd_similar)
+
+    s = sub.add_parser(
+        "app", help="open the FiftyOne App on a dataset built by `snakemake fiftyone`"
+    )
+    s.add_argument("dataset", help="dataset name (results/DATASET)")
+    s.add_argument("--port", type=int, default=5151)
+    s.add_argument("--address", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    s.add_argument("--results", type=Path, default=Path("results"), help="results folder")
+    s.set_defaults(func=cmd_app)
 
     s = sub.add_parser(
         "infer",

@@ -327,6 +327,15 @@ class ExportConfig(_Strict):
     onnx_tolerance: float = Field(
         default=1e-3, gt=0, description="max relative score difference ONNX vs torch"
     )
+    fiftyone: bool = Field(
+        default=False,
+        description="also build a FiftyOne dataset per dataset (`snakemake fiftyone` builds it "
+        "on demand); open it with `defectflow app DATASET`",
+    )
+    fiftyone_visualization: Literal["auto", "umap", "pca", "tsne"] = Field(
+        default="auto",
+        description="2-D embedding plot of the FiftyOne dataset (auto: umap from 20 images, else pca)",
+    )
 
 
 class Config(_Strict):

@@ -30,6 +30,7 @@ ARTIFACTS: dict[str, str] = {
     "infer_config": "defectflow.artifacts.infer_config:InferConfig",
     "prediction": "defectflow.artifacts.predictions:PredictionRecord",
     "metrics": "defectflow.artifacts.metrics:Metrics",
+    "fiftyone_summary": "defectflow.curation:FiftyoneSummary",
 }
 
 
@@ -135,6 +136,7 @@ def detect_schema(path: str | Path) -> str:
         "infer_config.json": "infer_config",
         "predictions.jsonl": "prediction",
         "metrics.json": "metrics",
+        "fiftyone.json": "fiftyone_summary",
     }
     for suffix, schema in table.items():
         if name.endswith(suffix):

@@ -1,0 +1,30 @@
+rule fiftyone_dataset:
+    input:
+        table="results/{dataset}/standardized.parquet",
+        preflight="results/{dataset}/preflight.json",
+        predictions=lambda wc: dataset_results(wc, "predictions.jsonl"),
+        infer_configs=lambda wc: dataset_results(wc, "infer_config.json"),
+        maps=all_score_maps,
+        embeddings=embedding_tables,
+    output:
+        summary="results/{dataset}/fiftyone.json",
+    log:
+        "logs/{dataset}/fiftyone.log",
+    conda:
+        "../envs/curate.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        results="results",
+        visualization=CFG.export.fiftyone_visualization,
+        seed=CFG.seed,
+    script:
+        "../scripts/fiftyone.py"
+
+
+# `snakemake fiftyone`: every enabled dataset's FiftyOne dataset, on demand.
+rule fiftyone:
+    input:
+        expand("results/{dataset}/fiftyone.json", dataset=DATASETS),

@@ -1,0 +1,19 @@
+"""Snakemake adapter: the pipeline's files of a dataset -> a persistent FiftyOne dataset."""
+
+from defectflow.curation import group_model_files, run_fiftyone
+from defectflow.logs import log_to
+
+with log_to(snakemake.log[0]):
+    run_fiftyone(
+        snakemake.wildcards.dataset,
+        snakemake.params.results,
+        snakemake.input.table,
+        snakemake.input.preflight,
+        group_model_files(
+            snakemake.input.predictions, snakemake.input.infer_configs, snakemake.input.maps
+        ),
+        list(snakemake.input.embeddings),
+        snakemake.output.summary,
+        visualization=snakemake.params.visualization,
+        seed=snakemake.params.seed,
+    )
