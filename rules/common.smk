@@ -47,6 +47,8 @@ def source_inputs(wildcards):
     paths = []
     for src in CFG.datasets[wildcards.dataset].sources:
         paths.append(DEMO_DIR if src.type == "demo" else src.path)
+        if src.type == "coco":
+            paths.append(src.labels)
     return sorted(set(paths))
 
 

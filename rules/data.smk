@@ -20,10 +20,11 @@ rule ingest:
         sources=source_inputs,
     output:
         manifest="results/{dataset}/manifest.jsonl",
+        box_masks=directory("results/{dataset}/box_masks"),
     log:
         "logs/{dataset}/ingest.log",
     conda:
-        "../envs/core.yaml"
+        "../envs/curate.yaml"
     threads: 1
     resources:
         mem_mb=2000,

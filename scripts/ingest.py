@@ -1,4 +1,4 @@
-"""Snakemake adapter: dataset sources -> manifest.jsonl."""
+"""Snakemake adapter: dataset sources -> manifest.jsonl (+ box masks of COCO/YOLO sources)."""
 
 from defectflow.ingest import run_ingest
 from defectflow.logs import log_to
@@ -9,4 +9,5 @@ with log_to(snakemake.log[0]):
         snakemake.wildcards.dataset,
         snakemake.output.manifest,
         demo_dir=snakemake.params.demo_dir,
+        mask_dir=snakemake.output.box_masks,
     )

@@ -27,6 +27,8 @@ def source_for_path(path: Path) -> dict:
         )
     if _mvtec_categories(path):
         return {"type": "mvtec", "path": str(path)}
+    if (path / "data.yaml").is_file():
+        return {"type": "yolo", "path": str(path)}
     return {"type": "folder", "path": str(path)}
 
 
@@ -50,12 +52,14 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     if args.category:
         src["category"] = args.category
     ds = DatasetConfig.model_validate({"sources": [src]})
+    import tempfile
+
     try:
-        records = ingest_sources(ds.sources, dataset=args.dataset)
+        with tempfile.TemporaryDirectory(prefix="defectflow-masks-") as masks:
+            records = ingest_sources(ds.sources, dataset=args.dataset, mask_dir=masks)
+            report, _ = preflight_records(records, checks, args.dataset, str(args.path))
     except ManifestError as exc:  # the manifest itself is unreadable: still a report
         report = unreadable_manifest_report(exc, args.dataset, str(args.path), checks)
-    else:
-        report, _ = preflight_records(records, checks, args.dataset, str(args.path))
     print(format_summary(report, examples=args.examples))
     if args.json:
         write_report(report, args.json)

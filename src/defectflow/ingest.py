@@ -1,7 +1,8 @@
 """Sources -> normalized ``manifest.jsonl`` records.
 
 Supported sources: manifest files (JSONL, CSV, Parquet) with an alias table for field names,
-MVTec-AD folders, plain ``good/`` + defect-folder layouts, and the built-in demo data.
+MVTec-AD folders, plain ``good/`` + defect-folder layouts, COCO and YOLO detection labels
+(:mod:`defectflow.detections`), and the built-in demo data.
 """
 
 from __future__ import annotations
@@ -379,12 +380,23 @@ def ingest_folder(src: FolderSource) -> list[ManifestRecord]:
 
 
 def ingest_sources(
-    sources: list[Any], dataset: str, demo_dir: str | Path = DEMO_DIR
+    sources: list[Any],
+    dataset: str,
+    demo_dir: str | Path = DEMO_DIR,
+    mask_dir: str | Path | None = None,
 ) -> list[ManifestRecord]:
-    """All records of one dataset's sources, in source order."""
+    """All records of one dataset's sources, in source order. ``mask_dir``: where the box masks
+    of detection sources (COCO, YOLO) are written."""
     records: list[ManifestRecord] = []
     for i, src in enumerate(sources, start=1):
-        if isinstance(src, ManifestSource):
+        if src.type in ("coco", "yolo"):
+            from defectflow import detections
+
+            if mask_dir is None:
+                raise ManifestError(f"source #{i} ({src.type}) needs a folder for its box masks")
+            reader = detections.ingest_coco if src.type == "coco" else detections.ingest_yolo
+            got = reader(src, Path(mask_dir) / f"source-{i}")
+        elif isinstance(src, ManifestSource):
             got = ingest_manifest(src)
         elif isinstance(src, MvtecSource):
             got = ingest_mvtec(src)
@@ -418,13 +430,17 @@ def run_ingest(
     dataset: str,
     out: str | Path,
     demo_dir: str | Path = DEMO_DIR,
+    mask_dir: str | Path | None = None,
 ) -> int:
-    """Snakemake entry point: one dataset's config -> ``manifest.jsonl``."""
+    """Snakemake entry point: one dataset's config -> ``manifest.jsonl`` (and the box masks of
+    detection sources under ``mask_dir``)."""
     cfg = (
         dataset_config
         if isinstance(dataset_config, DatasetConfig)
         else DatasetConfig.model_validate(dataset_config)
     )
-    n = write_manifest(ingest_sources(cfg.sources, dataset, demo_dir), out)
+    if mask_dir is not None:
+        Path(mask_dir).mkdir(parents=True, exist_ok=True)
+    n = write_manifest(ingest_sources(cfg.sources, dataset, demo_dir, mask_dir), out)
     log.info("wrote %d records to %s", n, out)
     return n

@@ -1,0 +1,169 @@
+"""COCO and YOLO detection labels as sources (read with FiftyOne's importers), their bad input,
+and a COCO dataset through the workflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import save_image
+from PIL import Image
+
+from defectflow.config import DatasetConfig
+from defectflow.errors import ManifestError
+from defectflow.ingest import ingest_sources, run_ingest
+
+
+def _coco(root: Path, boxes: dict[str, list[tuple[str, list[float]]]], size=(60, 40)) -> Path:
+    """images/<name>.png and labels.json; boxes: image name -> [(class, [x, y, w, h] pixels)]."""
+    classes = sorted({c for bs in boxes.values() for c, _ in bs} | {"scratch"})
+    cat_id = {c: i + 1 for i, c in enumerate(classes)}
+    images, anns = [], []
+    for i, (name, bs) in enumerate(sorted(boxes.items()), 1):
+        save_image(root / "images" / name, seed=i, size=size)
+        images.append({"id": i, "file_name": name, "width": size[0], "height": size[1]})
+        for c, b in bs:
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat_id[c], "bbox": b,
+                         "area": b[2] * b[3], "iscrowd": 0})  # fmt: skip
+    labels = root / "labels.json"
+    labels.write_text(json.dumps({"images": images, "annotations": anns,
+                                  "categories": [{"id": v, "name": k} for k, v in cat_id.items()]}))  # fmt: skip
+    return labels
+
+
+def _ingest(src: dict, tmp_path: Path):
+    ds = DatasetConfig.model_validate({"sources": [src]})
+    return ingest_sources(ds.sources, "d", mask_dir=tmp_path / "masks")
+
+
+def test_coco_boxes_make_anomalies_with_box_masks(tmp_path):
+    labels = _coco(tmp_path / "widget", {
+        "a.png": [("scratch", [10, 5, 20, 10]), ("dent", [40, 20, 10, 10])],
+        "b.png": [("label_sticker", [0, 0, 5, 5])],  # not a defect class: a normal image
+        "c.png": [], "d.png": [("dent", [0, 0, 60, 40])],
+    })  # fmt: skip
+    recs = _ingest({"type": "coco", "path": str(tmp_path / "widget/images"), "labels": str(labels),
+                    "category": "widget", "defect_classes": ["scratch", "dent"]}, tmp_path)  # fmt: skip
+    by = {Path(r.image_path).name: r for r in recs}
+    assert {k: r.label for k, r in by.items()} == {"a.png": "anomaly", "b.png": "normal",
+                                                   "c.png": "normal", "d.png": "anomaly"}  # fmt: skip
+    assert by["a.png"].defect_type == "scratch" and by["d.png"].defect_type == "dent"  # largest box
+    assert by["b.png"].mask_path is None and all(r.category == "widget" for r in recs)
+    mask = np.asarray(Image.open(by["a.png"].mask_path))
+    assert (
+        mask.shape == (40, 60)
+        and mask[5:15, 10:30].min() == 255
+        and mask[20:30, 40:50].min() == 255
+    )
+    assert (mask > 0).sum() == 20 * 10 + 10 * 10
+    assert by["a.png"].source.type == "coco" and by["a.png"].source.file == str(labels)
+
+
+def test_yolo_labels_make_anomalies(tmp_path):
+    root = tmp_path / "parts"
+    root.mkdir()
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train",
+                                                    "val": "images/val", "names": {0: "crack", 1: "hole"}}))  # fmt: skip
+    for split, items in {"train": {"p0": "", "p1": "", "p2": "1 0.5 0.5 0.2 0.4\n"},
+                         "val": {"p3": "0 0.25 0.25 0.5 0.5\n", "p4": ""}}.items():  # fmt: skip
+        for stem, txt in items.items():
+            save_image(
+                root / "images" / split / f"{stem}.png", seed=len(stem + split), size=(50, 50)
+            )
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{stem}.txt").write_text(txt)
+    recs = _ingest({"type": "yolo", "path": str(root)}, tmp_path)
+    by = {Path(r.image_path).stem: r for r in recs}
+    assert sorted(by) == ["p0", "p1", "p2", "p3", "p4"]
+    assert [by[k].label for k in sorted(by)] == ["normal", "normal", "anomaly", "anomaly", "normal"]
+    assert by["p2"].defect_type == "hole" and by["p3"].defect_type == "crack"
+    assert all(r.category == "parts" and r.split is None for r in recs)  # splits are assigned
+    mask = np.asarray(Image.open(by["p3"].mask_path))
+    assert mask[0:25, 0:25].min() == 255 and mask[26:, 26:].max() == 0
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("box_outside", "lies outside image 'a.png'"),
+        ("unknown_image", "names image_id 99, which `images` does not list"),
+        ("unknown_class", "names category_id 42"),
+    ],
+)
+def test_bad_coco_is_refused_naming_the_file_and_nothing_is_written(tmp_path, case, message):
+    labels = _coco(tmp_path / "w", {"a.png": [("scratch", [50, 30, 20, 20])] if case == "box_outside" else
+                                    [("scratch", [1, 1, 5, 5])]})  # fmt: skip
+    data = json.loads(labels.read_text())
+    if case == "unknown_image":
+        data["annotations"][0]["image_id"] = 99
+    if case == "unknown_class":
+        data["annotations"][0]["category_id"] = 42
+    labels.write_text(json.dumps(data))
+    out = tmp_path / "run" / "manifest.jsonl"
+    cfg = {"sources": [{"type": "coco", "path": str(tmp_path / "w/images"), "labels": str(labels)}]}
+    with pytest.raises(ManifestError) as exc:
+        run_ingest(cfg, "d", out, mask_dir=tmp_path / "run" / "box_masks")
+    assert message in str(exc.value) and str(labels) in str(exc.value)
+    assert not out.exists()
+
+
+def test_yolo_class_id_not_in_data_yaml_is_refused(tmp_path):
+    root = tmp_path / "y"
+    root.mkdir()
+    (root / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "names": ["crack"]}))
+    save_image(root / "images/train/a.png", size=(20, 20))
+    (root / "labels/train").mkdir(parents=True)
+    (root / "labels/train/a.txt").write_text("3 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(ManifestError, match=r"a\.txt:1: class id 3 is not in .*data\.yaml"):
+        _ingest({"type": "yolo", "path": str(root)}, tmp_path)
+
+
+@pytest.mark.slow
+def test_coco_dataset_through_the_workflow(workflow_dir, tmp_path):
+    """The demo's bracket images re-labelled as COCO boxes (the bounding box of each mask): the
+    chain runs to metrics, with box masks for the pixel metrics."""
+    from defectflow.config import DemoConfig
+    from defectflow.demo import generate_demo
+
+    demo = tmp_path / "demo"
+    generate_demo(
+        demo, DemoConfig(categories=["bracket"], n_train=12, n_test_normal=4, n_test_per_defect=2)
+    )
+    root = demo / "bracket"
+    images, anns, cats = [], [], {}
+    for p in sorted(root.rglob("*.png")):
+        if "ground_truth" in p.parts:
+            continue
+        rel = p.relative_to(root).as_posix()
+        images.append({"id": len(images) + 1, "file_name": rel, "width": 224, "height": 224})
+        if p.parent.name != "good":
+            m = (
+                np.asarray(Image.open(root / "ground_truth" / p.parent.name / f"{p.stem}_mask.png"))
+                > 0
+            )
+            ys, xs = np.nonzero(m)
+            cid = cats.setdefault(p.parent.name, len(cats) + 1)
+            anns.append({"id": len(anns) + 1, "image_id": images[-1]["id"], "category_id": cid, "iscrowd": 0,
+                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]})  # fmt: skip
+    labels = tmp_path / "instances.json"
+    labels.write_text(json.dumps({"images": images, "annotations": anns,
+                                  "categories": [{"id": v, "name": k} for k, v in cats.items()]}))  # fmt: skip
+    cfg = {"datasets": {"demo": {"enabled": False, "sources": [{"type": "demo"}]},
+                        "boxes": {"sources": [{"type": "coco", "path": str(root), "labels": str(labels),
+                                               "category": "bracket"}]}},
+           "threshold": {"folds": 3}}  # fmt: skip
+    (workflow_dir / "coco.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "coco.yaml"],
+                       cwd=workflow_dir, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads(
+        (workflow_dir / "results/boxes/models/patchcore/bracket/metrics.json").read_text()
+    )
+    assert m["image"]["n_anomaly"] == 6 and m["pixel"]["status"] == "ok"
+    assert set(m["per_defect_type"]) == {"scratch", "stain", "missing_part"}
+    assert len(list((workflow_dir / "results/boxes/box_masks/source-1").glob("*.png"))) == 6
