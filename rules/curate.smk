@@ -17,7 +17,6 @@ rule fiftyone_dataset:
         mem_mb=4000,
         runtime=60,
     params:
-        results="results",
         visualization=CFG.export.fiftyone_visualization,
         seed=CFG.seed,
     script:

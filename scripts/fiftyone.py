@@ -1,12 +1,14 @@
 """Snakemake adapter: the pipeline's files of a dataset -> a persistent FiftyOne dataset."""
 
+from pathlib import Path
+
 from defectflow.curation import group_model_files, run_fiftyone
 from defectflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     run_fiftyone(
         snakemake.wildcards.dataset,
-        snakemake.params.results,
+        Path(snakemake.output.summary).parent.parent,  # the results folder
         snakemake.input.table,
         snakemake.input.preflight,
         group_model_files(
