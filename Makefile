@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint dryrun pytest clean env docs slurm-deps test-slurm
+.PHONY: demo test lint dryrun pytest clean env docs slurm-deps test-slurm labelstudio
 
 env: $(STAMP)
 
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "defectflow needs Python 3.11 (set PYTHON=...)")'
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,slurm,cluster]'
+	# label-studio-sdk only for its brush RLE codec; its own pins would move numpy
+	$(BIN)/python -m pip install --quiet --no-deps label-studio-sdk==2.1.2
 	@touch $@
 
 demo: $(STAMP)
@@ -36,7 +38,18 @@ dryrun: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint dryrun slurm-deps pytest
+test: lint dryrun slurm-deps labelstudio pytest
+
+# Label Studio in a venv of its own (its numpy/opencv pins cannot share ours), for
+# `defectflow review` and tests/test_review.py.
+LS_VENV := .venv-labelstudio
+labelstudio: $(LS_VENV)/.installed
+
+$(LS_VENV)/.installed:
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet label-studio==1.23.2
+	@touch $@
 
 # A real one-node SLURM for tests/test_slurm.py: Debian slurm-wlm and munge (root only; the test
 # skips, saying why, where they cannot be installed).

@@ -26,6 +26,7 @@ localrules:
     preflight_memory,
     calibrate,
     report,
+    review_tasks,
 
 
 rule all:

@@ -116,7 +116,7 @@ def score_files(wildcards, kind):
 
 def score_inputs(wildcards):
     """One shard's stored features (feature backends), or the table only (image backends)."""
-    files = {"table": f"results/{wildcards.dataset}/standardized.parquet"}
+    files = {"table": ancient(f"results/{wildcards.dataset}/standardized.parquet")}
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
         base = f"results/{wildcards.dataset}/embeddings/{wildcards.category}/shard-"
         files["features"] = f"{base}{wildcards.shard}-of-{wildcards.n}.safetensors"
@@ -125,7 +125,7 @@ def score_inputs(wildcards):
 
 def model_inputs(wildcards):
     """What the model's backend consumes: stored features, or (image backends) the table only."""
-    files = {"table": f"results/{wildcards.dataset}/standardized.parquet"}
+    files = {"table": ancient(f"results/{wildcards.dataset}/standardized.parquet")}
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
         files["features"] = feature_files(wildcards)
     return files
@@ -190,3 +190,30 @@ def all_score_maps(wildcards):
             base = f"results/{wildcards.dataset}/models/{m}/{c}/scores/shard-"
             files += [f"{base}{i:03d}-of-{n:03d}.maps.safetensors" for i in range(n)]
     return files
+
+
+_DIGESTS = {}
+
+
+def category_digest(wildcards):
+    """A digest of one category's rows of the standardized table. Rules that read one category
+    take the table as `ancient` input with this as a param: a rewritten table reruns only the
+    categories whose rows changed (a reviewed label in `bracket` leaves `tile` alone)."""
+    import hashlib
+    import os
+
+    import pyarrow.parquet as pq
+
+    table = checkpoints.standardize.get(dataset=wildcards.dataset).output.table
+    key = (table, os.stat(table).st_mtime_ns)
+    if key not in _DIGESTS:
+        by_cat = {}
+        for row in pq.read_table(table).to_pylist():
+            by_cat.setdefault(row["category"], []).append(
+                repr(sorted((k, v) for k, v in row.items() if k != "source_line"))
+            )
+        _DIGESTS[key] = {
+            c: hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()[:16]
+            for c, rows in by_cat.items()
+        }
+    return _DIGESTS[key][wildcards.category]

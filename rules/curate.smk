@@ -27,3 +27,35 @@ rule fiftyone_dataset:
 rule fiftyone:
     input:
         expand("results/{dataset}/fiftyone.json", dataset=DATASETS),
+
+
+rule review_tasks:
+    input:
+        table="results/{dataset}/standardized.parquet",
+        preflight="results/{dataset}/preflight.json",
+        predictions=lambda wc: dataset_results(wc, "predictions.jsonl"),
+        infer_configs=lambda wc: dataset_results(wc, "infer_config.json"),
+        metrics=lambda wc: dataset_results(wc, "metrics.json"),
+        maps=all_score_maps,
+    output:
+        tasks="results/{dataset}/review/tasks.json",
+        config="results/{dataset}/review/labeling_config.xml",
+    log:
+        "logs/{dataset}/review_tasks.log",
+    conda:
+        "../envs/curate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        review=CFG.review.model_dump(mode="json"),
+    script:
+        "../scripts/review_tasks.py"
+
+
+# `snakemake review`: Label Studio tasks of every enabled dataset (push them with
+# `defectflow review push --dataset NAME`).
+rule review:
+    input:
+        expand("results/{dataset}/review/tasks.json", dataset=DATASETS),

@@ -20,7 +20,7 @@ rule backbone:
 
 rule embed:
     input:
-        table="results/{dataset}/standardized.parquet",
+        table=ancient("results/{dataset}/standardized.parquet"),
         onnx=BACKBONE_FILES["onnx"],
         card=BACKBONE_FILES["card"],
     output:
@@ -36,5 +36,7 @@ rule embed:
     resources:
         mem_mb=4000,
         runtime=120,
+    params:
+        rows=category_digest,
     script:
         "../scripts/embed.py"

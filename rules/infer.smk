@@ -3,7 +3,7 @@ rule predict:
         infer_config=rules.calibrate.output.infer_config,
         scores=lambda wc: score_files(wc, "scores.parquet"),
         maps=lambda wc: score_files(wc, "maps.safetensors"),
-        table="results/{dataset}/standardized.parquet",
+        table=ancient("results/{dataset}/standardized.parquet"),
     output:
         predictions="results/{dataset}/models/{model}/{category}/predictions.jsonl",
         heatmaps=directory("results/{dataset}/models/{model}/{category}/maps"),
@@ -17,6 +17,8 @@ rule predict:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        rows=category_digest,
     script:
         "../scripts/predict.py"
 
@@ -25,7 +27,7 @@ rule export_onnx:
     input:
         infer_config=rules.calibrate.output.infer_config,
         checkpoint=rules.train.output.checkpoint,
-        table="results/{dataset}/standardized.parquet",
+        table=ancient("results/{dataset}/standardized.parquet"),
     output:
         model="results/{dataset}/models/{model}/{category}/model.onnx",
         parity="results/{dataset}/models/{model}/{category}/onnx_parity.json",
@@ -38,6 +40,7 @@ rule export_onnx:
         mem_mb=6000,
         runtime=30,
     params:
+        rows=category_digest,
         tolerance=CFG.export.onnx_tolerance,
     script:
         "../scripts/export_onnx.py"

@@ -3,7 +3,7 @@ rule metrics:
         predictions=rules.predict.output.predictions,
         maps=lambda wc: score_files(wc, "maps.safetensors"),
         infer_config=rules.calibrate.output.infer_config,
-        table="results/{dataset}/standardized.parquet",
+        table=ancient("results/{dataset}/standardized.parquet"),
     output:
         metrics="results/{dataset}/models/{model}/{category}/metrics.json",
     log:
@@ -14,6 +14,8 @@ rule metrics:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        rows=category_digest,
     script:
         "../scripts/metrics.py"
 

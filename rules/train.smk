@@ -16,6 +16,7 @@ rule train:
         mem_mb=8000,
         runtime=120,
     params:
+        rows=category_digest,
         model=model_params,
         folds=CFG.threshold.folds,
         image_size=model_image_size,
@@ -42,6 +43,7 @@ rule score:
         mem_mb=6000,
         runtime=120,
     params:
+        rows=category_digest,
         out_size=CFG.backbone.out_size,
         sigma=CFG.maps.sigma,
     script:

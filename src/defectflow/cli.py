@@ -181,6 +181,21 @@ def cmd_app(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from defectflow import review
+
+    if args.action == "push":
+        got = review.push(args.dataset, args.results)
+        print(f"Label Studio project {got['project']}: {got['imported']} tasks imported, "
+              f"{got['already_there']} already there")  # fmt: skip
+    else:
+        out = args.out or Path("corrections") / f"{args.dataset}.jsonl"
+        got = review.pull(args.dataset, out, args.results)
+        print(f"{got['corrections']} corrections from {got['annotated_tasks']} annotated tasks -> {out}\n"
+              f"add to the dataset's sources: - {{type: corrections, path: {out}}}")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_seal(args: argparse.Namespace) -> int:
     from defectflow.artifacts.infer_config import read_infer_config, write_infer_config
 
@@ -295,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", type=Path, default=Path("results"), help="results folder")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_similar)
+
+    s = sub.add_parser(
+        "review",
+        help="push review tasks to Label Studio / pull the annotations as corrections "
+        "(LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)",
+    )
+    s.add_argument("action", choices=["push", "pull"])
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--results", type=Path, default=Path("results"), help="results folder")
+    s.add_argument(
+        "--out", type=Path, help="pull: corrections file (default corrections/DATASET.jsonl)"
+    )
+    s.set_defaults(func=cmd_review)
 
     s = sub.add_parser(
         "app", help="open the FiftyOne App on a dataset built by `snakemake fiftyone`"

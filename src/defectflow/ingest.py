@@ -389,6 +389,10 @@ def ingest_sources(
     of detection sources (COCO, YOLO) are written."""
     records: list[ManifestRecord] = []
     for i, src in enumerate(sources, start=1):
+        if src.type == "corrections":
+            n = apply_corrections(records, Path(src.path))
+            log.info("dataset %s: source #%d (corrections) -> %d records changed", dataset, i, n)
+            continue
         if src.type in ("coco", "yolo"):
             from defectflow import detections
 
@@ -409,6 +413,33 @@ def ingest_sources(
         log.info("dataset %s: source #%d (%s) -> %d records", dataset, i, src.type, len(got))
         records.extend(got)
     return records
+
+
+def apply_corrections(records: list[ManifestRecord], path: Path) -> int:
+    """Override label, mask and defect type of the records named in a corrections file (in
+    place); a correction of an image no earlier source has is an error."""
+    by_path = {str(Path(r.image_path).resolve()): r for r in records if r.image_path}
+    changed = 0
+    for line, row in read_jsonl(path):
+        where = f"{path}:{line}"
+        img = row.get("image_path")
+        rec = by_path.get(str(Path(img).resolve())) if isinstance(img, str) else None
+        if rec is None:
+            raise ManifestError(f"{where}: {img!r} is not an image of the sources before it; "
+                                "was this file pulled for another dataset?")  # fmt: skip
+        label = normalize_label(row.get("label"))
+        if label not in (Label.NORMAL, Label.ANOMALY):
+            raise ManifestError(
+                f"{where}: label {row.get('label')!r} is neither normal nor anomaly"
+            )
+        rec.label = label
+        rec.mask_path = row.get("mask_path") if label == Label.ANOMALY else None
+        rec.defect_type = (
+            (row.get("defect_type") or rec.defect_type) if label == Label.ANOMALY else None
+        )
+        rec.meta = {**rec.meta, "reviewed": True}
+        changed += 1
+    return changed
 
 
 def write_manifest(records: list[ManifestRecord], out: str | Path) -> int:

@@ -1,0 +1,22 @@
+"""Snakemake adapter: a dataset's results -> Label Studio review tasks + labeling config."""
+
+from defectflow.curation import group_model_files
+from defectflow.logs import log_to
+from defectflow.review import run_review_tasks
+
+with log_to(snakemake.log[0]):
+    p = snakemake.params.review
+    run_review_tasks(
+        snakemake.wildcards.dataset,
+        snakemake.input.table,
+        snakemake.input.preflight,
+        group_model_files(
+            snakemake.input.predictions, snakemake.input.infer_configs, snakemake.input.maps
+        ),
+        list(snakemake.input.metrics),
+        p["document_root"],
+        p["margin"],
+        p["max_tasks"],
+        snakemake.output.tasks,
+        snakemake.output.config,
+    )
