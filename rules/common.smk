@@ -198,7 +198,8 @@ _DIGESTS = {}
 def category_digest(wildcards):
     """A digest of one category's rows of the standardized table. Rules that read one category
     take the table as `ancient` input with this as a param: a rewritten table reruns only the
-    categories whose rows changed (a reviewed label in `bracket` leaves `tile` alone)."""
+    categories whose rows changed (a reviewed label in `bracket` leaves `tile` alone).
+    """
     import hashlib
     import os
 
