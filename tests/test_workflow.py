@@ -59,6 +59,7 @@ def test_dry_run_dag_of_default_config(workflow_dir):
     assert summary(workflow_dir) == {
         "resources/demo": "demo_data",
         "results/demo/manifest.jsonl": "ingest",
+        "results/demo/box_masks": "ingest",  # masks of COCO/YOLO boxes (empty for the demo)
         f"{bb}/backbone.onnx": "backbone",
         f"{bb}/backbone.json": "backbone",
         "results/demo/preflight.json": "preflight",
