@@ -24,6 +24,8 @@ validate(
 )
 
 DATASETS = CFG.active_datasets
+# `backbone.device: cuda` makes embedding, training and scoring ask a cluster for one GPU each
+GPUS = 1 if CFG.backbone.device == "cuda" else 0
 MODELS = sorted(CFG.models)
 BACKBONE = CFG.backbone.id
 

@@ -34,6 +34,7 @@ rule embed:
         "../envs/models.yaml"
     threads: CFG.backbone.threads
     resources:
+        gpu=GPUS,
         mem_mb=4000,
         runtime=120,
     params:

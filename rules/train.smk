@@ -13,6 +13,7 @@ rule train:
         "../envs/models.yaml"
     threads: 1
     resources:
+        gpu=GPUS,
         mem_mb=8000,
         runtime=120,
     params:
@@ -40,6 +41,7 @@ rule score:
         "../envs/models.yaml"
     threads: 1
     resources:
+        gpu=GPUS,
         mem_mb=6000,
         runtime=120,
     params:

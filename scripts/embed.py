@@ -4,6 +4,7 @@ from defectflow.config import parse_config
 from defectflow.embeddings import run_embed
 from defectflow.logs import log_to
 
+cfg = parse_config(snakemake.config)
 with log_to(snakemake.log[0]):
     run_embed(
         snakemake.input.table,
@@ -15,5 +16,6 @@ with log_to(snakemake.log[0]):
         snakemake.output.patches,
         snakemake.output.images,
         threads=snakemake.threads,
-        batch_size=parse_config(snakemake.config).backbone.batch_size,  # speed only: no param
+        batch_size=cfg.backbone.batch_size,  # speed only: no param
+        device=cfg.backbone.device,  # speed only: no param
     )

@@ -1,5 +1,6 @@
 """Snakemake adapter: checkpoint + one shard's test features (or images) -> raw scores + maps."""
 
+from defectflow.config import parse_config
 from defectflow.logs import log_to
 from defectflow.scoring import run_score
 
@@ -16,4 +17,5 @@ with log_to(snakemake.log[0]):
         snakemake.output.scores,
         snakemake.output.maps,
         threads=snakemake.threads,
+        device=parse_config(snakemake.config).backbone.device,  # speed only: no param
     )

@@ -250,7 +250,7 @@ def test_threshold_change_reruns_calibration_never_scoring(demo_run):
 
 
 def test_performance_settings_plan_no_job(demo_run):
-    out = snakemake(demo_run, "-n", "--config", "backbone={'image_size': 128, 'threads': 1, 'batch_size': 3, 'shard_size': 500}",
+    out = snakemake(demo_run, "-n", "--config", "backbone={'image_size': 128, 'threads': 1, 'batch_size': 3, 'shard_size': 500, 'device': 'cpu'}",
                     "preflight={'threads': 1}").stdout  # fmt: skip
     assert "Nothing to be done" in out, out[-2000:]
 

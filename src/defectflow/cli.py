@@ -118,7 +118,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from defectflow.artifacts.predictions import write_predictions
     from defectflow.detector import Detector
 
-    det = Detector.load(args.infer_config, threads=args.threads)
+    det = Detector.load(args.infer_config, threads=args.threads, device=args.device)
     if args.category and args.category != det.cfg.category:
         raise DefectflowError(
             f"{args.infer_config} is a model of category {det.cfg.category!r}, not {args.category!r}"
@@ -354,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--category", help="refuse to run if the model is of another category")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--threads", type=int, default=2, help="backbone threads")
+    s.add_argument(
+        "--device",
+        default="cpu",
+        choices=["auto", "cpu", "cuda"],
+        help="where the backbone and nearest-neighbour search run (default cpu)",
+    )
     s.set_defaults(func=cmd_infer)
 
     s = sub.add_parser(

@@ -290,6 +290,12 @@ class BackboneConfig(_Strict):
     threads: int = Field(
         default=2, ge=1, description="threads per embedding job (performance only: no rerun)"
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="where embedding, the PatchCore coreset and nearest-neighbour search run "
+        "(auto: CUDA when torch sees a GPU); performance only: no rerun. `cuda` also makes those "
+        "rules ask a cluster for one GPU",
+    )
 
     @field_validator("name")
     @classmethod
@@ -324,7 +330,9 @@ class BackboneConfig(_Strict):
 
     def result_params(self) -> dict[str, Any]:
         """The keys that change features (threads, batch and shard sizes do not)."""
-        return self.model_dump(mode="json", exclude={"threads", "batch_size", "shard_size"})
+        return self.model_dump(
+            mode="json", exclude={"threads", "batch_size", "shard_size", "device"}
+        )
 
 
 ModelConfig = Annotated[

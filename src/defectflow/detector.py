@@ -94,7 +94,10 @@ def image_warnings(img: Image.Image) -> list[str]:
 class Detector:
     """A loaded, integrity-checked model."""
 
-    def __init__(self, cfg: InferConfig, base: Path, threads: int = 1) -> None:
+    def __init__(self, cfg: InferConfig, base: Path, threads: int = 1, device: str = "cpu") -> None:
+        from defectflow import device as dev
+
+        self.device = dev.use(device)
         self.cfg = cfg
         self.backend = load_checkpoint(resolve(base, cfg.checkpoint, "checkpoint"))
         self.pp = (
@@ -102,15 +105,18 @@ class Detector:
         )
         self.backbone = None
         if cfg.consumes == "features":
-            from defectflow.onnx_backbone import OnnxBackbone
+            from defectflow.torch_backbone import make_backbone
 
-            self.backbone = OnnxBackbone(resolve(base, cfg.backbone, "backbone"), threads=threads)  # type: ignore[arg-type]
+            onnx = str(resolve(base, cfg.backbone, "backbone"))  # type: ignore[arg-type]
+            self.backbone = make_backbone(
+                onnx, cfg.backbone_spec, cfg.weights_sha256, self.device, threads
+            )
         self.out_size = self.pp.out_size if self.pp else int(cfg.preprocess["image_size"])
 
     @classmethod
-    def load(cls, infer_config: str | Path, threads: int = 1) -> Detector:
+    def load(cls, infer_config: str | Path, threads: int = 1, device: str = "cpu") -> Detector:
         path = Path(infer_config)
-        return cls(read_infer_config(path), path.parent, threads=threads)
+        return cls(read_infer_config(path), path.parent, threads=threads, device=device)
 
     def _features_of(self, batch: np.ndarray) -> Features:
         patch, emb = self.backbone(batch)  # type: ignore[misc]

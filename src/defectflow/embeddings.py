@@ -49,20 +49,24 @@ def extract(backbone: OnnxBackbone, paths: list[str], pp: PreprocessSpec, batch_
 
 def run_embed(table: str | Path, backbone_onnx: str | Path, backbone_card: str | Path, category: str, shard: int,
               n_shards: int, out_patches: str | Path, out_images: str | Path, threads: int = 1,
-              batch_size: int = 16) -> int:  # fmt: skip
+              batch_size: int = 16, device: str = "cpu") -> int:  # fmt: skip
     """Snakemake entry point: one shard of one category's images (all splits) -> stored features."""
     rows = shard_rows(category_rows(table, category), shard, n_shards)
     if not rows:
         raise ModelError(f"category {category!r} shard {shard} of {n_shards} has no images")
     card = read_backbone_card(backbone_card)
     pp = PreprocessSpec.model_validate(card.preprocess)
-    backbone = OnnxBackbone(backbone_onnx, threads=threads)
+    from defectflow import device as dev
+    from defectflow.torch_backbone import make_backbone
+
+    where = dev.use(device)
+    backbone = make_backbone(str(backbone_onnx), card.spec, card.weights_sha256, where, threads)
     t = time.perf_counter()
     patch, image = extract(backbone, [r["image_path"] for r in rows], pp, batch_size,
                            desc=f"embed {category} {shard + 1}/{n_shards}")  # fmt: skip
     dt = time.perf_counter() - t
     meta = {"backbone_onnx_sha256": card.onnx_sha256, "preprocess": card.preprocess,
-            "backbone": card.spec, "weights_sha256": card.weights_sha256}  # fmt: skip
+            "backbone": card.spec, "weights_sha256": card.weights_sha256, "device": where}  # fmt: skip
     write_shard(patch, image, rows, meta, out_patches, out_images)
     log.info("%s shard %d/%d: %d images in %.1f s (%.1f img/s), patch features %s", category,
              shard + 1, n_shards, len(rows), dt, len(rows) / dt, tuple(patch.shape))  # fmt: skip

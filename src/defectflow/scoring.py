@@ -20,10 +20,13 @@ log = logging.getLogger(__name__)
 
 def run_score(checkpoint: str | Path, table: str | Path, feature_file: str | None, category: str,
               shard: int, n_shards: int, out_size: int, sigma: float, out_scores: str | Path,
-              out_maps: str | Path, threads: int = 1) -> int:  # fmt: skip
+              out_maps: str | Path, threads: int = 1, device: str = "cpu") -> int:  # fmt: skip
     """Snakemake entry point: the test images of one shard of a category (the shard's stored
     features, or its image files), so memory per job is bounded by ``backbone.shard_size``."""
     set_threads(threads)
+    from defectflow import device as dev
+
+    dev.use(device)
     ids = {r["image_id"] for r in shard_rows(category_rows(table, category), shard, n_shards)}
     test = [r for r in category_rows(table, category, ("test",)) if r["image_id"] in ids]
     scores, maps, rows = [], {}, []

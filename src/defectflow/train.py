@@ -44,9 +44,13 @@ def oof_scores(backend: Backend, data: Any, batch: int = 32) -> np.ndarray:
 
 def run_train(table: str | Path, feature_files: list[str], dataset: str, category: str, model: str,
               params: dict[str, Any], folds: int, out_ckpt: str | Path, out_card: str | Path,
-              out_crossfit: str | Path, image_size: int = 224, seed: int = 0, threads: int = 1) -> ModelCard:  # fmt: skip
+              out_crossfit: str | Path, image_size: int = 224, seed: int = 0, threads: int = 1,
+              device: str = "cpu") -> ModelCard:  # fmt: skip
     """Snakemake entry point."""
+    from defectflow import device as dev
+
     set_threads(threads)
+    dev.use(device)
     entry = backends.entry(params["backend"])
     p = entry.params.model_validate(params)
     data, rows = load_inputs(entry.consumes, table, category, feature_files, image_size, FIT_SPLITS)
@@ -88,7 +92,7 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
     write_scores(out_crossfit, out)
     cf_s = time.perf_counter() - t
     card = ModelCard(dataset=dataset, category=category, model=model, backend=p.backend, params=p.fit_params(),
-                     n_train=len(fit),
+                     n_train=len(fit), device=dev.current(),
                      crossfit={"folds": k, "scored": len(fit), "val_anomalies": int(len(anom)),
                                "fold_models": method},
                      facts=facts, backbone=backend.extra_meta().get("backbone", {}), seed=seed)  # fmt: skip

@@ -24,6 +24,7 @@ class ModelCard(ModelArtifact):
     backend: str
     params: dict[str, Any]
     n_train: int
+    device: str = Field(default="cpu", description="where it was fitted: cpu or cuda")
     crossfit: dict[str, Any] = Field(
         default_factory=dict,
         description="folds, images scored out of fold, how fold models were made",
@@ -42,7 +43,10 @@ def save_checkpoint(backend: Any, path: str | Path) -> None:
     several metadata keys in random order)."""
     from safetensors.numpy import save_file
 
-    meta = {"params": backend.params.model_dump(mode="json"), "extra": backend.extra_meta()}
+    from defectflow import device
+
+    meta = {"params": backend.params.model_dump(mode="json"), "extra": backend.extra_meta(),
+            "device": device.current()}  # fmt: skip
     arrays = {k: np.ascontiguousarray(v) for k, v in backend.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})

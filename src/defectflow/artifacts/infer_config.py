@@ -60,6 +60,9 @@ class InferConfig(ModelArtifact):
     map_sigma: float
     seed: int
     versions: dict[str, str]
+    device: str = Field(
+        default="cpu", description="where the model was fitted (provenance: not in the digest)"
+    )
     digest: str = Field(description="sha256 of the decision-relevant content (model id suffix)")
 
     @property

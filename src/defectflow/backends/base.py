@@ -104,6 +104,12 @@ def nearest_sq_distances(
     block to stay in cache (``|q|^2 - 2 q.b + |b|^2``, the ``-2`` folded into the query, the
     bank norms added in place), so memory is bounded whatever the sizes.
     """
+    from defectflow import device
+
+    if device.current() == "cuda":
+        from defectflow.backends.cuda import nearest_sq_distances_cuda
+
+        return nearest_sq_distances_cuda(query, bank)
     query = np.ascontiguousarray(query, dtype=np.float32)
     bank = np.ascontiguousarray(bank, dtype=np.float32)
     if bank_sq is None:

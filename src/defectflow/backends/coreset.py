@@ -76,9 +76,16 @@ def greedy_coreset(
         x = np.ascontiguousarray(features, dtype=np.float32) @ proj
     else:
         x = np.ascontiguousarray(features, dtype=np.float32)
+    first = int(rng.integers(N))
+    from defectflow import device
+
+    if device.current() == "cuda":
+        from defectflow.backends.cuda import greedy_coreset_cuda
+
+        return greedy_coreset_cuda(x, n, first)
     out = np.empty(n, dtype=np.int64)
     t = time.perf_counter()
-    computed = _kcenter(np.ascontiguousarray(x, dtype=np.float32), n, int(rng.integers(N)), out)
+    computed = _kcenter(np.ascontiguousarray(x, dtype=np.float32), n, first, out)
     dt = time.perf_counter() - t
     log.info(
         "coreset: %d of %d candidates in %.1f s (%.0f points/s; %.1f%% of distances computed)",
