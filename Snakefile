@@ -27,6 +27,8 @@ localrules:
     calibrate,
     report,
     review_tasks,
+    leaderboard,
+    register_run,
 
 
 rule all:

@@ -68,6 +68,8 @@ def preflight_threads(wildcards, input):
 
 def all_targets():
     targets = expand("results/{dataset}/report.html", dataset=DATASETS)
+    targets += expand("results/{dataset}/leaderboard.csv", dataset=DATASETS)
+    targets.append("results/run.json")
     if CFG.export.fiftyone:
         targets += expand("results/{dataset}/fiftyone.json", dataset=DATASETS)
     return targets

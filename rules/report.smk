@@ -27,6 +27,8 @@ rule report:
         infer_configs=lambda wc: dataset_results(wc, "infer_config.json"),
         preflight="results/{dataset}/preflight.json",
         memory="results/{dataset}/preflight_memory.json",
+        leaderboard="results/{dataset}/leaderboard.parquet",
+        table="results/{dataset}/standardized.parquet",
         onnx=onnx_targets,
     output:
         report="results/{dataset}/report.html",
@@ -40,3 +42,41 @@ rule report:
         runtime=30,
     script:
         "../scripts/report.py"
+
+
+rule leaderboard:
+    input:
+        metrics=lambda wc: dataset_results(wc, "metrics.json"),
+    output:
+        parquet="results/{dataset}/leaderboard.parquet",
+        csv="results/{dataset}/leaderboard.csv",
+    log:
+        "logs/{dataset}/leaderboard.log",
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/leaderboard.py"
+
+
+# Appends this run's leaderboard rows to runs/registry.parquet (whenever a leaderboard changed).
+rule register_run:
+    input:
+        leaderboards=expand("results/{dataset}/leaderboard.parquet", dataset=DATASETS),
+        manifests=expand("results/{dataset}/manifest.jsonl", dataset=DATASETS),
+        card=BACKBONE_FILES["card"],
+    output:
+        run="results/run.json",
+    log:
+        "logs/register_run.log",
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/register_run.py"

@@ -12,4 +12,6 @@ with log_to(snakemake.log[0]):
         snakemake.input.preflight,
         snakemake.output.report,
         memory=snakemake.input.memory,
+        leaderboard=snakemake.input.leaderboard,
+        table=snakemake.input.table,
     )

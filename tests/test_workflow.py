@@ -215,6 +215,32 @@ def test_end_to_end_artifacts_are_valid(demo_run):
     assert "normal_quantile" in html and "best F1" in html
 
 
+def test_leaderboard_and_run_registry(demo_run):
+    board = pq.read_table(demo_run / "results/demo/leaderboard.parquet").to_pylist()
+    assert len(board) == 6  # 2 categories x 3 models
+    for row in board:
+        m = json.loads(
+            (
+                demo_run / f"results/demo/models/{row['model']}/{row['category']}/metrics.json"
+            ).read_text()
+        )
+        assert row["image_auroc"] == m["image"]["auroc"] and row["f1"] == m["image"]["f1"]
+        assert row["fit_s"] > 0 and row["peak_mb"] > 0 and row["model_mb"] > 0
+    run = json.loads((demo_run / "results/run.json").read_text())
+    reg = pq.read_table(demo_run / "runs/registry.parquet").to_pylist()
+    assert {r["run_id"] for r in reg} >= {run["run_id"]} and run["n_rows"] == 6
+    assert run["inputs"]["manifest:demo"] and run["versions"]["defectflow"]
+    gate = subprocess.run([sys.executable, "-m", "defectflow.cli", "gate", "--baseline", "latest"],
+                          cwd=demo_run, capture_output=True, text=True)  # fmt: skip
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    report = (demo_run / "results/demo/report.html").read_text()
+    assert (
+        "Leaderboard" in report
+        and "Recall per defect type" in report
+        and "image, mask, heatmap" in report
+    )
+
+
 def test_second_run_has_nothing_to_do(demo_run):
     again = snakemake(demo_run)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -238,7 +264,8 @@ def _planned_jobs(wf: Path, *config: str) -> dict[str, int]:
 
 def test_threshold_change_reruns_calibration_never_scoring(demo_run):
     jobs = _planned_jobs(demo_run, "threshold={'quantile': 0.9}")
-    assert jobs == {"calibrate": 6, "predict": 6, "metrics": 6, "report": 1, "all": 1, "total": 20}
+    assert jobs == {"calibrate": 6, "predict": 6, "metrics": 6, "leaderboard": 1, "report": 1,
+                    "register_run": 1, "all": 1, "total": 22}  # fmt: skip
     jobs = _planned_jobs(
         demo_run, "models={'patchcore': {'backend': 'patchcore', 'coreset_ratio': 0.2}}"
     )

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.best{font-weight:bold;background:#e8f5e9}
-img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:220px;font-size:12px}
+img{max-width:100%}.cases{display:flex;flex-wrap:wrap;gap:10px}.cases figure{margin:0;width:560px;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:220px;font-size:12px}
 .muted{color:#777}h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
 
 
@@ -78,11 +78,75 @@ def hist_plot(category: str, model: str, recs: list[PredictionRecord]) -> str:
         vals = [
             r.normalized_score for r in recs if r.gt_label == lab and r.normalized_score is not None
         ]
-        if vals:
-            ax.hist(vals, bins=bins, alpha=0.6, color=color, label=f"{lab} ({len(vals)})")
+        if vals:  # outlines: neither class hides the other
+            ax.hist(
+                vals, bins=bins, histtype="step", lw=2, color=color, label=f"{lab} ({len(vals)})"
+            )
     ax.axvline(0.5, color="k", ls="--", lw=1)
     ax.set(
         xlabel="normalized score (threshold 0.5)", ylabel="images", title=f"{category} / {model}"
+    )
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _triptych(rec: PredictionRecord, mask_path: str | None, side: int = 180) -> str:
+    """Image, ground-truth mask and heatmap side by side, as one PNG data URL."""
+    tiles = []
+    for path in (rec.image_path, mask_path, rec.map_path):
+        if path and Path(path).exists():
+            im = Image.open(path).convert("RGB")
+            im.thumbnail((side, side))
+        else:
+            im = Image.new("RGB", (side, side), (235, 235, 235))
+        tile = Image.new("RGB", (side, side), (255, 255, 255))
+        tile.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
+        tiles.append(tile)
+    strip = Image.new("RGB", (3 * side + 8, side), (255, 255, 255))
+    for i, t in enumerate(tiles):
+        strip.paste(t, (i * (side + 4), 0))
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _cases(
+    title: str, recs: list[PredictionRecord], masks: dict[str, str | None], raw_thr: float | None
+) -> list[str]:
+    if not recs:
+        return [f"<h4>{html.escape(title)}: none</h4>"]
+    out = [f"<h4>{html.escape(title)} ({len(recs)}): image, mask, heatmap</h4><div class=cases>"]
+    for r in recs:
+        raw = (
+            f", raw {r.score:.4g} vs {raw_thr:.4g}"
+            if r.score is not None and raw_thr is not None
+            else ""
+        )
+        cap = (f"{html.escape(Path(r.image_path).name)} ({html.escape(r.defect_type or r.gt_label or '')}): "
+               f"score {r.normalized_score:.2f} vs threshold 0.50{raw}")  # fmt: skip
+        out.append(f"<figure><img src='{_triptych(r, masks.get(r.image_id))}'><figcaption title='{html.escape(r.image_path)}'>"
+                   f"{cap}</figcaption></figure>")  # fmt: skip
+    out.append("</div>")
+    return out
+
+
+def leaderboard_plot(rows: list[dict]) -> str | None:
+    pts = [r for r in rows if r.get("image_auroc") is not None and r.get("fit_s") is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for model in sorted({r["model"] for r in pts}):
+        rs = [r for r in pts if r["model"] == model]
+        ax.scatter(
+            [r["fit_s"] + (r.get("score_s") or 0) for r in rs],
+            [r["image_auroc"] for r in rs],
+            label=model,
+        )
+    ax.set(
+        xscale="log",
+        xlabel="fit + score seconds",
+        ylabel="image AUROC",
+        title="quality vs time (one point a category)",
     )
     ax.legend(fontsize=8)
     return _png(fig)
@@ -95,8 +159,14 @@ def _thr(t) -> str:
 
 
 def build_report(dataset: str, metrics_files: list[str], prediction_files: list[str], preflight: str | None,
-                 infer_configs: list[str] | None = None, memory: str | None = None) -> str:  # fmt: skip
+                 infer_configs: list[str] | None = None, memory: str | None = None,
+                 leaderboard: str | None = None, table: str | None = None) -> str:  # fmt: skip
     metrics = [read_metrics(f) for f in metrics_files]
+    masks: dict[str, str | None] = {}
+    if table and Path(table).exists():
+        from defectflow.artifacts.standardized import read_standardized
+
+        masks = {r["image_id"]: r["mask_path"] for r in read_standardized(table)}
     thresholds = {}
     for f in infer_configs or []:
         ic = read_infer_config(f)
@@ -134,6 +204,29 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
     parts.append(
         "</table><p class=muted>Scores are normalized so the calibrated threshold is 0.5. Bold: best image AUROC of the category.</p>"
     )
+    if leaderboard and Path(leaderboard).exists():
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(leaderboard).to_pylist()
+        parts.append("<h2>Leaderboard</h2><table><tr><th class=l>category</th><th class=l>model</th><th>image AUROC</th>"
+                     "<th>F1 / best F1</th><th>pixel AUROC</th><th>fit s</th><th>score s</th><th>peak MB</th><th>model MB</th></tr>")  # fmt: skip
+        best_of = {
+            c: max((r["image_auroc"] or -1) for r in rows if r["category"] == c)
+            for c in {r["category"] for r in rows}
+        }
+        for r in rows:
+            cls = (
+                " class=best"
+                if r["image_auroc"] is not None and r["image_auroc"] == best_of[r["category"]]
+                else ""
+            )
+            parts.append(f"<tr{cls}><td class=l>{html.escape(r['category'])}</td><td class=l>{html.escape(r['model'])}</td>"
+                         f"<td>{_fmt(r['image_auroc'])}</td><td>{_fmt(r['f1'])} / {_fmt(r['best_f1'])}</td><td>{_fmt(r['pixel_auroc'])}</td>"
+                         f"<td>{_fmt(r['fit_s'])}</td><td>{_fmt(r['score_s'])}</td><td>{_fmt(r['peak_mb'])}</td><td>{_fmt(r['model_mb'])}</td></tr>")  # fmt: skip
+        parts.append("</table>")
+        lp = leaderboard_plot(rows)
+        if lp:
+            parts.append(f"<img src='{lp}' alt='quality vs time'>")
     for cat, by_model in sorted(preds.items()):
         parts.append(f"<h2>{html.escape(cat)}</h2>")
         roc = roc_plot(cat, by_model)
@@ -146,27 +239,40 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
             )
             + "</div>"
         )
-        for best_model in sorted(by_model):
-            recs = [r for r in by_model[best_model] if r.map_path and Path(r.map_path).exists()]
-            if not recs:
+        ms = {m.model: m for m in by_cat.get(cat, [])}
+        types = sorted({t for m in ms.values() for t in m.per_defect_type})
+        if types:
+            parts.append("<h3>Recall per defect type (at the delivered threshold)</h3><table><tr><th class=l>model</th>"
+                         + "".join(f"<th>{html.escape(t)}</th>" for t in types) + "</tr>")  # fmt: skip
+            for name, m in sorted(ms.items()):
+                cells = "".join(f"<td>{_fmt(m.per_defect_type.get(t, {}).get('recall'))} "
+                                f"<span class=muted>(n={m.per_defect_type.get(t, {}).get('n', 0)})</span></td>" for t in types)  # fmt: skip
+                parts.append(f"<tr><td class=l>{html.escape(name)}</td>{cells}</tr>")
+            parts.append("</table>")
+        for model_name in sorted(by_model):
+            recs = by_model[model_name]
+            if not any(r.map_path and Path(r.map_path).exists() for r in recs):
+                parts.append(f"<p class=muted>{html.escape(model_name)} makes no anomaly maps.</p>")
                 continue
-            worst_fp = sorted(
-                (r for r in recs if r.gt_label == "normal"),
-                key=lambda r: -(r.normalized_score or 0),
-            )[:4]
-            top = sorted(
-                (r for r in recs if r.gt_label == "anomaly"),
-                key=lambda r: -(r.normalized_score or 0),
-            )[:8]
-            parts.append(
-                f"<h3>Anomaly maps ({html.escape(best_model)}): highest-scored defects, then the most suspicious normal images</h3><div class=grid>"
+            thr = thresholds.get((cat, model_name))
+            raw_thr = thr.value if thr is not None else None
+            parts.append(f"<h3>{html.escape(model_name)}: threshold {_thr(thr)}</h3>")
+            fn = sorted((r for r in recs if r.gt_label == "anomaly" and r.pred_label == "normal"),
+                        key=lambda r: r.normalized_score or 0)[:6]  # fmt: skip
+            fp = sorted((r for r in recs if r.gt_label == "normal" and r.pred_label == "anomaly"),
+                        key=lambda r: -(r.normalized_score or 0))[:6]  # fmt: skip
+            parts += _cases(
+                "Missed defects (false negatives), lowest scores first", fn, masks, raw_thr
             )
-            for r in top + worst_fp:
-                cap = f"{html.escape(r.defect_type or r.gt_label or '')}: {r.normalized_score:.2f} ({r.pred_label})"
-                parts.append(
-                    f"<figure><img src='{_thumb(r.map_path)}'><figcaption>{cap}</figcaption></figure>"
-                )  # type: ignore[arg-type]
-            parts.append("</div>")
+            parts += _cases(
+                "False alarms (false positives), highest scores first", fp, masks, raw_thr
+            )
+            if not fn and not fp:
+                hits = sorted(
+                    (r for r in recs if r.gt_label == "anomaly"),
+                    key=lambda r: -(r.normalized_score or 0),
+                )[:3]
+                parts += _cases("No misses: the highest-scored defects", hits, masks, raw_thr)
     if preflight and Path(preflight).exists():
         pf = read_json(preflight)
         parts.append(
@@ -180,6 +286,25 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
         for (sev, code), n in sorted(counts.items()):
             parts.append(f"<tr><td class=l>{sev}</td><td class=l>{code}</td><td>{n}</td></tr>")
         parts.append("</table>")
+        issues = pf["issues"]
+        if issues:
+            parts.append("<h3>Problems, with file and line</h3><table><tr><th class=l>severity</th><th class=l>code</th>"
+                         "<th class=l>where</th><th class=l>message</th></tr>")  # fmt: skip
+            for i in issues[:100]:
+                ctx = i.get("context", {})
+                where = ctx.get("file") or ctx.get("path") or ""
+                if ctx.get("line"):
+                    where = f"{where}:{ctx['line']}"
+                parts.append(f"<tr><td class=l>{i['severity']}</td><td class=l>{i['code']}</td><td class=l>{html.escape(str(where))}</td>"
+                             f"<td class=l>{html.escape(i['message'])}</td></tr>")  # fmt: skip
+            parts.append(
+                "</table>"
+                + (
+                    f"<p class=muted>{len(issues) - 100} more in preflight.json</p>"
+                    if len(issues) > 100
+                    else ""
+                )
+            )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -192,12 +317,21 @@ def run_report(
     preflight: str | None,
     out: str | Path,
     memory: str | None = None,
+    leaderboard: str | None = None,
+    table: str | None = None,
 ) -> None:
     """Snakemake entry point: every metrics.json of a dataset -> report.html."""
     write_text_atomic(
         out,
         build_report(
-            dataset, list(metrics_files), list(prediction_files), preflight, list(infer_configs)
+            dataset,
+            list(metrics_files),
+            list(prediction_files),
+            preflight,
+            list(infer_configs),
+            memory=memory,
+            leaderboard=leaderboard,
+            table=table,
         ),
     )
     log.info("report written to %s", out)
