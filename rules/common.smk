@@ -142,6 +142,12 @@ def backbone_inputs(wildcards):
     return {}
 
 
+def model_seed(wildcards):
+    """A model's own seed (a sweep sets one per variant), else the top-level seed."""
+    seed = CFG.models[wildcards.model].seed
+    return CFG.seed if seed is None else seed
+
+
 def model_params(wildcards):
     return CFG.models[wildcards.model].model_dump(mode="json")
 

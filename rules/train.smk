@@ -21,7 +21,7 @@ rule train:
         model=model_params,
         folds=CFG.threshold.folds,
         image_size=model_image_size,
-        seed=CFG.seed,
+        seed=model_seed,
     script:
         "../scripts/train.py"
 
@@ -70,6 +70,6 @@ rule calibrate:
     params:
         threshold=CFG.threshold.model_dump(mode="json"),
         map_sigma=CFG.maps.sigma,
-        seed=CFG.seed,
+        seed=model_seed,
     script:
         "../scripts/calibrate.py"

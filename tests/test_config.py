@@ -30,6 +30,10 @@ def test_config_yaml_states_the_model_defaults():
         "maps",
         "export",
     ):
+        if section == "models":  # each entry states some of its model's keys
+            for name, entry in data["models"].items():
+                assert entry == {k: defaults["models"][name][k] for k in entry}, name
+            continue
         assert data[section] == {k: defaults[section][k] for k in data[section]}, section
     assert data["seed"] == defaults["seed"]
 
@@ -113,3 +117,20 @@ def test_missing_source_paths_are_listed(tmp_path):
     assert len(problems) == 2, problems
     assert "datasets.a.sources[1].path: datta does not exist" in problems[0]
     assert "datasets.b.sources[0].path: data is a folder" in problems[1]
+
+
+def test_sweeps_expand_into_named_variants():
+    cfg = parse_config({
+        "datasets": {"d": {"sources": [{"type": "demo"}]}},
+        "models": {"patchcore": {"backend": "patchcore", "coreset_ratio": [0.01, 0.1], "seeds": [0, 1, 2]},
+                   "knn": {"backend": "knn", "k": [1, 5]}, "padim": {"backend": "padim"}},
+    })  # fmt: skip
+    names = sorted(cfg.models)
+    assert names == sorted(["knn-k1", "knn-k5", "padim"]
+                           + [f"patchcore-coreset_ratio{r}-s{s}" for r in ("0.01", "0.1") for s in (0, 1, 2)])  # fmt: skip
+    v = cfg.models["patchcore-coreset_ratio0.1-s2"]
+    assert v.coreset_ratio == 0.1 and v.seed == 2 and v.variant_of == "patchcore"
+    assert cfg.models["padim"].variant_of is None and cfg.models["padim"].seed is None
+    with pytest.raises(ConfigError, match="seeds: give a list"):
+        parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}},
+                      "models": {"p": {"backend": "patchcore", "seeds": 3}}})  # fmt: skip

@@ -118,3 +118,14 @@ def test_registry_diff_and_gate_across_two_runs(tmp_path):
         [*CLI, "runs", "show", "nope", "--registry", str(reg)], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "is not in the registry" in missing.stderr
+
+
+def test_leaderboard_marks_best_and_seed_spread(tmp_path):
+    board = _board(tmp_path, {("a", "pc-s0"): 0.90, ("a", "pc-s1"): 0.94, ("a", "knn"): 0.92})
+    rows = {r["model"]: r for r in pq.read_table(board).to_pylist()}
+    assert rows["pc-s1"]["best_on_test"] and not rows["knn"]["best_on_test"]
+    assert rows["pc-s0"]["n_seeds"] == 2 and rows["pc-s0"][
+        "auroc_mean_over_seeds"
+    ] == pytest.approx(0.92)
+    assert rows["pc-s0"]["auroc_std_over_seeds"] == pytest.approx(0.02)
+    assert rows["knn"]["n_seeds"] == 1 and rows["knn"]["auroc_std_over_seeds"] == 0.0

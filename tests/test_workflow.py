@@ -276,6 +276,15 @@ def test_threshold_change_reruns_calibration_never_scoring(demo_run):
     assert jobs.get("backbone") == 1 and jobs.get("embed") == 2 and jobs.get("train") == 6
 
 
+def test_a_sweep_shares_the_stored_features(demo_run):
+    sweep = "models={'patchcore': {'backend': 'patchcore', 'coreset_ratio': [0.05, 0.2], 'seeds': [0, 1]}}"
+    jobs = _planned_jobs(demo_run, sweep)
+    assert jobs.get("train") == 8 and jobs.get("score") == 8  # 4 variants x 2 categories
+    assert "embed" not in jobs and "backbone" not in jobs  # features computed once, shared
+    out = snakemake(demo_run, "-n", "--config", sweep).stdout
+    assert "model=patchcore-coreset_ratio0.05-s1" in out
+
+
 def test_performance_settings_plan_no_job(demo_run):
     out = snakemake(demo_run, "-n", "--config", "backbone={'image_size': 128, 'threads': 1, 'batch_size': 3, 'shard_size': 500, 'device': 'cpu'}",
                     "preflight={'threads': 1}").stdout  # fmt: skip

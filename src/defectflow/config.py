@@ -520,11 +520,51 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{loc}: {err['msg']} (given {given!r})"
 
 
+def _sweep_value(v: Any) -> str:
+    return (f"{v:g}" if isinstance(v, float) else str(v)).replace("/", "_")
+
+
+def expand_sweeps(models: dict[str, Any]) -> dict[str, Any]:
+    """Model entries with list values for scalar params and/or ``seeds: [...]`` -> one named
+    variant per combination (``patchcore-coreset_ratio0.01-s1``), in a stable order. Other
+    entries pass unchanged. Each variant records the entry it comes from (``variant_of``)."""
+    import itertools
+
+    out: dict[str, Any] = {}
+    for name, entry in (models or {}).items():
+        if not isinstance(entry, dict) or entry.get("backend") not in REGISTRY:
+            out[name] = entry  # validation reports it
+            continue
+        fields = REGISTRY[entry["backend"]].params.model_fields
+        swept = {k: v for k, v in entry.items() if isinstance(v, list) and k in fields
+                 and typing.get_origin(fields[k].annotation) is not list}  # fmt: skip
+        seeds = entry.get("seeds")
+        if not swept and seeds is None:
+            out[name] = entry
+            continue
+        if seeds is not None and (not isinstance(seeds, list) or not seeds):
+            raise ConfigError(f"models.{name}.seeds: give a list of integers, e.g. [0, 1, 2]")
+        base = {k: v for k, v in entry.items() if k not in swept and k != "seeds"}
+        keys = sorted(swept)
+        for combo in itertools.product(*(swept[k] for k in keys), *([seeds] if seeds else [])):
+            values = dict(zip(keys, combo[: len(keys)], strict=True))
+            suffix = "".join(f"-{k}{_sweep_value(v)}" for k, v in values.items())
+            variant = {**base, **values, "variant_of": name}
+            if seeds:
+                variant["seed"] = combo[-1]
+                suffix += f"-s{combo[-1]}"
+            out[f"{name}{suffix}"] = variant
+    return out
+
+
 def parse_config(data: dict[str, Any] | None, where: str = "config") -> Config:
-    """Validate a config mapping. Raises :class:`ConfigError` naming each bad key, the value
-    given and what is allowed."""
+    """Validate a config mapping (sweeps expanded into model variants). Raises
+    :class:`ConfigError` naming each bad key, the value given and what is allowed."""
+    data = dict(data or {})
+    if isinstance(data.get("models"), dict):
+        data["models"] = expand_sweeps(data["models"])
     try:
-        return Config.model_validate(data or {})
+        return Config.model_validate(data)
     except ValidationError as exc:
         lines = [_describe(e) for e in exc.errors(include_url=False)]
         raise ConfigError(f"invalid {where}:\n  " + "\n  ".join(lines)) from None

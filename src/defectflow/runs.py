@@ -27,8 +27,10 @@ from defectflow.io import atomic_path, write_json_atomic
 
 REGISTRY = "runs/registry.parquet"
 METRICS = ("image_auroc", "image_aupr", "f1", "best_f1", "f1_gap", "pixel_auroc", "pixel_aupro")
-COLUMNS = ("dataset", "category", "model", "backend", "threshold", "threshold_policy", *METRICS,
-           "fit_s", "score_s", "peak_mb", "model_mb")  # fmt: skip
+COLUMNS = ("dataset", "category", "model", "variant_of", "seed", "backend", "threshold", "threshold_policy",
+           *METRICS, "fit_s", "score_s", "peak_mb", "model_mb", "auroc_mean_over_seeds",
+           "auroc_std_over_seeds", "n_seeds", "best_on_test", "picked_without_test_labels",
+           "selection_signal")  # fmt: skip
 
 
 def _bench(path: Path) -> dict[str, float]:
@@ -61,10 +63,14 @@ def leaderboard_rows(
             _bench(p) for p in sorted((bdir / "score").glob(f"{m.model}-{m.category}-*-of-*.tsv"))
         ]
         ckpt = folder / "checkpoint.safetensors"
-        backend = checkpoint_meta(ckpt)["params"]["backend"] if ckpt.exists() else None
+        params = checkpoint_meta(ckpt)["params"] if ckpt.exists() else {}
+        backend = params.get("backend")
+        signal = _selection_signal(folder / "infer_config.json")
         peak = [b["max_rss"] for b in [fit, *scores] if "max_rss" in b]
         rows.append({
             "dataset": m.dataset, "category": m.category, "model": m.model, "backend": backend,
+            "variant_of": params.get("variant_of") or m.model, "seed": params.get("seed"),
+            "selection_signal": signal,
             "threshold": m.image.threshold, "threshold_policy": m.image.threshold_policy,
             "image_auroc": m.image.auroc, "image_aupr": m.image.aupr, "f1": m.image.f1,
             "best_f1": m.image.best_f1, "f1_gap": m.image.f1_gap,
@@ -73,7 +79,55 @@ def leaderboard_rows(
             "peak_mb": max(peak) if peak else None,
             "model_mb": round(ckpt.stat().st_size / 2**20, 3) if ckpt.exists() else None,
         })  # fmt: skip
-    return sorted(rows, key=lambda r: (r["dataset"], r["category"], r["model"]))
+    rows = sorted(rows, key=lambda r: (r["dataset"], r["category"], r["model"]))
+    _mark(rows)
+    return rows
+
+
+def _selection_signal(infer_config: Path) -> float | None:
+    """What a choice that never looks at test labels ranks variants by (higher is better): the
+    F1 on validation anomalies and cross-fit normals when there are validation anomalies; else
+    minus the relative spread of the cross-fit normal scores, (p95 - median) / |median| (a model
+    whose unseen normals score consistently; a heuristic, documented as such)."""
+    from defectflow.artifacts.infer_config import read_infer_config
+
+    if not infer_config.exists():
+        return None
+    t = read_infer_config(infer_config, verify=False).threshold
+    if t.n_anomaly and t.f1 is not None:
+        return round(float(t.f1), 6)
+    s = t.normal_scores
+    if not s or not s.get("median"):
+        return None
+    return round(-(s["p95"] - s["median"]) / abs(s["median"]), 6)
+
+
+def _mark(rows: list[dict[str, Any]]) -> None:
+    """Per category: the best variant on the test split, the one the label-free signal picks,
+    and each variant's AUROC mean and spread over its seeds."""
+    import re
+    import statistics
+
+    for cat in {(r["dataset"], r["category"]) for r in rows}:
+        cat_rows = [r for r in rows if (r["dataset"], r["category"]) == cat]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in cat_rows:
+            groups.setdefault(re.sub(r"-s\d+$", "", r["model"]), []).append(r)
+        for members in groups.values():
+            vals = [r["image_auroc"] for r in members if r["image_auroc"] is not None]
+            for r in members:
+                r["n_seeds"] = float(len(members))
+                r["auroc_mean_over_seeds"] = round(statistics.fmean(vals), 6) if vals else None
+                r["auroc_std_over_seeds"] = (
+                    round(statistics.pstdev(vals), 6) if len(vals) > 1 else 0.0
+                )
+        scored = [r for r in cat_rows if r["image_auroc"] is not None]
+        best = max(scored, key=lambda r: r["image_auroc"], default=None)
+        signalled = [r for r in cat_rows if r["selection_signal"] is not None]
+        picked = max(signalled, key=lambda r: r["selection_signal"], default=None)
+        for r in cat_rows:
+            r["best_on_test"] = r is best
+            r["picked_without_test_labels"] = r is picked
 
 
 def write_leaderboard(
@@ -95,8 +149,10 @@ def write_leaderboard(
 def _schema():
     import pyarrow as pa
 
-    text = {"dataset", "category", "model", "backend", "threshold_policy"}
-    return pa.schema([(c, pa.string() if c in text else pa.float64()) for c in COLUMNS])
+    text = {"dataset", "category", "model", "variant_of", "backend", "threshold_policy"}
+    flags = {"best_on_test", "picked_without_test_labels"}
+    return pa.schema([(c, pa.string() if c in text else pa.bool_() if c in flags else pa.float64())
+                      for c in COLUMNS])  # fmt: skip
 
 
 def run_leaderboard(metrics_files: list[str], out_parquet: str | Path, out_csv: str | Path,

@@ -20,9 +20,18 @@ class BackendParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
+    seed: int | None = Field(
+        default=None,
+        description="seed of this model's random choices (default: the top-level `seed`); "
+        "`seeds: [0, 1, 2]` in a model entry sweeps it",
+    )
+    variant_of: str | None = Field(
+        default=None, description="set by sweep expansion: the model entry this variant comes from"
+    )
+
     def fit_params(self) -> dict[str, Any]:
-        """The params that change the fitted model (everything but `backend`)."""
-        return self.model_dump(mode="json", exclude={"backend"})
+        """The params that change the fitted model (not `backend`, not the sweep bookkeeping)."""
+        return self.model_dump(mode="json", exclude={"backend", "variant_of"})
 
     def memory_mb(
         self, n_train: int, patch_shape: list[int], embedding_dim: int
