@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint dryrun pytest clean env docs slurm-deps test-slurm labelstudio
+.PHONY: demo test lint dryrun pytest clean env docs slurm-deps test-slurm labelstudio browser-deps
 
 env: $(STAMP)
 
@@ -38,7 +38,7 @@ dryrun: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint dryrun slurm-deps labelstudio pytest
+test: lint dryrun slurm-deps browser-deps labelstudio pytest
 
 # Label Studio in a venv of its own (its numpy/opencv pins cannot share ours), for
 # `defectflow review` and tests/test_review.py.
@@ -60,6 +60,16 @@ slurm-deps:
 	  apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q slurm-wlm munge >/dev/null; } || \
 	  echo "slurm-deps: apt-get could not install slurm-wlm and munge (the SLURM test will skip)"; fi
+
+# Headless Debian chromium, for the report's screenshot test (root only; the test skips, saying
+# why, without it).
+browser-deps:
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" != 0 ]; then echo "browser-deps: not root, chromium not installed (the screenshot test will skip)"; \
+	else export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null; } || \
+	  echo "browser-deps: apt-get could not install chromium (the screenshot test will skip)"; fi
 
 # The demo through profiles/slurm on that cluster, with a job cancelled and the run repeated.
 test-slurm: $(STAMP) slurm-deps

@@ -5,7 +5,13 @@ rule metrics:
         infer_config=rules.calibrate.output.infer_config,
         table=ancient("results/{dataset}/standardized.parquet"),
     output:
-        metrics="results/{dataset}/models/{model}/{category}/metrics.json",
+        metrics=report(
+            "results/{dataset}/models/{model}/{category}/metrics.json",
+            caption="captions/metrics.rst",
+            category="Metrics",
+            subcategory="{category}",
+            labels={"model": "{model}", "category": "{category}"},
+        ),
     log:
         "logs/{dataset}/metrics/{model}-{category}.log",
     conda:
@@ -31,7 +37,11 @@ rule report:
         table="results/{dataset}/standardized.parquet",
         onnx=onnx_targets,
     output:
-        report="results/{dataset}/report.html",
+        report=report(
+            "results/{dataset}/report.html",
+            caption="captions/report.rst",
+            category="Report",
+        ),
     log:
         "logs/{dataset}/report.log",
     conda:
@@ -49,7 +59,12 @@ rule leaderboard:
         metrics=lambda wc: dataset_results(wc, "metrics.json"),
     output:
         parquet="results/{dataset}/leaderboard.parquet",
-        csv="results/{dataset}/leaderboard.csv",
+        csv=report(
+            "results/{dataset}/leaderboard.csv",
+            caption="captions/leaderboard.rst",
+            category="Leaderboard",
+            labels={"dataset": "{dataset}"},
+        ),
     log:
         "logs/{dataset}/leaderboard.log",
     conda:

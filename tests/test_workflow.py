@@ -241,6 +241,42 @@ def test_leaderboard_and_run_registry(demo_run):
     )
 
 
+def test_snakemake_report_holds_the_leaderboard(demo_run, tmp_path):
+    import zipfile
+
+    snakemake(demo_run, "--report", str(tmp_path / "report.zip"))
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    assert any(n.endswith("/leaderboard.csv") for n in names), names
+    assert sum(n.endswith("/metrics.json") for n in names) == 6
+    assert any(n.endswith("/report.html") and "/data/raw/" in n for n in names)  # our own page
+
+
+def test_report_renders_in_a_real_browser(demo_run, tmp_path):
+    """A screenshot of report.html in headless Debian chromium: the page renders, with its
+    heatmaps and plots (jet-coloured pixels), not only parseable HTML."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip(
+            "chromium is not installed (`make browser-deps` installs Debian chromium, as root)"
+        )
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1280,5000",
+                    (demo_run / "results/demo/report.html").as_uri()],
+                   capture_output=True, timeout=180, check=True)  # fmt: skip
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert img.shape[:2] == (5000, 1280)
+    red = (img[..., 0] > 180) & (img[..., 1] < 90) & (img[..., 2] < 90)
+    blue = (img[..., 2] > img[..., 0] + 50) & (img[..., 2] > img[..., 1] + 30)  # jet's cold end
+    assert red.sum() > 1000 and blue.sum() > 20000, (red.sum(), blue.sum())  # heatmaps drawn
+    assert (img.std(axis=(0, 1)) > 20).all()  # not a blank page
+
+
 def test_second_run_has_nothing_to_do(demo_run):
     again = snakemake(demo_run)
     assert "Nothing to be done" in again.stdout + again.stderr
