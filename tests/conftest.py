@@ -55,6 +55,15 @@ def mvtec_tree(tmp_path: Path) -> Path:
     return root
 
 
+def small_backbone(folder: Path):
+    """The default backbone at 96 px, exported to ONNX in ``folder`` (its card returned)."""
+    from defectflow.backbone_export import run_export_backbone
+
+    cfg = {"name": "tf_efficientnet_lite0", "weights": "builtin", "layers": [2, 3], "pool": 3,
+           "image_size": 96}  # fmt: skip
+    return run_export_backbone(cfg, folder / "b.onnx", folder / "b.json")
+
+
 @pytest.fixture
 def battery_weld() -> Path:
     if not SHARED.is_dir():

@@ -119,18 +119,12 @@ def test_demo_on_cuda_matches_the_cpu_run(tmp_path):
 
 def test_torch_backbone_matches_the_onnx_graph(tmp_path):
     """The class the CUDA path runs, here on the CPU: same features as the exported ONNX graph."""
-    from defectflow.backbone_export import run_export_backbone
+    from conftest import small_backbone
+
     from defectflow.onnx_backbone import OnnxBackbone
     from defectflow.torch_backbone import TorchBackbone
 
-    cfg = {
-        "name": "tf_efficientnet_lite0",
-        "weights": "builtin",
-        "layers": [2, 3],
-        "pool": 3,
-        "image_size": 96,
-    }
-    card = run_export_backbone(cfg, tmp_path / "b.onnx", tmp_path / "b.json")
+    card = small_backbone(tmp_path)
     x = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
     p_onnx, i_onnx = OnnxBackbone(tmp_path / "b.onnx")(x)
     p_torch, i_torch = TorchBackbone(card.spec, card.weights_sha256, device="cpu")(x)

@@ -69,18 +69,12 @@ def test_extractor_shapes_and_weights_hash():
 
 
 def test_onnx_backbone_matches_torch(tmp_path):
+    from conftest import small_backbone
+
     from defectflow.artifacts.backbone import read_backbone_card
-    from defectflow.backbone_export import run_export_backbone
     from defectflow.onnx_backbone import OnnxBackbone
 
-    cfg = {
-        "name": "tf_efficientnet_lite0",
-        "weights": "builtin",
-        "layers": [2, 3],
-        "pool": 3,
-        "image_size": 96,
-    }
-    card = run_export_backbone(cfg, tmp_path / "b.onnx", tmp_path / "b.json")
+    card = small_backbone(tmp_path)
     assert read_backbone_card(tmp_path / "b.json") == card and card.patch_shape == [152, 12, 12]
     model, _ = build_extractor(BackboneSpec(layers=[2, 3], pool=3))
     x = np.random.default_rng(1).standard_normal((3, 3, 96, 96)).astype(np.float32)
