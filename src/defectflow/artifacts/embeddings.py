@@ -79,7 +79,7 @@ def load_features(files: list[str | Path], splits: tuple[str, ...] | None = None
         if not keep:
             continue
         arrays = load_file(f)
-        patches.append(arrays["patch"][keep].astype(np.float32))
+        patches.append(arrays["patch"][keep])  # float16 as stored: backends upcast in chunks
         images.append(arrays["embedding"][keep])
         ids += [meta["image_ids"][i] for i in keep]
         sp += [meta["splits"][i] for i in keep]

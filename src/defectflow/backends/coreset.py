@@ -63,20 +63,32 @@ def _kcenter(x: np.ndarray, n: int, first: int, out: np.ndarray) -> int:  # prag
     return computed
 
 
+def projection(dim: int, projection_dim: int, rng: np.random.Generator) -> np.ndarray | None:
+    """The random projection of the selection (None: select in the features' own space)."""
+    if 0 < projection_dim < dim:
+        proj = rng.standard_normal((dim, projection_dim), dtype=np.float32)
+        proj /= np.sqrt(projection_dim)
+        return proj
+    return None
+
+
 def greedy_coreset(
     features: np.ndarray, n: int, projection_dim: int = 128, seed: int = 0
 ) -> np.ndarray:
     """Indices of ``n`` rows of ``features`` chosen by greedy k-center selection."""
     N = len(features)
-    n = max(1, min(n, N))
     rng = np.random.default_rng(seed)
-    if 0 < projection_dim < features.shape[1]:
-        proj = rng.standard_normal((features.shape[1], projection_dim), dtype=np.float32)
-        proj /= np.sqrt(projection_dim)
-        x = np.ascontiguousarray(features, dtype=np.float32) @ proj
-    else:
-        x = np.ascontiguousarray(features, dtype=np.float32)
-    first = int(rng.integers(N))
+    proj = projection(features.shape[1], projection_dim, rng)
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    if proj is not None:
+        x = x @ proj
+    return kcenter(x, n, int(rng.integers(N)))
+
+
+def kcenter(x: np.ndarray, n: int, first: int) -> np.ndarray:
+    """Greedy k-center on (projected) rows ``x`` from row ``first``, on this process's device."""
+    N = len(x)
+    n = max(1, min(n, N))
     from defectflow import device
 
     if device.current() == "cuda":

@@ -26,6 +26,29 @@ def _flat(patch: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(patch.transpose(0, 2, 3, 1).reshape(-1, c), dtype=np.float32)
 
 
+def _projected(patch: np.ndarray, keep: np.ndarray | None, proj: np.ndarray | None,
+               chunk_mb: int = 64) -> np.ndarray:  # fmt: skip
+    """The candidate rows (all, or the sorted flat indices ``keep``) of ``[N, C, H, W]`` patch
+    features, flattened and projected one chunk of images at a time."""
+    n, c, h, w = patch.shape
+    hw = h * w
+    m = n * hw if keep is None else len(keep)
+    out = np.empty((m, c if proj is None else proj.shape[1]), np.float32)
+    step = max(1, (chunk_mb << 20) // (hw * c * 4))
+    at = 0
+    for i0 in range(0, n, step):
+        i1 = min(n, i0 + step)
+        block = _flat(patch[i0:i1])
+        if keep is not None:
+            lo, hi = np.searchsorted(keep, [i0 * hw, i1 * hw])
+            block = block[keep[lo:hi] - i0 * hw]
+        if proj is not None:
+            block = block @ proj
+        out[at : at + len(block)] = block
+        at += len(block)
+    return out
+
+
 class PatchcoreBackend(Backend):
     name = "patchcore"
     params: PatchcoreParams
@@ -38,32 +61,45 @@ class PatchcoreBackend(Backend):
         self._bank_sq: np.ndarray | None = None
 
     def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
+        """Candidates are streamed from the stored ``[N, C, H, W]`` features (float16 as stored)
+        into their random projection, image chunk by image chunk: the only large arrays are the
+        features and their projection, never a flattened float32 copy."""
         if len(data) == 0:
             raise ModelError("patchcore needs patch features of at least one training image")
         n, c, h, w = data.patch.shape
-        flat = _flat(data.patch)
-        src = np.repeat(np.arange(n, dtype=np.int32), h * w)
+        total = n * h * w
         limit = self.params.max_memory_mb * 2**20 // (4 * c)
-        if len(flat) > limit:
-            keep = np.sort(np.random.default_rng(seed).permutation(len(flat))[:limit])
+        keep = None
+        if total > limit:
+            keep = np.sort(np.random.default_rng(seed).permutation(total)[:limit])
             log.warning(
                 "patchcore: %d candidate patches exceed max_memory_mb; using a random %d",
-                len(flat),
+                total,
                 limit,
             )
-            flat, src = flat[keep], src[keep]
-        target = max(1, int(len(flat) * self.params.coreset_ratio))
-        if target >= len(flat):
-            self.bank, self.source = flat, src
+        m = total if keep is None else len(keep)
+        target = max(1, int(m * self.params.coreset_ratio))
+        if target >= m:
+            rows = np.arange(total) if keep is None else keep
         else:
-            from defectflow.backends.coreset import greedy_coreset
+            from defectflow.backends.coreset import kcenter, projection
 
-            idx = greedy_coreset(flat, target, self.params.projection_dim, seed)
-            self.bank, self.source = np.ascontiguousarray(flat[idx]), src[idx]
+            rng = np.random.default_rng(seed)
+            proj = projection(c, self.params.projection_dim, rng)
+            x = _projected(data.patch, keep, proj)
+            idx = kcenter(x, target, int(rng.integers(m)))
+            del x
+            rows = idx if keep is None else keep[idx]
+        hw = h * w
+        pos = rows % hw
+        self.bank = np.ascontiguousarray(
+            data.patch[rows // hw, :, pos // w, pos % w], dtype=np.float32
+        )
+        self.source = (rows // hw).astype(np.int32)
         self.grid = np.array([h, w])
         self._bank_sq = None
         return {
-            "candidates": len(flat),
+            "candidates": int(m),
             "bank_size": len(self.bank),
             "dim": c,
             "bank_mb": round(self.bank.nbytes / 2**20, 2),
