@@ -13,10 +13,11 @@ try:
     )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-if CFG.missing_sources():
+_MISSING = CFG.missing_sources()
+if _MISSING:
     raise WorkflowError(
         "invalid config (config/config.yaml and --config/--configfile):\n  "
-        + "\n  ".join(CFG.missing_sources())
+        + "\n  ".join(_MISSING)
     )
 
 validate(
@@ -183,23 +184,28 @@ def onnx_targets(wildcards):
 
 def embedding_tables(wildcards):
     """The image-embedding tables of every shard of every category of a dataset."""
-    files = []
-    for c, count in category_counts(wildcards.dataset).items():
-        n = n_shards(count, CFG.backbone.shard_size)
-        base = f"results/{wildcards.dataset}/embeddings/{c}/shard-"
-        files += [f"{base}{i:03d}-of-{n:03d}.parquet" for i in range(n)]
-    return files
+    from types import SimpleNamespace
+
+    return [
+        f.removesuffix(".safetensors") + ".parquet"
+        for c in category_counts(wildcards.dataset)
+        for f in feature_files(SimpleNamespace(dataset=wildcards.dataset, category=c))
+    ]
 
 
 def all_score_maps(wildcards):
     """Every model's per-shard maps of every category of a dataset."""
-    files = []
-    for c, count in category_counts(wildcards.dataset).items():
-        n = n_shards(count, CFG.backbone.shard_size)
-        for m in MODELS:
-            base = f"results/{wildcards.dataset}/models/{m}/{c}/scores/shard-"
-            files += [f"{base}{i:03d}-of-{n:03d}.maps.safetensors" for i in range(n)]
-    return files
+    from types import SimpleNamespace
+
+    return [
+        f
+        for c in category_counts(wildcards.dataset)
+        for m in MODELS
+        for f in score_files(
+            SimpleNamespace(dataset=wildcards.dataset, category=c, model=m),
+            "maps.safetensors",
+        )
+    ]
 
 
 _DIGESTS = {}

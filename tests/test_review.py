@@ -83,13 +83,11 @@ def label_studio(tmp_path_factory):
         log.close()
 
 
-def _api(url: str, method: str, path: str, body=None, token: str = TOKEN):
-    req = urllib.request.Request(f"{url}{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
+def _api(url: str, method: str, path: str, body=None):
+    """The reviewer's side of the API, through the package's own client."""
+    from defectflow.review import LabelStudio
+
+    return LabelStudio(url, TOKEN).call(method, path, body)
 
 
 def test_review_roundtrip(label_studio, workflow_dir):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def database_dir(results: str | Path, dataset: str) -> Path:
 
 def use_database(db_dir: str | Path) -> None:
     """Point FiftyOne at ``db_dir`` (must run before ``import fiftyone``)."""
-    if "fiftyone" in __import__("sys").modules:
+    if "fiftyone" in sys.modules:
         import fiftyone as fo
 
         if Path(fo.config.database_dir).resolve() != Path(db_dir).resolve():
