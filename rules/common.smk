@@ -1,3 +1,5 @@
+import re
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -28,16 +30,18 @@ DATASETS = CFG.active_datasets
 # `backbone.device: cuda` makes embedding, training and scoring ask a cluster for one GPU each
 GPUS = 1 if CFG.backbone.device == "cuda" else 0
 MODELS = sorted(CFG.models)
+# the default backbone (the first of a sweep): image embeddings for FiftyOne and `similar`
 BACKBONE = CFG.backbone.id
+BACKBONES = sorted(CFG.backbones)
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    model="|".join(MODELS),
+    model="|".join(map(re.escape, MODELS)),
     category="[^/]+",
     shard=r"\d+",
     n=r"\d+",
-    backbone="[^/]+",
+    backbone="|".join(map(re.escape, BACKBONES)),
 
 
 def dataset_config(wildcards):
@@ -76,10 +80,20 @@ def all_targets():
     return targets
 
 
-BACKBONE_FILES = {
-    "onnx": f"results/backbones/{BACKBONE}/backbone.onnx",
-    "card": f"results/backbones/{BACKBONE}/backbone.json",
-}
+def backbone_files(backbone):
+    """A backbone's ONNX graph and card (exported once, shared by every dataset)."""
+    return {
+        "onnx": f"results/backbones/{backbone}/backbone.onnx",
+        "card": f"results/backbones/{backbone}/backbone.json",
+    }
+
+
+BACKBONE_CARDS = [backbone_files(b)["card"] for b in BACKBONES]
+
+
+def model_backbone(wildcards):
+    """The id of the backbone whose features a model runs on."""
+    return CFG.backbone_for(wildcards.model).id
 
 
 def category_counts(dataset):
@@ -98,10 +112,12 @@ def category_counts(dataset):
     )
 
 
-def feature_files(wildcards):
-    """Every embedding shard of a category (all splits)."""
+def feature_files(wildcards, backbone):
+    """Every embedding shard of a category (all splits) made by one backbone."""
     n = category_shards(wildcards)
-    base = f"results/{wildcards.dataset}/embeddings/{wildcards.category}/shard-"
+    base = (
+        f"results/{wildcards.dataset}/embeddings/{backbone}/{wildcards.category}/shard-"
+    )
     return [f"{base}{i:03d}-of-{n:03d}.safetensors" for i in range(n)]
 
 
@@ -123,7 +139,7 @@ def score_inputs(wildcards):
     """One shard's stored features (feature backends), or the table only (image backends)."""
     files = {"table": ancient(f"results/{wildcards.dataset}/standardized.parquet")}
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
-        base = f"results/{wildcards.dataset}/embeddings/{wildcards.category}/shard-"
+        base = f"results/{wildcards.dataset}/embeddings/{model_backbone(wildcards)}/{wildcards.category}/shard-"
         files["features"] = f"{base}{wildcards.shard}-of-{wildcards.n}.safetensors"
     return files
 
@@ -132,14 +148,14 @@ def model_inputs(wildcards):
     """What the model's backend consumes: stored features, or (image backends) the table only."""
     files = {"table": ancient(f"results/{wildcards.dataset}/standardized.parquet")}
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
-        files["features"] = feature_files(wildcards)
+        files["features"] = feature_files(wildcards, model_backbone(wildcards))
     return files
 
 
 def backbone_inputs(wildcards):
     """The ONNX backbone, for models that run on features (it is part of their delivery)."""
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
-        return BACKBONE_FILES
+        return backbone_files(model_backbone(wildcards))
     return {}
 
 
@@ -156,8 +172,13 @@ def model_params(wildcards):
 def model_image_size(wildcards):
     return (
         getattr(CFG.models[wildcards.model], "image_size", None)
-        or CFG.backbone.out_size
+        or CFG.backbone_for(wildcards.model).out_size
     )
+
+
+def model_out_size(wildcards):
+    """Side of a model's maps: its backbone's input side."""
+    return CFG.backbone_for(wildcards.model).out_size
 
 
 def dataset_results(wildcards, name):
@@ -183,13 +204,16 @@ def onnx_targets(wildcards):
 
 
 def embedding_tables(wildcards):
-    """The image-embedding tables of every shard of every category of a dataset."""
+    """The image-embedding tables (default backbone) of every shard of every category of a
+    dataset."""
     from types import SimpleNamespace
 
     return [
         f.removesuffix(".safetensors") + ".parquet"
         for c in category_counts(wildcards.dataset)
-        for f in feature_files(SimpleNamespace(dataset=wildcards.dataset, category=c))
+        for f in feature_files(
+            SimpleNamespace(dataset=wildcards.dataset, category=c), BACKBONE
+        )
     ]
 
 

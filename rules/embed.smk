@@ -13,7 +13,7 @@ rule backbone:
         mem_mb=3000,
         runtime=10,
     params:
-        backbone=CFG.backbone.result_params(),
+        backbone=lambda wc: CFG.backbones[wc.backbone].result_params(),
     script:
         "../scripts/export_backbone.py"
 
@@ -21,15 +21,15 @@ rule backbone:
 rule embed:
     input:
         table=ancient("results/{dataset}/standardized.parquet"),
-        onnx=BACKBONE_FILES["onnx"],
-        card=BACKBONE_FILES["card"],
+        onnx="results/backbones/{backbone}/backbone.onnx",
+        card="results/backbones/{backbone}/backbone.json",
     output:
-        patches="results/{dataset}/embeddings/{category}/shard-{shard}-of-{n}.safetensors",
-        images="results/{dataset}/embeddings/{category}/shard-{shard}-of-{n}.parquet",
+        patches="results/{dataset}/embeddings/{backbone}/{category}/shard-{shard}-of-{n}.safetensors",
+        images="results/{dataset}/embeddings/{backbone}/{category}/shard-{shard}-of-{n}.parquet",
     log:
-        "logs/{dataset}/embed/{category}-{shard}-of-{n}.log",
+        "logs/{dataset}/embed/{backbone}/{category}-{shard}-of-{n}.log",
     benchmark:
-        "benchmarks/{dataset}/embed/{category}-{shard}-of-{n}.tsv"
+        "benchmarks/{dataset}/embed/{backbone}/{category}-{shard}-of-{n}.tsv"
     conda:
         "../envs/models.yaml"
     threads: CFG.backbone.threads

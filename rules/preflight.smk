@@ -24,7 +24,7 @@ rule preflight:
 rule preflight_memory:
     input:
         preflight=rules.preflight.output.report,
-        backbone=BACKBONE_FILES["card"],
+        backbones=BACKBONE_CARDS,
     output:
         report="results/{dataset}/preflight_memory.json",
     log:
@@ -37,6 +37,7 @@ rule preflight_memory:
         runtime=5,
     params:
         models={name: m.model_dump(mode="json") for name, m in CFG.models.items()},
+        default_backbone=BACKBONE,
         max_memory_mb=CFG.preflight.max_memory_mb,
         severity=CFG.preflight.model_dump(mode="json")["severity"],
     script:

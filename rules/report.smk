@@ -82,7 +82,7 @@ rule register_run:
     input:
         leaderboards=expand("results/{dataset}/leaderboard.parquet", dataset=DATASETS),
         manifests=expand("results/{dataset}/manifest.jsonl", dataset=DATASETS),
-        card=BACKBONE_FILES["card"],
+        cards=BACKBONE_CARDS,
     output:
         run="results/run.json",
     log:

@@ -46,7 +46,7 @@ rule score:
         runtime=120,
     params:
         rows=category_digest,
-        out_size=CFG.backbone.out_size,
+        out_size=model_out_size,
         sigma=CFG.maps.sigma,
     script:
         "../scripts/score.py"

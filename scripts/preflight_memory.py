@@ -1,4 +1,4 @@
-"""Snakemake adapter: preflight.json + backbone.json + models -> preflight_memory.json."""
+"""Snakemake adapter: preflight.json + backbone cards + models -> preflight_memory.json."""
 
 from defectflow.logs import log_to
 from defectflow.memory import run_memory_check
@@ -6,10 +6,11 @@ from defectflow.memory import run_memory_check
 with log_to(snakemake.log[0]):
     run_memory_check(
         snakemake.input.preflight,
-        snakemake.input.backbone,
+        list(snakemake.input.backbones),
         snakemake.params.models,
         snakemake.wildcards.dataset,
         snakemake.params.max_memory_mb,
         snakemake.output.report,
+        default_backbone=snakemake.params.default_backbone,
         severity=snakemake.params.severity,
     )

@@ -11,7 +11,7 @@ with log_to(snakemake.log[0]):
         parse_config(snakemake.config).model_dump(mode="json"),  # the resolved config
         list(snakemake.input.leaderboards),
         list(snakemake.input.manifests),
-        [snakemake.input.card],
+        list(snakemake.input.cards),
         REGISTRY,
         snakemake.output.run,
         code_root=Path(snakemake.scriptdir).parent,  # the workflow's repository

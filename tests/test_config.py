@@ -119,6 +119,54 @@ def test_missing_source_paths_are_listed(tmp_path):
     assert "datasets.b.sources[0].path: data is a folder" in problems[1]
 
 
+def test_backbone_sweep_runs_every_feature_model_once_per_backbone():
+    cfg = parse_config({
+        "datasets": {"d": {"sources": [{"type": "demo"}]}},
+        "backbone": {"name": ["tf_efficientnet_lite0", "tf_efficientnet_lite1"], "layers": [[2, 3], [2, 4]],
+                     "image_size": 128},
+        "models": {"pc": {"backend": "patchcore", "seeds": [0, 1]}, "knn": {"backend": "knn"},
+                   "st": {"backend": "anomalib", "model": "Stfpm"}},
+    })  # fmt: skip
+    assert sorted(cfg.backbones) == [
+        f"tf_efficientnet_lite{n}_L{la}_p3_s128" for n in (0, 1) for la in ("23", "24")
+    ]
+    assert cfg.backbone.id == "tf_efficientnet_lite0_L23_p3_s128"  # the first: curation's default
+    bb = [f"-tf_efficientnet_lite{n}-layers{la}" for n in (0, 1) for la in ("23", "24")]
+    assert sorted(cfg.models) == sorted(
+        [f"pc{b}-s{s}" for b in bb for s in (0, 1)] + [f"knn{b}" for b in bb] + ["st"]
+    )
+    v = cfg.models["pc-tf_efficientnet_lite1-layers24-s1"]
+    assert (
+        v.variant_of == "pc"
+        and v.seed == 1
+        and v.backbone_variant == "tf_efficientnet_lite1_L24_p3_s128"
+    )
+    assert cfg.backbone_for("pc-tf_efficientnet_lite1-layers24-s1").layers == [2, 4]
+    assert cfg.backbone_for("pc-tf_efficientnet_lite1-layers24-s1").image_size == 128
+    assert cfg.models["st"].backbone_variant is None  # its own network: not crossed
+    assert "backbone_variant" not in v.fit_params()
+    # the default models are crossed too; one layers list is no sweep
+    cfg = parse_config(
+        {"datasets": {"d": {"sources": [{"type": "demo"}]}}, "backbone": {"layers": [[2, 3], [3]]}}
+    )
+    assert sorted(cfg.models) == sorted(
+        f"{m}-layers{la}" for m in ("knn", "padim", "patchcore") for la in ("23", "3")
+    )
+    cfg = parse_config(
+        {"datasets": {"d": {"sources": [{"type": "demo"}]}}, "backbone": {"layers": [2, 4]}}
+    )
+    assert sorted(cfg.models) == ["knn", "padim", "patchcore"] and list(cfg.backbones) == [
+        cfg.backbone.id
+    ]
+    # a bad value in one variant names the key
+    with pytest.raises(ConfigError, match=r"backbone\.name: .*timm has no model 'resnet1'"):
+        parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}},
+                      "backbone": {"name": ["tf_efficientnet_lite0", "resnet1"]}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"backbone_variant: 'nope' is no backbone"):
+        parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}},
+                      "models": {"k": {"backend": "knn", "backbone_variant": "nope"}}})  # fmt: skip
+
+
 def test_sweeps_expand_into_named_variants():
     cfg = parse_config({
         "datasets": {"d": {"sources": [{"type": "demo"}]}},

@@ -349,16 +349,23 @@ def test_memory_projection_from_backbone_shape_and_model_settings(mvtec_tree, tm
     write_report(_run([r for r in recs if r.image_path]), tmp_path / "preflight.json")
     card = BackboneCard(spec={}, preprocess={}, weights_sha256=None, onnx_sha256="x", patch_shape=[152, 28, 28],
                         embedding_dim=472, parity=0.0, versions={})  # fmt: skip
-    write_backbone_card(card, tmp_path / "b.json")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "deep").mkdir()
+    write_backbone_card(card, tmp_path / "base/backbone.json")
+    deep = card.model_copy(update={"patch_shape": [432, 14, 14]})  # a swept backbone
+    write_backbone_card(deep, tmp_path / "deep/backbone.json")
     models = {"pc": {"backend": "patchcore", "coreset_ratio": 0.1}, "pc2": {"backend": "patchcore", "coreset_ratio": 0.5},
-              "pd": {"backend": "padim"}}  # fmt: skip
-    rep = run_memory_check(
-        tmp_path / "preflight.json", tmp_path / "b.json", models, "t", 30, tmp_path / "m.json"
-    )
+              "pd": {"backend": "padim"}, "pc-deep": {"backend": "patchcore", "backbone_variant": "deep"}}  # fmt: skip
+    rep = run_memory_check(tmp_path / "preflight.json", [tmp_path / "base/backbone.json", tmp_path / "deep/backbone.json"],
+                           models, "t", 30, tmp_path / "m.json", default_backbone="base")  # fmt: skip
     feats = 12 * 28 * 28 * 152 * 4 / 2**20  # 12 normal training images of float32 patch features
     assert rep.fit_images == {"widget": 12}
     assert rep.models["widget"]["pc"]["candidates_mb"] == pytest.approx(feats, abs=0.1)
     assert rep.models["widget"]["pc2"]["model_mb"] == pytest.approx(0.5 * feats, abs=0.1)
+    assert rep.models["widget"]["pc-deep"]["candidates_mb"] == pytest.approx(
+        12 * 14 * 14 * 432 * 4 / 2**20, abs=0.1
+    )
+    assert rep.patch_shapes == {"base": [152, 28, 28], "deep": [432, 14, 14]}
     assert rep.models["widget"]["pd"]["model_mb"] == pytest.approx(
         784 * 152 * 152 * 4 / 2**20, abs=0.1
     )

@@ -147,7 +147,7 @@ def test_review_roundtrip(label_studio, workflow_dir):
     assert (np.asarray(Image.open(corr[0]["mask_path"])) > 0).sum() == paint.astype(bool).sum()
 
     # the corrections become a source; only what they affect reruns
-    tile_shards = sorted((wf / "results/demo/embeddings/tile").glob("shard-*"))
+    tile_shards = sorted((wf / "results/demo/embeddings").glob("*/tile/shard-*"))
     before = {p: p.stat().st_mtime_ns for p in tile_shards}
     cfg = yaml.safe_load((wf / "small.yaml").read_text())
     cfg["datasets"] = {

@@ -327,6 +327,38 @@ def test_a_sweep_shares_the_stored_features(demo_run):
     assert "model=patchcore-coreset_ratio0.05-s1" in out
 
 
+def test_a_backbone_sweep_embeds_once_per_backbone_and_category(demo_run):
+    """2 backbones x 2 layer sets x 3 models x 3 seeds: one backbone export and one embed job
+    per new backbone and category (the run's own lite0 [2, 3] features are reused, not redone),
+    each model variant trained on its backbone's features."""
+    sweep = ("backbone={'image_size': 128, 'name': ['tf_efficientnet_lite0', 'tf_efficientnet_lite1'], "
+             "'layers': [[2, 3], [2, 4]]}")  # fmt: skip
+    models = ("models={'knn': {'backend': 'knn', 'seeds': [0, 1, 2]}, 'patchcore': {'backend': 'patchcore', 'seeds': [0, 1, 2]},"
+              " 'padim': {'backend': 'padim', 'seeds': [0, 1, 2]}}")  # fmt: skip
+    jobs = _planned_jobs(demo_run, sweep, models)
+    assert jobs.get("backbone") == 3 and jobs.get("embed") == 3 * 2  # new backbones x categories
+    assert jobs.get("train") == 4 * 3 * 3 * 2 and jobs.get("score") == 4 * 3 * 3 * 2
+    out = snakemake(demo_run, "-n", "--config", sweep, models).stdout
+    embed_outputs = re.findall(
+        r"rule embed:\n(?:.*\n)*?\s+output: results/demo/embeddings/([^/]+)/(\w+)/", out
+    )
+    assert sorted(embed_outputs) == sorted(
+        (f"tf_efficientnet_lite{n}_L{la}_p3_s128", c)
+        for n, la in (("0", "24"), ("1", "23"), ("1", "24")) for c in ("bracket", "tile")
+    )  # fmt: skip
+    trains = re.findall(
+        r"rule train:\n\s+input: ([^\n]+)\n(?:.*\n)*?\s+wildcards: dataset=demo, model=(\S+), category=(\w+)",
+        out,
+    )
+    assert len(trains) == 72
+    for inputs, model, cat in trains:  # each variant reads its own backbone's features
+        name, layers = re.search(r"-(tf_efficientnet_lite\d)-layers(\d+)-s\d$", model).groups()
+        assert (
+            f"results/demo/embeddings/{name}_L{layers}_p3_s128/{cat}/shard-000-of-001.safetensors"
+            in inputs
+        )
+
+
 def test_performance_settings_plan_no_job(demo_run):
     out = snakemake(demo_run, "-n", "--config", "backbone={'image_size': 128, 'threads': 1, 'batch_size': 3, 'shard_size': 500, 'device': 'cpu'}",
                     "preflight={'threads': 1}").stdout  # fmt: skip
@@ -563,7 +595,9 @@ def test_sharded_scoring_merges_into_the_same_predictions(tmp_path):
     sharded = runs[6] / "results/demo/models"
     assert len(list(sharded.glob("patchcore/bracket/scores/shard-*-of-004.scores.parquet"))) == 4
     assert (
-        len(list((runs[6] / "results/demo/embeddings/bracket").glob("shard-*-of-004.safetensors")))
+        len(
+            list((runs[6] / "results/demo/embeddings").glob("*/bracket/shard-*-of-004.safetensors"))
+        )
         == 4
     )
     for model in MODELS:

@@ -143,7 +143,9 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
     from defectflow.similar import find_similar
 
-    hits = find_similar(args.image, args.dataset, args.results, args.category, args.k)
+    hits = find_similar(
+        args.image, args.dataset, args.results, args.category, args.k, backbone=args.backbone
+    )
     if args.json:
         print(json.dumps(hits, indent=2))
         return EXIT_OK
@@ -384,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True, help="dataset name (results/DATASET)")
     s.add_argument("--category", help="search this category only (default: all)")
     s.add_argument("-k", type=int, default=10, help="how many (default 10)")
+    s.add_argument(
+        "--backbone",
+        help="whose embeddings (a folder of results/DATASET/embeddings; needed after a backbone sweep)",
+    )
     s.add_argument("--results", type=Path, default=Path("results"), help="results folder")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_similar)

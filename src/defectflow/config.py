@@ -430,7 +430,14 @@ class Config(_Strict):
     demo: DemoConfig = Field(default_factory=DemoConfig, description="the built-in demo data")
     preflight: PreflightConfig = Field(default_factory=PreflightConfig, description="the data gate")
     backbone: BackboneConfig = Field(
-        default_factory=BackboneConfig, description="feature extractor (all models)"
+        default_factory=BackboneConfig,
+        description="feature extractor of every model that runs on features; lists for name, "
+        "weights, pool, image_size, center_crop and a list of lists for layers sweep it "
+        "(each feature model then runs once per backbone variant)",
+    )
+    backbone_variants: dict[str, BackboneConfig] = Field(
+        default_factory=dict,
+        description="set by a backbone sweep (not by hand): backbone id -> its settings",
     )
     models: dict[str, ModelConfig] = Field(
         default_factory=_default_models,
@@ -464,6 +471,28 @@ class Config(_Strict):
                     f"model name {name!r} must match {NAME_RE} (it becomes a folder name)"
                 )
         return v
+
+    @model_validator(mode="after")
+    def _known_backbone_variants(self) -> Config:
+        for name, m in self.models.items():
+            if m.backbone_variant is not None and m.backbone_variant not in self.backbones:
+                raise ValueError(
+                    f"models.{name}.backbone_variant: {m.backbone_variant!r} is no backbone of "
+                    f"this config (known: {sorted(self.backbones)}); sweep backbones with lists "
+                    "in `backbone`"
+                )
+        return self
+
+    @property
+    def backbones(self) -> dict[str, BackboneConfig]:
+        """Backbone id -> settings: the swept variants, else the one `backbone`."""
+        return dict(self.backbone_variants) or {self.backbone.id: self.backbone}
+
+    def backbone_for(self, model: str) -> BackboneConfig:
+        """The backbone a model's features come from (image backends: the default backbone,
+        whose input size they take when they give none)."""
+        variant = self.models[model].backbone_variant
+        return self.backbones[variant] if variant else self.backbone
 
     @property
     def active_datasets(self) -> list[str]:
@@ -524,6 +553,64 @@ def _sweep_value(v: Any) -> str:
     return (f"{v:g}" if isinstance(v, float) else str(v)).replace("/", "_")
 
 
+_BACKBONE_SWEEPABLE = ("name", "weights", "layers", "pool", "image_size", "center_crop")
+
+
+def _backbone_label(key: str, value: Any) -> str:
+    if key == "name":
+        return str(value)
+    if key == "layers":
+        return "layers" + "".join(map(str, value))
+    if key == "weights":
+        from defectflow.io import short_hash
+
+        return "w" + (value if value in ("builtin", "pretrained") else short_hash(value, 6))
+    return {"image_size": "size", "center_crop": "crop"}.get(key, key) + _sweep_value(value)
+
+
+def expand_backbone_sweep(backbone: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A backbone entry with lists (``name: [a, b]``, ``layers: [[2, 3], [2, 4]]``...) -> one
+    ``(label, settings)`` per combination, in a stable order (a single entry: ``[("", entry)]``).
+    The label names only the swept values (``-layers24``, ``-tf_efficientnet_lite1-size256``)."""
+    import itertools
+
+    def swept(k: str, v: Any) -> bool:
+        if not isinstance(v, list) or not v:
+            return False
+        return k != "layers" or all(isinstance(x, list) for x in v)
+
+    keys = [k for k in _BACKBONE_SWEEPABLE if swept(k, backbone.get(k))]
+    if not keys:
+        return [("", backbone)]
+    out = []
+    for combo in itertools.product(*(backbone[k] for k in keys)):
+        values = dict(zip(keys, combo, strict=True))
+        out.append(
+            (
+                "".join(f"-{_backbone_label(k, v)}" for k, v in values.items()),
+                {**backbone, **values},
+            )
+        )
+    return out
+
+
+def cross_backbones(models: dict[str, Any], variants: dict[str, str]) -> dict[str, Any]:
+    """Each model entry that runs on features, once per backbone variant (label -> backbone id):
+    ``patchcore`` -> ``patchcore-layers23``, ``patchcore-layers24``. Entries of image backends
+    (their own network) pass unchanged."""
+    out: dict[str, Any] = {}
+    for name, entry in (models or {}).items():
+        backend = entry.get("backend") if isinstance(entry, dict) else None
+        if backend not in REGISTRY or REGISTRY[backend].consumes != "features":
+            out[name] = entry
+            continue
+        for label, bid in variants.items():
+            out[f"{name}{label}"] = {
+                **entry, "backbone_variant": bid, "variant_of": entry.get("variant_of") or name
+            }  # fmt: skip
+    return out
+
+
 def expand_sweeps(models: dict[str, Any]) -> dict[str, Any]:
     """Model entries with list values for scalar params and/or ``seeds: [...]`` -> one named
     variant per combination (``patchcore-coreset_ratio0.01-s1``), in a stable order. Other
@@ -549,7 +636,7 @@ def expand_sweeps(models: dict[str, Any]) -> dict[str, Any]:
         for combo in itertools.product(*(swept[k] for k in keys), *([seeds] if seeds else [])):
             values = dict(zip(keys, combo[: len(keys)], strict=True))
             suffix = "".join(f"-{k}{_sweep_value(v)}" for k, v in values.items())
-            variant = {**base, **values, "variant_of": name}
+            variant = {**base, **values, "variant_of": entry.get("variant_of") or name}
             if seeds:
                 variant["seed"] = combo[-1]
                 suffix += f"-s{combo[-1]}"
@@ -561,12 +648,27 @@ def parse_config(data: dict[str, Any] | None, where: str = "config") -> Config:
     """Validate a config mapping (sweeps expanded into model variants). Raises
     :class:`ConfigError` naming each bad key, the value given and what is allowed."""
     data = dict(data or {})
-    if isinstance(data.get("models"), dict):
-        data["models"] = expand_sweeps(data["models"])
     try:
+        if isinstance(data.get("backbone"), dict):
+            sweep = expand_backbone_sweep(data["backbone"])
+            if len(sweep) > 1:
+                ids = {}
+                for label, settings in sweep:
+                    bb = BackboneConfig.model_validate(settings)
+                    ids[label] = bb.id
+                    data.setdefault("backbone_variants", {})[bb.id] = settings
+                data["backbone"] = sweep[0][1]
+                models = data.get("models")
+                if models is None:
+                    models = {k: v.model_dump(mode="json") for k, v in _default_models().items()}
+                if isinstance(models, dict):
+                    data["models"] = cross_backbones(models, ids)
+        if isinstance(data.get("models"), dict):
+            data["models"] = expand_sweeps(data["models"])
         return Config.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors(include_url=False)]
+        prefix = "backbone." if exc.title == "BackboneConfig" else ""
+        lines = [prefix + _describe(e) for e in exc.errors(include_url=False)]
         raise ConfigError(f"invalid {where}:\n  " + "\n  ".join(lines)) from None
 
 

@@ -23,7 +23,9 @@ class MemoryReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: int = 1
     dataset: str
-    patch_shape: list[int] = Field(description="[C, H, W] of the backbone's patch features")
+    patch_shapes: dict[str, list[int]] = Field(
+        description="backbone id -> [C, H, W] of its patch features"
+    )
     fit_images: dict[str, int] = Field(description="category -> normal train+val images")
     models: dict[str, dict[str, dict[str, float]]] = Field(
         description="category -> model -> candidates_mb (features held while fitting), model_mb"
@@ -41,11 +43,13 @@ def model_memory_mb(
     return p.memory_mb(n_train, patch_shape, embedding_dim)
 
 
-def run_memory_check(preflight: str | Path, backbone_card: str | Path, models: dict[str, Any], dataset: str,
-                     max_memory_mb: int, out: str | Path, severity: dict[str, str] | None = None) -> MemoryReport:  # fmt: skip
-    """Snakemake entry point."""
+def run_memory_check(preflight: str | Path, backbone_cards: list[str | Path], models: dict[str, Any],
+                     dataset: str, max_memory_mb: int, out: str | Path, default_backbone: str,
+                     severity: dict[str, str] | None = None) -> MemoryReport:  # fmt: skip
+    """Snakemake entry point. ``backbone_cards``: ``backbones/{id}/backbone.json`` of every
+    backbone; each model is projected with its own (``backbone_variant``, else the default)."""
     report = read_report(preflight)
-    card = read_backbone_card(backbone_card)
+    cards = {Path(c).parent.name: read_backbone_card(c) for c in backbone_cards}
     sev = severity or {}
     fit = {cat: sum(n for sp, labels in s.counts.items() if sp in ("train", "val", "unassigned")
                     for lab, n in labels.items() if lab in ("normal", "unlabeled"))
@@ -55,6 +59,7 @@ def run_memory_check(preflight: str | Path, backbone_card: str | Path, models: d
     for cat, n in sorted(fit.items()):
         out_models[cat] = {}
         for name, params in sorted(models.items()):
+            card = cards[params.get("backbone_variant") or default_backbone]
             mb = model_memory_mb(params, n, card.patch_shape, card.embedding_dim)
             if not mb:
                 continue
@@ -68,7 +73,7 @@ def run_memory_check(preflight: str | Path, backbone_card: str | Path, models: d
                                     f"(> preflight.max_memory_mb {max_memory_mb})", context={"category": cat, "model": name}))  # fmt: skip
     rep = MemoryReport(
         dataset=dataset,
-        patch_shape=card.patch_shape,
+        patch_shapes={b: c.patch_shape for b, c in sorted(cards.items())},
         fit_images=fit,
         models=out_models,
         issues=issues,

@@ -27,7 +27,7 @@ from defectflow.io import atomic_path, write_json_atomic
 
 REGISTRY = "runs/registry.parquet"
 METRICS = ("image_auroc", "image_aupr", "f1", "best_f1", "f1_gap", "pixel_auroc", "pixel_aupro")
-COLUMNS = ("dataset", "category", "model", "variant_of", "seed", "backend", "threshold", "threshold_policy",
+COLUMNS = ("dataset", "category", "model", "variant_of", "seed", "backend", "backbone", "threshold", "threshold_policy",
            *METRICS, "fit_s", "score_s", "peak_mb", "model_mb", "auroc_mean_over_seeds",
            "auroc_std_over_seeds", "n_seeds", "best_on_test", "picked_without_test_labels",
            "selection_signal")  # fmt: skip
@@ -65,12 +65,12 @@ def leaderboard_rows(
         ckpt = folder / "checkpoint.safetensors"
         params = checkpoint_meta(ckpt)["params"] if ckpt.exists() else {}
         backend = params.get("backend")
-        signal = _selection_signal(folder / "infer_config.json")
+        signal, backbone = _signal_and_backbone(folder / "infer_config.json")
         peak = [b["max_rss"] for b in [fit, *scores] if "max_rss" in b]
         rows.append({
             "dataset": m.dataset, "category": m.category, "model": m.model, "backend": backend,
             "variant_of": params.get("variant_of") or m.model, "seed": params.get("seed"),
-            "selection_signal": signal,
+            "selection_signal": signal, "backbone": backbone,
             "threshold": m.image.threshold, "threshold_policy": m.image.threshold_policy,
             "image_auroc": m.image.auroc, "image_aupr": m.image.aupr, "f1": m.image.f1,
             "best_f1": m.image.best_f1, "f1_gap": m.image.f1_gap,
@@ -84,22 +84,26 @@ def leaderboard_rows(
     return rows
 
 
-def _selection_signal(infer_config: Path) -> float | None:
+def _signal_and_backbone(infer_config: Path) -> tuple[float | None, str | None]:
     """What a choice that never looks at test labels ranks variants by (higher is better): the
     F1 on validation anomalies and cross-fit normals when there are validation anomalies; else
     minus the relative spread of the cross-fit normal scores, (p95 - median) / |median| (a model
-    whose unseen normals score consistently; a heuristic, documented as such)."""
+    whose unseen normals score consistently; a heuristic, documented as such). With it, the id
+    of the backbone the model runs on (its folder under ``results/backbones``; None for a model
+    with its own network)."""
     from defectflow.artifacts.infer_config import read_infer_config
 
     if not infer_config.exists():
-        return None
-    t = read_infer_config(infer_config, verify=False).threshold
+        return None, None
+    ic = read_infer_config(infer_config, verify=False)
+    backbone = Path(ic.backbone.path).parent.name if ic.backbone else None
+    t = ic.threshold
     if t.n_anomaly and t.f1 is not None:
-        return round(float(t.f1), 6)
+        return round(float(t.f1), 6), backbone
     s = t.normal_scores
     if not s or not s.get("median"):
-        return None
-    return round(-(s["p95"] - s["median"]) / abs(s["median"]), 6)
+        return None, backbone
+    return round(-(s["p95"] - s["median"]) / abs(s["median"]), 6), backbone
 
 
 def _mark(rows: list[dict[str, Any]]) -> None:
@@ -149,7 +153,7 @@ def write_leaderboard(
 def _schema():
     import pyarrow as pa
 
-    text = {"dataset", "category", "model", "variant_of", "backend", "threshold_policy"}
+    text = {"dataset", "category", "model", "variant_of", "backend", "backbone", "threshold_policy"}
     flags = {"best_on_test", "picked_without_test_labels"}
     return pa.schema([(c, pa.string() if c in text else pa.bool_() if c in flags else pa.float64())
                       for c in COLUMNS])  # fmt: skip
@@ -223,8 +227,10 @@ def record_run(config: dict[str, Any], leaderboards: list[str], manifests: list[
              "inputs": json.dumps(inputs, sort_keys=True), **r} for r in rows]  # fmt: skip
     registry = Path(registry)
     old = pq.read_table(registry).to_pylist() if registry.exists() else []
+    # columns of every run (a newer run may add some): missing values are null
+    keys = list(dict.fromkeys(k for r in old + flat for k in r))
     with atomic_path(registry) as tmp:
-        pq.write_table(pa.Table.from_pylist(old + flat), tmp)
+        pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in old + flat]), tmp)
     write_json_atomic(out, record)
     return record
 

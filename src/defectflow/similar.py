@@ -26,8 +26,11 @@ def _backbone_for(results: Path, onnx_sha256: str) -> tuple[Path, Any]:
 
 
 def find_similar(image: str | Path, dataset: str, results: str | Path = "results",
-                 category: str | None = None, k: int = 10, threads: int = 2) -> list[dict[str, Any]]:  # fmt: skip
-    """The ``k`` stored images nearest to ``image`` (all splits), nearest first."""
+                 category: str | None = None, k: int = 10, threads: int = 2,
+                 backbone: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The ``k`` stored images nearest to ``image`` (all splits), nearest first. ``backbone``:
+    which backbone's embeddings (``results/{dataset}/embeddings/{backbone}``); needed only when
+    a sweep made several."""
     import pyarrow.parquet as pq
 
     from defectflow.artifacts.embeddings import shard_meta
@@ -37,11 +40,22 @@ def find_similar(image: str | Path, dataset: str, results: str | Path = "results
     from defectflow.preprocess import PreprocessSpec
 
     results = Path(results)
-    root = results / dataset / "embeddings"
-    if not root.is_dir():
+    base = results / dataset / "embeddings"
+    made = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    if not made:
         raise DefectflowError(
-            f"no embeddings for dataset {dataset!r} under {root}; run the workflow first"
+            f"no embeddings for dataset {dataset!r} under {base}; run the workflow first"
         )
+    if backbone is None and len(made) > 1:
+        raise DefectflowError(
+            f"dataset {dataset!r} has embeddings of {len(made)} backbones; choose one with "
+            f"--backbone: {', '.join(made)}"
+        )
+    if backbone is not None and backbone not in made:
+        raise DefectflowError(
+            f"no embeddings of backbone {backbone!r} for dataset {dataset!r}; known: {made}"
+        )
+    root = base / (backbone or made[0])
     cats = [category] if category else sorted(p.name for p in root.iterdir() if p.is_dir())
     shards = [f for c in cats for f in sorted((root / c).glob("shard-*.safetensors"))]
     if not shards:

@@ -28,10 +28,16 @@ class BackendParams(BaseModel):
     variant_of: str | None = Field(
         default=None, description="set by sweep expansion: the model entry this variant comes from"
     )
+    backbone_variant: str | None = Field(
+        default=None,
+        description="set by a backbone sweep: the id of the backbone this model runs on "
+        "(default: `backbone`)",
+    )
 
     def fit_params(self) -> dict[str, Any]:
-        """The params that change the fitted model (not `backend`, not the sweep bookkeeping)."""
-        return self.model_dump(mode="json", exclude={"backend", "variant_of"})
+        """The params that change the fitted model (not `backend`, not the sweep bookkeeping:
+        the backbone reaches the model through its features)."""
+        return self.model_dump(mode="json", exclude={"backend", "variant_of", "backbone_variant"})
 
     def memory_mb(
         self, n_train: int, patch_shape: list[int], embedding_dim: int
