@@ -164,3 +164,17 @@ def test_similar_finds_the_image_itself_first(curated):
     bad = subprocess.run([*DEFECTFLOW, "similar", str(query), "--dataset", "demo", "--category", "tile"],
                          cwd=wf, capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "known: ['bracket']" in bad.stderr
+
+
+def test_similar_asks_which_backbone_after_a_backbone_sweep(tmp_path):
+    from defectflow.errors import DefectflowError
+    from defectflow.similar import find_similar
+
+    for bb in ("tf_efficientnet_lite0_L23_p3_s224", "tf_efficientnet_lite1_L23_p3_s224"):
+        (tmp_path / "demo/embeddings" / bb / "tile").mkdir(parents=True)
+    with pytest.raises(
+        DefectflowError, match="2 backbones; choose one with --backbone: tf_efficientnet_lite0"
+    ):
+        find_similar(tmp_path / "q.png", "demo", results=tmp_path)
+    with pytest.raises(DefectflowError, match="no embeddings of backbone 'resnet18'"):
+        find_similar(tmp_path / "q.png", "demo", results=tmp_path, backbone="resnet18")

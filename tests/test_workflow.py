@@ -232,6 +232,12 @@ def test_leaderboard_and_run_registry(demo_run):
         )
         assert row["image_auroc"] == m["image"]["auroc"] and row["f1"] == m["image"]["f1"]
         assert row["fit_s"] > 0 and row["peak_mb"] > 0 and row["model_mb"] > 0
+        assert row["backbone"] == "tf_efficientnet_lite0_L23_p3_s128"
+    for cat in ("tile", "bracket"):  # one of each mark per category
+        rows = [r for r in board if r["category"] == cat]
+        assert sum(r["best_on_test"] for r in rows) == 1
+        assert sum(r["picked_without_test_labels"] for r in rows) == 1
+        assert all(r["selection_signal"] is not None for r in rows)
     run = json.loads((demo_run / "results/run.json").read_text())
     reg = pq.read_table(demo_run / "runs/registry.parquet").to_pylist()
     assert {r["run_id"] for r in reg} >= {run["run_id"]} and run["n_rows"] == 6
@@ -242,6 +248,7 @@ def test_leaderboard_and_run_registry(demo_run):
     report = (demo_run / "results/demo/report.html").read_text()
     assert (
         "Leaderboard" in report
+        and "picked without test labels</td>" in report
         and "Recall per defect type" in report
         and "image, mask, heatmap" in report
     )
