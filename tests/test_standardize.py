@@ -53,8 +53,8 @@ def _unsplit(tmp_path, n=100, groups=False):
 
 def test_split_assignment_is_deterministic_and_follows_fractions(tmp_path):
     recs = _recs(tmp_path, _unsplit(tmp_path))
-    a = _std(recs, test_fraction=0.2, val_fraction=0.15)
-    b = _std(recs, test_fraction=0.2, val_fraction=0.15)
+    a = _std(recs, test_fraction=0.2, val_fraction=0.15, val_from_test=0)
+    b = _std(recs, test_fraction=0.2, val_fraction=0.15, val_from_test=0)
     assert a == b
     split = {r["image_id"]: r["split"] for r in a}
     assert all(split[r["image_id"]] == "test" for r in a if r["label"] == "anomaly")
@@ -62,7 +62,7 @@ def test_split_assignment_is_deterministic_and_follows_fractions(tmp_path):
     n_val = sum(r["split"] == "val" for r in a)
     assert 10 <= n_test <= 30 and 8 <= n_val <= 16
     assert all(r["split_assigned"] for r in a)
-    c = _std(recs, test_fraction=0.2, val_fraction=0.15, seed=1)
+    c = _std(recs, test_fraction=0.2, val_fraction=0.15, val_from_test=0, seed=1)
     assert [r["split"] for r in c] != [r["split"] for r in a]
 
 
@@ -80,13 +80,52 @@ def test_groups_never_straddle_splits(tmp_path):
 
 def test_given_splits_are_kept_and_val_is_held_out_of_train(mvtec_tree):
     recs = _mvtec_images(mvtec_tree)
-    rows = _std(recs, val_fraction=0.25)
+    rows = _std(recs, val_fraction=0.25, val_from_test=0)
     assert sum(r["split"] == "test" for r in rows) == 6
     assert (
         sum(r["split"] == "val" for r in rows) == 3
         and sum(r["split"] == "train" for r in rows) == 9
     )
     assert not any(r["split_assigned"] for r in rows if r["split"] in ("train", "test"))
+
+
+def test_val_carved_from_test_per_defect_type_and_group(tmp_path):
+    """With no val anomaly, `val_from_test` of each test stratum (normals, each defect type) moves
+    to val, whole groups, deterministically; every stratum keeps an image in test."""
+    rows = []
+    for i in range(40):
+        rows.append({"image": str(save_image(tmp_path / f"n{i}.png", i)), "category": "c", "label": "normal",
+                     "split": "train" if i < 20 else "test", "group_id": f"p{i // 2}"})  # fmt: skip
+    for d, n in (("crack", 10), ("dent", 5), ("hole", 1)):
+        for i in range(n):
+            rows.append({"image": str(save_image(tmp_path / f"{d}{i}.png", 500 + 37 * len(rows))),
+                         "category": "c", "label": "anomaly", "defect_type": d, "split": "test"})  # fmt: skip
+    recs = _recs(tmp_path, rows)
+    a = _std(recs)  # the default: 0.3
+    assert a == _std(recs)
+    val = [r for r in a if r["split"] == "val"]
+    by = {}
+    for r in val:
+        by[(r["label"], r["defect_type"])] = by.get((r["label"], r["defect_type"]), 0) + 1
+    assert by == {
+        ("normal", None): 6,
+        ("anomaly", "crack"): 3,
+        ("anomaly", "dent"): 2,
+    }  # the hole stays
+    assert all(r["split_assigned"] for r in val)
+    assert sum(r["split"] == "train" for r in a) == 20  # train is untouched
+    groups = {}
+    for r in a:
+        if r["group_id"]:
+            groups.setdefault(r["group_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in groups.values())
+    assert not any(r["split"] == "val" for r in _std(recs, val_from_test=0))
+    other = {r["image_id"] for r in _std(recs, seed=3) if r["split"] == "val"}
+    assert other != {r["image_id"] for r in val}
+    # a val that already holds an anomaly is kept as given
+    rows[-1]["split"] = "val"
+    kept = _std(_recs(tmp_path, rows))
+    assert [r["image_path"] for r in kept if r["split"] == "val"] == [rows[-1]["image"]]
 
 
 def test_downgraded_leak_drops_the_test_copy(tmp_path):

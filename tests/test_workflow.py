@@ -542,34 +542,42 @@ def test_two_clean_runs_give_byte_identical_predictions(demo_run, tmp_path):
 
 
 def test_battery_weld_quality_and_delivered_threshold(workflow_dir, battery_weld):
-    """The default chain on the real welds (36 normal training images; 28 normal + 93 defective
-    test images after dropping the 7 leaked copies).
+    """The default chain on the real welds: 36 normal training images; 28 normal + 93 defective
+    test images after dropping the 7 leaked copies, of which `split.val_from_test` (0.3) holds
+    out 8 normal + 28 defective as val, leaving 20 + 65 for test.
 
-    Measured (224 px, lite0, seed 0): image AUROC kNN 0.972, PatchCore 0.937, PaDiM 0.897; pixel
-    AUROC PatchCore 0.886. The floors leave room for numerics across CPUs and thread counts and
-    sit far above what a broken feature, coreset or threshold path gives (chance: 0.5).
+    Measured (224 px, lite0, seed 0): image AUROC kNN 0.975, PatchCore 0.932, PaDiM 0.865 on the
+    85 test images; pixel AUROC PatchCore 0.89. The floors leave room for numerics across CPUs
+    and thread counts and sit far above what a broken feature, coreset or threshold path gives
+    (chance: 0.5).
 
-    The threshold rests on an out-of-fold score of each of the 36 training normals. At the
-    delivered threshold kNN reaches F1 0.795 (best possible 0.974). PatchCore and PaDiM give up
-    far more here, and no threshold learnt from training normals can do better: 25 of the 28
-    test normals are shots of one part whose other shots are in train (preflight reports the
-    near-duplicates), so they score like training images, below the median out-of-fold score,
-    where the F1-optimal thresholds of those two models lie. metrics.json reports the gap.
+    The threshold is F1-optimal on the 36 held-out val images. At it the F1 on test is within
+    0.05 of the best any threshold reaches (measured gaps: kNN 0.016, PatchCore 0.024, PaDiM
+    0.000). Before, thresholds learnt from training normals alone (the 95% quantile of their
+    out-of-fold scores) gave gaps of 0.18, 0.83 and 0.96: most test normals are shots of parts
+    whose other shots are in train, so they score far below the training normals' tail, and 77% of
+    the test images are defective, so the best threshold lies well inside the normal range.
     """
     weld_config(workflow_dir, battery_weld)
     snakemake(workflow_dir, "results/weld/report.html")
     m = {name: json.loads((workflow_dir / f"results/weld/models/{name}/welding/metrics.json").read_text())
          for name in MODELS}  # fmt: skip
-    for name, floor in (("knn", 0.95), ("patchcore", 0.90), ("padim", 0.85)):
+    for name, floor in (("knn", 0.95), ("patchcore", 0.90), ("padim", 0.83)):
         img = m[name]["image"]
-        assert img["n_normal"] == 28 and img["n_anomaly"] == 93
+        assert img["n_normal"] == 20 and img["n_anomaly"] == 65
         assert img["auroc"] >= floor, (name, img)
         assert img["f1_gap"] == pytest.approx(img["best_f1"] - img["f1"], abs=1e-5)
+        assert img["f1_gap"] <= 0.05, (name, img)
         ic = json.loads(
             (workflow_dir / f"results/weld/models/{name}/welding/infer_config.json").read_text()
         )
-        assert ic["threshold"]["n_normal"] == 36 and ic["threshold"]["folds"] == 5
-    assert m["knn"]["image"]["f1"] >= 0.7, m["knn"]["image"]
+        t = ic["threshold"]
+        assert (t["policy"], t["calibration"], t["n_normal"], t["n_anomaly"]) == (
+            "f1_optimal",
+            "val",
+            8,
+            28,
+        )
     assert m["patchcore"]["pixel"]["status"] == "ok" and m["patchcore"]["pixel"]["auroc"] >= 0.8
 
 

@@ -165,8 +165,15 @@ class SplitConfig(_Strict):
 
     val_fraction: float = Field(
         default=0.0, ge=0.0, lt=1.0,
-        description="share of normal training images moved to `val` when a category has none (val normals are fitted "
-        "and cross-fitted like train; the threshold does not need a held-out val split)",
+        description="share of normal training images moved to `val` when a category has none (val is held out: "
+        "never fitted, scored by the delivered model for calibration)",
+    )  # fmt: skip
+    val_from_test: float = Field(
+        default=0.3, ge=0.0, lt=1.0,
+        description="share of a category's test images (normal and anomalous alike, per defect type, whole groups) "
+        "moved to `val` when its val split holds no anomaly, so the threshold is chosen on held-out labelled images "
+        "(anomalib's default validation split is carved from test the same way); test metrics rest on the rest. "
+        "0: the test split stays whole and the threshold rests on cross-fitted training normals",
     )  # fmt: skip
     test_fraction: float = Field(
         default=0.2, ge=0.0, lt=1.0,
@@ -352,8 +359,10 @@ def _default_models() -> dict[str, Any]:
 class ThresholdConfig(_Strict):
     policy: Literal["auto", "normal_quantile", "f1_optimal", "fixed"] = Field(
         default="auto",
-        description="`auto`: f1_optimal when val has at least `min_anomalies` anomalies, else normal_quantile. "
-        "Both rest on out-of-fold scores of every training normal (cross-fitting)",
+        description="`auto`: f1_optimal when val has at least `min_anomalies` anomalies (by default val is carved "
+        "from test: `split.val_from_test`), else normal_quantile. f1_optimal rests on the held-out val images "
+        "(with out-of-fold training normals when val has fewer than `min_anomalies` normals); normal_quantile on "
+        "out-of-fold scores of every training normal (cross-fitting) and val normals",
     )
     quantile: float = Field(
         default=0.95, gt=0, lt=1,

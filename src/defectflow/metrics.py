@@ -56,7 +56,7 @@ def image_metrics(recs: list[PredictionRecord]) -> ImageMetrics:
         out.auroc, out.aupr = _r(roc_auc_score(y, s)), _r(average_precision_score(y, s))
         bf, bt = best_f1(y, s)
         out.best_f1, out.best_f1_threshold = _r(bf), _r(bt)
-        out.f1_gap = _r(bf - (out.f1 or 0.0))
+        out.f1_gap = _r(max(bf - (out.f1 or 0.0), 0.0))  # never -0.0
     else:
         out.status, out.reason = (
             "skipped",

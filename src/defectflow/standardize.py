@@ -75,7 +75,8 @@ def assign_splits(rows: list[dict[str, Any]], cfg: SplitConfig) -> None:
     Anomalies without a split go to test. Normal images without a split go to test with
     probability ``test_fraction`` (by a hash of their group, or of their id), else to train.
     A category with no val images then moves ``val_fraction`` of its train normals (whole groups)
-    to val, for threshold calibration.
+    to val, and a category with no val anomaly ``val_from_test`` of its test images; val is held
+    out (never fitted) for threshold calibration.
     """
     for row in rows:
         if row["split"] is None:
@@ -109,6 +110,51 @@ def assign_splits(rows: list[dict[str, Any]], cfg: SplitConfig) -> None:
         log.info(
             "category %s: %d of %d normal train images held out as val", cat, moved, len(train)
         )
+    for cat, cat_rows in by_cat.items():
+        _val_from_test(cat, cat_rows, cfg)
+
+
+def _val_from_test(cat: str, cat_rows: list[dict[str, Any]], cfg: SplitConfig) -> None:
+    """Move ``val_from_test`` of a category's test images to val, per stratum (normal, and each
+    defect type), whole groups, by a seeded hash, when its val split holds no anomaly. Each
+    stratum keeps at least one image in test."""
+    if cfg.val_from_test <= 0 or any(
+        r["split"] == Split.VAL and r["label"] == Label.ANOMALY for r in cat_rows
+    ):
+        return
+    test = [r for r in cat_rows if r["split"] == Split.TEST and r["label"] is not None]
+    if not any(r["label"] == Label.ANOMALY for r in test):
+        return
+    strata: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in test:
+        strata[(str(r["label"]), r["defect_type"] or "")].append(r)
+    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in test:
+        by_group[r["group_id"] or r["image_id"]].append(r)
+    moved: set[str] = set()
+    for key in sorted(strata):
+        rows = strata[key]
+        ids = {r["image_id"] for r in rows}
+        want = round(len(rows) * cfg.val_from_test)
+        done = len(ids & moved)  # moved with a group of another stratum
+        groups = sorted({r["group_id"] or r["image_id"] for r in rows},
+                        key=lambda g: (_unit(cfg.seed + 2, g), g))  # fmt: skip
+        for g in groups:
+            if done >= want:
+                break
+            members = [r for r in by_group[g] if r["image_id"] not in moved]
+            here = sum(r["image_id"] in ids for r in members)
+            if not here or done + here > len(rows) - 1:
+                continue  # the stratum keeps one image in test
+            for r in members:
+                moved.add(r["image_id"])
+                r["split"], r["split_assigned"] = Split.VAL, True
+            done += here
+    if moved:
+        n_anom = sum(r["label"] == Label.ANOMALY for r in test if r["image_id"] in moved)
+        log.info("category %s: %d of %d test images (%d normal, %d anomalous) held out as val "
+                 "for threshold calibration (split.val_from_test)", cat, len(moved), len(test),
+                 len(moved) - n_anom, n_anom)  # fmt: skip
 
 
 def standardize_records(

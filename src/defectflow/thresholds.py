@@ -2,9 +2,10 @@
 normalization (threshold -> 0.5).
 
 The scores come from cross-fitting: every training normal is scored by a model that did not see
-it (k folds over the train+val normals), so the threshold rests on as many normal scores as
-there are training images instead of a handful of held-out ones; val anomalies, when present,
-are scored by the delivered model.
+it (k folds over the train normals), so a normal-quantile threshold rests on as many normal
+scores as there are training images instead of a handful of held-out ones. Val images (held
+out, never fitted; by default carved from test when no val anomaly exists) are scored by the
+delivered model; with labelled anomalies among them the threshold is F1-optimal on them.
 """
 
 from __future__ import annotations
@@ -34,8 +35,17 @@ def _f1_optimal(normal: np.ndarray, anomaly: np.ndarray) -> tuple[float, float]:
 
 
 def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> Threshold:
-    """Choose the threshold by ``cfg.policy`` from calibration score rows
-    (``score``, ``label``, ``image_id``)."""
+    """Choose the threshold by ``cfg.policy`` from calibration score rows (``score``, ``label``,
+    ``image_id``, ``fold``: the cross-fit fold of a training normal, -1 for a held-out image
+    scored by the delivered model).
+
+    ``f1_optimal`` rests on the held-out labelled images (val) when there are at least
+    ``min_anomalies`` normal ones among them: they come from the distribution the model will see
+    (a val carved from test shares its conditions and its share of defects), while out-of-fold
+    scores of training normals run high where training images are few. With fewer held-out
+    normals the cross-fitted ones join them. ``normal_quantile`` uses every normal score."""
+    held = [r for r in rows if r.get("fold", 0) < 0]
+    held_normal = np.array([r["score"] for r in held if r["label"] != "anomaly"], np.float64)
     normal = np.array([r["score"] for r in rows if r["label"] != "anomaly"], dtype=np.float64)
     anomaly = np.array([r["score"] for r in rows if r["label"] == "anomaly"], dtype=np.float64)
     policy = cfg.policy
@@ -44,6 +54,9 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
             "f1_optimal" if len(anomaly) >= cfg.min_anomalies and len(normal) else "normal_quantile"
         )
     f1 = None
+    calibration = "crossfit" if not len(anomaly) else "crossfit+val"
+    if policy == "f1_optimal" and len(held_normal) >= cfg.min_anomalies:
+        normal, calibration = held_normal, "val"
     if policy == "fixed":
         value = float(cfg.value)  # type: ignore[arg-type]  (the config requires it)
     elif policy == "f1_optimal":
@@ -69,6 +82,7 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
         value=value, policy=policy, quantile=cfg.quantile if policy == "normal_quantile" else None,
         low=low, spread=spread, n_normal=len(normal), n_anomaly=len(anomaly), folds=folds,
         normal_scores=stats, calibration_ids_sha256=fingerprint([r["image_id"] for r in rows]), f1=f1,
+        calibration=calibration,
     )  # fmt: skip
 
 

@@ -54,7 +54,8 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
     entry = backends.entry(params["backend"])
     p = entry.params.model_validate(params)
     data, rows = load_inputs(entry.consumes, table, category, feature_files, image_size, FIT_SPLITS)
-    normal = np.array([r["label"] != "anomaly" for r in rows])
+    # train normals are fitted (and cross-fitted); val is held out: the delivered model scores it
+    normal = np.array([r["label"] != "anomaly" and r["split"] != "val" for r in rows])
     fit = data.subset(np.flatnonzero(normal))
     fit_rows = [r for r, n in zip(rows, normal, strict=True) if n]
     if len(fit) < 2:
@@ -84,16 +85,17 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
         log.info("%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals", dataset, category, model, f + 1, k, len(held))  # fmt: skip
     out = [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal", "fold": int(fo),
             "score": float(s)} for r, fo, s in zip(fit_rows, fold, oof, strict=True)]  # fmt: skip
-    anom = np.flatnonzero(~normal)
-    if len(anom):
-        sc = oof_scores(backend, data.subset(anom))
-        out += [{"image_id": rows[i]["image_id"], "split": rows[i]["split"], "label": "anomaly", "fold": -1,
-                 "score": float(s)} for i, s in zip(anom, sc, strict=True)]  # fmt: skip
+    held_out = np.flatnonzero(~normal)  # val images, and anomalies labelled train
+    if len(held_out):
+        sc = oof_scores(backend, data.subset(held_out))
+        out += [{"image_id": rows[i]["image_id"], "split": rows[i]["split"], "label": rows[i]["label"] or "normal",
+                 "fold": -1, "score": float(s)} for i, s in zip(held_out, sc, strict=True)]  # fmt: skip
     write_scores(out_crossfit, out)
     cf_s = time.perf_counter() - t
     card = ModelCard(dataset=dataset, category=category, model=model, backend=p.backend, params=p.fit_params(),
                      n_train=len(fit), device=dev.current(),
-                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": int(len(anom)),
+                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": int(sum(rows[i]["label"] == "anomaly" for i in held_out)),
+                               "val_normals": int(sum(rows[i]["label"] != "anomaly" for i in held_out)),
                                "fold_models": method},
                      facts=facts, backbone=backend.extra_meta().get("backbone", {}), seed=seed)  # fmt: skip
     write_model_card(card, out_card)

@@ -43,6 +43,11 @@ class Threshold(BaseModel):
     )
     calibration_ids_sha256: str = Field(description="sha256 of the sorted calibration image ids")
     f1: float | None = Field(default=None, description="F1 on the calibration scores")
+    calibration: str = Field(
+        default="crossfit",
+        description="scores it rests on: `crossfit` (out-of-fold training normals), `val` (held-out "
+        "labelled images scored by the delivered model), `crossfit+val` (both)",
+    )
 
 
 class InferConfig(ModelArtifact):
