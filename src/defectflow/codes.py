@@ -42,7 +42,7 @@ CODES: dict[str, tuple[Severity, str, str]] = {
     "FEW_TRAIN_IMAGES": (W, "a category has fewer normal training images than `preflight.min_train_images`", "add normal images; models on few images are unstable"),
     "NO_TEST_ANOMALIES": (W, "a category has no anomalous test image: AUROC/F1 cannot be computed", "add labeled defect images to test"),
     "NO_TEST_NORMALS": (W, "a category has anomalous test images but no normal ones: AUROC and false positives cannot be measured", "add normal images to test (or leave their split empty to have some assigned)"),
-    "NO_VAL_IMAGES": (INFO, "a category has no val images: the threshold rests on cross-fitted training normals alone", "add a few labelled val anomalies to let `auto` choose the F1-optimal threshold"),
+    "NO_VAL_IMAGES": (INFO, "a category has no val images: `split.val_from_test` carves val from its labelled test images (default 0.3), else the threshold rests on cross-fitted training normals alone", "nothing, or give your own labelled val images (normal and anomalous) to choose the F1-optimal threshold on"),
     "MODE_MIX": (W, "a category mixes channel layouts (e.g. grayscale and RGB)", "fine for the default preprocessing (converted to RGB); check it is intended"),
     "BIT_DEPTH_MIX": (W, "a category mixes bit depths (e.g. 8 and 16 bit)", "export all images at one bit depth; 16-bit images are scaled to 8 bit"),
     "SIZE_MIX": (INFO, "a category has images of different sizes", "fine: images are resized; check aspect ratios are comparable"),

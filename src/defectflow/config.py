@@ -371,7 +371,7 @@ class ThresholdConfig(_Strict):
     value: float | None = Field(default=None, description="fixed: the raw score threshold")
     folds: int = Field(
         default=5, ge=2, le=50,
-        description="cross-fit folds over the train+val normals (fit on k-1, score the held-out fold)",
+        description="cross-fit folds over the train normals (fit on k-1, score the held-out fold)",
     )  # fmt: skip
     min_anomalies: int = Field(
         default=3, ge=1, description="auto: val anomalies needed to use f1_optimal"

@@ -26,7 +26,9 @@ class MemoryReport(BaseModel):
     patch_shapes: dict[str, list[int]] = Field(
         description="backbone id -> [C, H, W] of its patch features"
     )
-    fit_images: dict[str, int] = Field(description="category -> normal train+val images")
+    fit_images: dict[str, int] = Field(
+        description="category -> normal train images (val is held out)"
+    )
     models: dict[str, dict[str, dict[str, float]]] = Field(
         description="category -> model -> candidates_mb (features held while fitting), model_mb"
     )
@@ -51,7 +53,7 @@ def run_memory_check(preflight: str | Path, backbone_cards: list[str | Path], mo
     report = read_report(preflight)
     cards = {Path(c).parent.name: read_backbone_card(c) for c in backbone_cards}
     sev = severity or {}
-    fit = {cat: sum(n for sp, labels in s.counts.items() if sp in ("train", "val", "unassigned")
+    fit = {cat: sum(n for sp, labels in s.counts.items() if sp in ("train", "unassigned")
                     for lab, n in labels.items() if lab in ("normal", "unlabeled"))
            for cat, s in report.categories.items()}  # fmt: skip
     out_models: dict[str, dict[str, dict[str, float]]] = {}

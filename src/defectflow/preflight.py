@@ -341,7 +341,8 @@ def _check_category(
     if not any(r.split == Split.VAL for r in usable):
         col.add(
             "NO_VAL_IMAGES",
-            f"category {cat!r} has no val images; the threshold rests on cross-fitted training normals",
+            f"category {cat!r} has no val images: `split.val_from_test` holds out a share of its labelled "
+            "test images as val (the default), else the threshold rests on cross-fitted training normals",
             **ctx,
         )
     no_mask = [r for r in usable if r.label == Label.ANOMALY and r.mask_path is None]

@@ -1,6 +1,6 @@
-"""Train: a backend fitted on a category's train+val normals -> checkpoint + model card, and
-cross-fitted out-of-fold scores of every one of those normals (+ val anomalies scored by the
-delivered model) -> ``crossfit.parquet``, the ground the threshold stands on."""
+"""Train: a backend fitted on a category's train normals -> checkpoint + model card, and
+cross-fitted out-of-fold scores of every one of those normals (+ the held-out val images scored
+by the delivered model) -> ``crossfit.parquet``, the ground the threshold stands on."""
 
 from __future__ import annotations
 
