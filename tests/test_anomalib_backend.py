@@ -80,7 +80,11 @@ def test_anomalib_model_goes_through_the_registry_path(table, model, init, epoch
     )
     ic = run_calibrate(out / "crossfit.parquet", out / "checkpoint.safetensors", None, None, "d", "bracket", model,
                        {}, 4.0, out / "infer_config.json")  # fmt: skip
-    assert ic.consumes == "images" and ic.threshold.n_normal == 20 and ic.threshold.folds == 3
+    # val (carved from test: 1 normal, 1 image of each of the 3 defect types) is held out; with
+    # fewer than 3 val normals the 20 out-of-fold training normals join it
+    t = ic.threshold
+    assert ic.consumes == "images" and (t.n_normal, t.n_anomaly, t.folds) == (21, 3, 3)
+    assert (t.policy, t.calibration) == ("f1_optimal", "crossfit+val")
     assert read_infer_config(out / "infer_config.json").checkpoint.path == "checkpoint.safetensors"
 
     test = category_rows(tbl, "bracket", ("test",))

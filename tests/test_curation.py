@@ -53,7 +53,7 @@ def test_fiftyone_dataset_holds_the_pipelines_results(curated):
 import json, os, sys
 import fiftyone as fo
 ds = fo.load_dataset("demo")
-s = ds.match(fo.ViewField("ground_truth.label") == "anomaly").first()
+s = ds.match((fo.ViewField("ground_truth.label") == "anomaly") & (fo.ViewField("split") == "test")).first()
 print(json.dumps({
   "n": len(ds), "fields": sorted(ds.get_field_schema()), "tags": ds.count_sample_tags(),
   "views": ds.list_saved_views(), "brain": sorted(ds.list_brain_runs()),

@@ -238,8 +238,24 @@ def test_calibration_policies():
     assert t.n_normal == 101 and t.folds == 5 and t.normal_scores["max"] == 1.0
     assert normalize([t.value], t)[0] == pytest.approx(0.5) and normalize([t.low], t)[0] == 0.0
     t = calibrate(_rows([0.1, 0.2, 0.3], [0.8, 0.9, 0.95]), ThresholdConfig(), folds=5)
-    assert t.policy == "f1_optimal" and t.value == pytest.approx(0.8) and t.f1 == pytest.approx(1.0)
-    assert (t.n_normal, t.n_anomaly) == (3, 3)
+    # F1-optimal: midway between the lowest anomaly caught and the highest normal below it
+    assert (
+        t.policy == "f1_optimal" and t.value == pytest.approx(0.55) and t.f1 == pytest.approx(1.0)
+    )
+    assert (t.n_normal, t.n_anomaly, t.calibration) == (3, 3, "crossfit+val")
+    # held-out val images (fold -1) carry the F1-optimal threshold when 3+ of them are normal; the
+    # out-of-fold training normals (which run high here) are left out
+    val = [{**r, "fold": -1} for r in _rows([0.2, 0.25, 0.3], [0.5, 0.6, 0.9])]
+    cross = [
+        {**r, "image_id": f"cf{i}", "fold": i % 5}
+        for i, r in enumerate(_rows([0.1, 0.4, 0.7, 0.8]))
+    ]
+    t = calibrate(cross + val, ThresholdConfig(), folds=5)
+    assert (t.calibration, t.n_normal, t.n_anomaly) == ("val", 3, 3) and t.value == pytest.approx(
+        0.4
+    )
+    t = calibrate(cross + val[1:], ThresholdConfig(), folds=5)  # 2 val normals: all normals count
+    assert (t.calibration, t.n_normal) == ("crossfit+val", 6) and t.f1 < 1.0
     few = calibrate(_rows([0.1, 0.2, 0.3], [0.8]), ThresholdConfig(), folds=5)
     assert few.policy == "normal_quantile"  # one val anomaly is not enough to pick by F1
     t = calibrate(_rows([0.1]), ThresholdConfig(policy="fixed", value=0.5), folds=5)

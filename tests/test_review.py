@@ -102,7 +102,7 @@ def test_review_roundtrip(label_studio, workflow_dir):
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     tasks = json.loads((wf / "results/demo/review/tasks.json").read_text())
-    assert len(tasks) == 20  # 2 categories x 10 test images, margin 0.5
+    assert len(tasks) == 12  # 2 categories x 6 test images (4 of 10 held out as val), margin 0.5
     with_maps = [t for t in tasks if t["data"]["model"] != "knn"]
     assert with_maps, "the best model of a category should be one with maps"
     kinds = {x["type"] for t in with_maps for x in t["predictions"][0]["result"]}
@@ -112,14 +112,14 @@ def test_review_roundtrip(label_studio, workflow_dir):
     env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": TOKEN}
     push = subprocess.run([*DEFECTFLOW, "review", "push", "--dataset", "demo"], cwd=wf, env=env,
                           capture_output=True, text=True)  # fmt: skip
-    assert push.returncode == 0 and "20 tasks imported" in push.stdout, push.stdout + push.stderr
+    assert push.returncode == 0 and "12 tasks imported" in push.stdout, push.stdout + push.stderr
     assert TOKEN not in push.stdout + push.stderr
     again = subprocess.run([*DEFECTFLOW, "review", "push", "--dataset", "demo"], cwd=wf, env=env,
                            capture_output=True, text=True)  # fmt: skip
-    assert "0 tasks imported, 20 already there" in again.stdout
+    assert "0 tasks imported, 12 already there" in again.stdout
     project = json.loads((wf / "results/demo/review/project.json").read_text())["id"]
     ls_tasks = _api(url, "GET", f"/api/tasks?project={project}&page_size=100")["tasks"]
-    assert len(ls_tasks) == 20 and all(t["total_predictions"] == 1 for t in ls_tasks)
+    assert len(ls_tasks) == 12 and all(t["total_predictions"] == 1 for t in ls_tasks)
     # Label Studio serves the images themselves
     with urllib.request.urlopen(urllib.request.Request(url + ls_tasks[0]["data"]["image"],
                                 headers={"Authorization": f"Token {TOKEN}"}), timeout=30) as resp:  # fmt: skip

@@ -150,10 +150,14 @@ def test_battery_weld_jsonl_through_standardize(workflow_dir, battery_weld):
     weld_config(workflow_dir, battery_weld)
     snakemake(workflow_dir, "results/weld/standardized.parquet")
     rows = pq.read_table(workflow_dir / "results" / "weld" / "standardized.parquet").to_pylist()
-    test_normal = [r for r in rows if r["split"] == "test" and r["label"] == "normal"]
-    assert len(test_normal) == 35 - 7  # the 7 byte-identical copies of training images are dropped
+    normal = [r for r in rows if r["split"] in ("test", "val") and r["label"] == "normal"]
+    assert len(normal) == 35 - 7  # the 7 byte-identical copies of training images are dropped
     assert sum(r["label"] == "anomaly" for r in rows) == 93
-    fit = [r for r in rows if r["split"] in ("train", "val")]
+    # split.val_from_test (0.3) holds out 8 of the 28 test normals and 28 of the 93 defects
+    val = [r for r in rows if r["split"] == "val"]
+    assert sum(r["label"] == "normal" for r in val) == 8 and len(val) == 8 + 28
+    assert all(r["split_assigned"] for r in val)
+    fit = [r for r in rows if r["split"] == "train"]
     assert len(fit) == 36  # 37 train images, one byte-identical pair kept once
     assert all(r["channels"] == 1 and r["mode"] == "L" for r in rows)
     assert all(0 < r["mask_fraction"] < 1 for r in rows if r["label"] == "anomaly")
@@ -192,7 +196,8 @@ def test_end_to_end_artifacts_are_valid(demo_run):
             files += [d / n for n in ("model_card.json", "crossfit.parquet", "scores/shard-000-of-001.scores.parquet",
                                       "infer_config.json", "predictions.jsonl", "metrics.json")]  # fmt: skip
             preds = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines()]
-            assert len(preds) == 4 + 6 and all(p["score"] is not None for p in preds)
+            # 4 normal + 6 defective test images, of which 1 + 3 are held out as val
+            assert len(preds) == 3 + 3 and all(p["score"] is not None for p in preds)
             metrics = json.loads((d / "metrics.json").read_text())
             assert metrics["image"]["status"] == "ok" and set(metrics["per_defect_type"]) == set(
                 {
@@ -286,7 +291,7 @@ def test_report_renders_in_a_real_browser(demo_run, tmp_path):
     assert img.shape[:2] == (5000, 1280)
     red = (img[..., 0] > 180) & (img[..., 1] < 90) & (img[..., 2] < 90)
     blue = (img[..., 2] > img[..., 0] + 50) & (img[..., 2] > img[..., 1] + 30)  # jet's cold end
-    assert red.sum() > 1000 and blue.sum() > 20000, (red.sum(), blue.sum())  # heatmaps drawn
+    assert red.sum() > 1000 and blue.sum() > 8000, (red.sum(), blue.sum())  # heatmaps drawn
     assert (img.std(axis=(0, 1)) > 20).all()  # not a blank page
 
 
@@ -425,7 +430,7 @@ def test_delivered_model_runs_from_a_copied_folder(demo_run, tmp_path):
         json.loads(x)["image_path"]: json.loads(x)
         for x in (src / "predictions.jsonl").read_text().splitlines()
     }
-    assert set(ours) == set(pipeline)
+    assert set(pipeline) < set(ours)  # the folder also holds the test images held out as val
     for path, p in pipeline.items():
         assert (
             ours[path]["score"] == pytest.approx(p["score"], rel=1e-4)
@@ -620,7 +625,7 @@ def test_sharded_scoring_merges_into_the_same_predictions(tmp_path):
         one = [json.loads(x) for x in (runs[2000] / rel).read_text().splitlines()]
         many = [json.loads(x) for x in (runs[6] / rel).read_text().splitlines()]
         assert [p["image_id"] for p in many] == [p["image_id"] for p in one], model
-        assert len(many) == 10
+        assert len(many) == 6  # 10 test images, 4 held out as val
         for a, b in zip(one, many, strict=True):
             assert b["score"] == pytest.approx(a["score"], rel=1e-3), (model, a["image_id"])
             assert b["pred_label"] == a["pred_label"], (model, a["image_id"])
@@ -669,11 +674,12 @@ def test_kill_9_in_embed_train_predict_then_rerun_gives_identical_files(tmp_path
     snakemake(ref)
 
     def took(rule_file: str) -> float:  # the uninterrupted job's wall time
-        return float((ref / "benchmarks/demo" / rule_file).read_text().splitlines()[1].split()[0])
+        (bench,) = (ref / "benchmarks/demo").glob(rule_file)
+        return float(bench.read_text().splitlines()[1].split()[0])
 
     wf = copy_workflow(tmp_path / "crash")
     write_config(wf, **small)
-    for rule, bench in (("embed", "embed/bracket-000-of-001.tsv"), ("train", "train/patchcore-bracket.tsv"),
+    for rule, bench in (("embed", "embed/*/bracket-000-of-001.tsv"), ("train", "train/patchcore-bracket.tsv"),
                         ("predict", "predict/padim-bracket.tsv")):  # fmt: skip
         r = _kill_job_midway(wf, [], rule, 0.4 * took(bench))
         assert r.returncode != 0, (rule, r.stdout[-2000:])

@@ -155,7 +155,9 @@ def leaderboard_plot(rows: list[dict]) -> str | None:
 def _thr(t) -> str:
     if t is None:
         return "–"
-    return f"{t.value:.4g} ({html.escape(t.policy)}, {t.n_normal} normal/{t.n_anomaly} anomalous, {t.folds} folds)"
+    on = {"val": "held-out val images", "crossfit": f"out-of-fold training normals, {t.folds} folds",
+          "crossfit+val": f"out-of-fold training normals ({t.folds} folds) and val"}.get(t.calibration, t.calibration)  # fmt: skip
+    return f"{t.value:.4g} ({html.escape(t.policy)} on {html.escape(on)}: {t.n_normal} normal/{t.n_anomaly} anomalous)"
 
 
 def build_report(dataset: str, metrics_files: list[str], prediction_files: list[str], preflight: str | None,

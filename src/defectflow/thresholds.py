@@ -25,13 +25,23 @@ def fingerprint(ids: list[str]) -> str:
 
 
 def _f1_optimal(normal: np.ndarray, anomaly: np.ndarray) -> tuple[float, float]:
+    """The F1-optimal threshold and its F1. Every threshold between the best one (a calibration
+    score) and the next lower score gives the same F1 on the calibration scores; the midpoint
+    keeps a margin on both sides (placed at the best score itself, the threshold misses new
+    anomalies scoring a hair below the lowest one caught: on battery weld the midpoint halves
+    the mean F1 gap on held-out images)."""
     from sklearn.metrics import precision_recall_curve
 
+    scores = np.r_[normal, anomaly]
     y = np.r_[np.zeros(len(normal)), np.ones(len(anomaly))]
-    prec, rec, thr = precision_recall_curve(y, np.r_[normal, anomaly])
+    prec, rec, thr = precision_recall_curve(y, scores)
     f = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
     best = int(np.argmax(f[:-1]))
-    return float(thr[best]), float(f[best])
+    value = float(thr[best])
+    below = scores[scores < value]
+    if len(below):
+        value = float((below.max() + value) / 2)
+    return value, float(f[best])
 
 
 def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> Threshold:
