@@ -19,7 +19,8 @@ WELD = REPO.parent / "shared" / "data" / "battery_weld"
 
 
 def weld_rows(data: Path = WELD) -> list[dict]:
-    """Standardized rows of the battery-weld data (leaked test copies dropped)."""
+    """Standardized rows of the battery-weld data (leaked test copies dropped), in the data's own
+    train/test split: nothing held out as val, so `split != "test"` is the training set."""
     from defectflow.config import DatasetConfig, PreflightConfig, SplitConfig
     from defectflow.ingest import ingest_sources
     from defectflow.preflight import preflight_records
@@ -35,7 +36,7 @@ def weld_rows(data: Path = WELD) -> list[dict]:
     ]})  # fmt: skip
     recs = ingest_sources(ds.sources, "weld")
     _, facts = preflight_records(recs, PreflightConfig(threads=2), "weld", "m")
-    return standardize_records(recs, facts, SplitConfig(val_fraction=0.0))
+    return standardize_records(recs, facts, SplitConfig(val_fraction=0.0, val_from_test=0.0))
 
 
 def onnx_backbone(tmp: Path, image_size: int = 224, threads: int = 2):
