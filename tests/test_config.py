@@ -152,6 +152,10 @@ def test_backbone_sweep_runs_every_feature_model_once_per_backbone():
     assert sorted(cfg.models) == sorted(
         f"{m}-layers{la}" for m in ("knn", "padim", "patchcore") for la in ("23", "3")
     )
+    one = parse_config(
+        {"datasets": {"d": {"sources": [{"type": "demo"}]}}, "backbone": {"layers": [[2, 4]]}}
+    )  # a one-value sweep is that value
+    assert one.backbone.layers == [2, 4] and sorted(one.models) == ["knn", "padim", "patchcore"]
     cfg = parse_config(
         {"datasets": {"d": {"sources": [{"type": "demo"}]}}, "backbone": {"layers": [2, 4]}}
     )

@@ -660,6 +660,7 @@ def parse_config(data: dict[str, Any] | None, where: str = "config") -> Config:
     try:
         if isinstance(data.get("backbone"), dict):
             sweep = expand_backbone_sweep(data["backbone"])
+            data["backbone"] = sweep[0][1]  # a one-value list is that value
             if len(sweep) > 1:
                 ids = {}
                 for label, settings in sweep:
