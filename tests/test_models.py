@@ -226,8 +226,14 @@ def test_folds_are_balanced_and_keep_groups_together():
 
 
 def _rows(normal, anomaly=()):
-    return [{"image_id": f"n{i}", "label": "normal", "score": s} for i, s in enumerate(normal)] + [
-        {"image_id": f"a{i}", "label": "anomaly", "score": s} for i, s in enumerate(anomaly)
+    """Calibration rows as train writes them: out-of-fold normals (fold >= 0), and val anomalies
+    scored by the delivered model (fold -1)."""
+    return [
+        {"image_id": f"n{i}", "label": "normal", "score": s, "fold": i % 5}
+        for i, s in enumerate(normal)
+    ] + [
+        {"image_id": f"a{i}", "label": "anomaly", "score": s, "fold": -1}
+        for i, s in enumerate(anomaly)
     ]
 
 
@@ -236,6 +242,7 @@ def test_calibration_policies():
     t = calibrate(_rows(normal), ThresholdConfig(policy="auto", quantile=0.9), folds=5)
     assert t.policy == "normal_quantile" and t.value == pytest.approx(0.9)
     assert t.n_normal == 101 and t.folds == 5 and t.normal_scores["max"] == 1.0
+    assert t.calibration == "crossfit"
     assert normalize([t.value], t)[0] == pytest.approx(0.5) and normalize([t.low], t)[0] == 0.0
     t = calibrate(_rows([0.1, 0.2, 0.3], [0.8, 0.9, 0.95]), ThresholdConfig(), folds=5)
     # F1-optimal: midway between the lowest anomaly caught and the highest normal below it

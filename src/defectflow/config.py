@@ -667,7 +667,6 @@ def parse_config(data: dict[str, Any] | None, where: str = "config") -> Config:
                     bb = BackboneConfig.model_validate(settings)
                     ids[label] = bb.id
                     data.setdefault("backbone_variants", {})[bb.id] = settings
-                data["backbone"] = sweep[0][1]
                 models = data.get("models")
                 if models is None:
                     models = {k: v.model_dump(mode="json") for k, v in _default_models().items()}

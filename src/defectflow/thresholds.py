@@ -64,7 +64,7 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
             "f1_optimal" if len(anomaly) >= cfg.min_anomalies and len(normal) else "normal_quantile"
         )
     f1 = None
-    calibration = "crossfit" if not len(anomaly) else "crossfit+val"
+    calibration = "crossfit+val" if held else "crossfit"
     if policy == "f1_optimal" and len(held_normal) >= cfg.min_anomalies:
         normal, calibration = held_normal, "val"
     if policy == "fixed":

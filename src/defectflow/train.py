@@ -92,10 +92,11 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
                  "fold": -1, "score": float(s)} for i, s in zip(held_out, sc, strict=True)]  # fmt: skip
     write_scores(out_crossfit, out)
     cf_s = time.perf_counter() - t
+    n_anom = int(sum(rows[i]["label"] == "anomaly" for i in held_out))
     card = ModelCard(dataset=dataset, category=category, model=model, backend=p.backend, params=p.fit_params(),
                      n_train=len(fit), device=dev.current(),
-                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": int(sum(rows[i]["label"] == "anomaly" for i in held_out)),
-                               "val_normals": int(sum(rows[i]["label"] != "anomaly" for i in held_out)),
+                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": n_anom,
+                               "val_normals": len(held_out) - n_anom,
                                "fold_models": method},
                      facts=facts, backbone=backend.extra_meta().get("backbone", {}), seed=seed)  # fmt: skip
     write_model_card(card, out_card)
