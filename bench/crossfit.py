@@ -44,10 +44,10 @@ def main() -> None:
         t = time.perf_counter()
         b = backends.build(params)
         b.fit(fit.subset(kept))
-        refit[held] = oof_scores(b, fit.subset(held))
+        refit[held] = oof_scores(b, fit, held)
         t_refit += time.perf_counter() - t
         t = time.perf_counter()
-        derived[held] = oof_scores(full.fold_model(kept), fit.subset(held))
+        derived[held] = oof_scores(full.fold_model(kept, fit), fit, held)
         t_derived += time.perf_counter() - t
     print(f"battery weld: {len(fit)} training images, {args.folds} folds, PatchCore defaults")
     print(

@@ -169,6 +169,17 @@ def model_params(wildcards):
     return CFG.models[wildcards.model].model_dump(mode="json")
 
 
+def train_mem_mb(wildcards, input):
+    """A train job's memory, from the size of the features it loads and its backend's fitting
+    memory; 8000 MB while the features are not there yet (Snakemake asks again when the job is
+    ready) and for image backends."""
+    from defectflow.memory import train_mem_mb as mem_mb
+
+    return mem_mb(
+        model_params(wildcards), list(input.get("features", [])), fallback=8000
+    )
+
+
 def model_image_size(wildcards):
     return (
         getattr(CFG.models[wildcards.model], "image_size", None)

@@ -14,7 +14,7 @@ rule train:
     threads: 1
     resources:
         gpu=GPUS,
-        mem_mb=8000,
+        mem_mb=train_mem_mb,
         runtime=120,
     params:
         rows=category_digest,

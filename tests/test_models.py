@@ -204,15 +204,41 @@ def test_patchcore_fold_model_drops_the_held_out_images_entries(tmp_path):
     b = backends.build({"backend": "patchcore", "coreset_ratio": 0.5})
     b.fit(train)
     keep = np.arange(20)
-    fold = b.fold_model(keep)
+    fold = b.fold_model(keep, train)
     assert set(fold.source.tolist()) <= set(keep.tolist()) and 0 < len(fold.bank) < len(b.bank)
     held = train.subset(np.arange(20, 30))
     assert (
         fold.score(held)[0] > b.score(held)[0]
     ).all()  # out of sample scores above in-sample ones
-    assert backends.build({"backend": "padim"}).fold_model(keep) is None  # others refit
+    assert backends.build({"backend": "knn"}).fold_model(keep, train) is None  # knn refits
     save_checkpoint(b, tmp_path / "c.safetensors")
     assert np.array_equal(load_checkpoint(tmp_path / "c.safetensors").source, b.source)
+
+
+def test_padim_fold_model_is_the_refit_on_the_kept_images():
+    """PaDiM's fold model takes the held-out images' sums off the delivered model's: the same
+    Gaussians as a refit on the kept images (to float64 rounding), with no refit and no copy."""
+    train, test, _ = _synthetic(n_train=70)  # more than one chunk of 32
+    params = {"backend": "padim", "n_features": 6}
+    full = backends.build(params)
+    full.fit(train, seed=3)
+    keep = np.arange(7, 60)
+    fold = full.fold_model(keep, train)
+    refit = backends.build(params)
+    refit.fit(train.subset(keep), seed=3)
+    assert np.array_equal(fold.channels, refit.channels)
+    np.testing.assert_allclose(fold.mean, refit.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fold.inv_cov, refit.inv_cov, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fold.score(test)[0], refit.score(test)[0], rtol=1e-4)
+    assert not np.allclose(fold.mean, full.mean)  # the held-out images really left
+    # a streamed fit in chunks equals the two-pass textbook estimate
+    x = train.patch[:, full.channels].astype(np.float64)
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h * w).transpose(2, 0, 1)
+    xc = x - x.mean(1, keepdims=True)
+    cov = np.matmul(xc.transpose(0, 2, 1), xc) / (n - 1) + 0.01 * np.eye(c)
+    np.testing.assert_allclose(full.mean, x.mean(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(full.inv_cov, np.linalg.inv(cov), rtol=1e-4, atol=1e-5)
 
 
 def test_folds_are_balanced_and_keep_groups_together():

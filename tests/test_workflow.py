@@ -379,6 +379,32 @@ def test_performance_settings_plan_no_job(demo_run):
     assert "Nothing to be done" in out, out[-2000:]
 
 
+def test_train_jobs_declare_memory_from_their_stored_features(demo_run):
+    """A train job's `mem_mb` comes from the features it will load and its backend's fitting
+    memory (`defectflow.memory.train_mem_mb`), not a fixed figure: what a scheduler is asked
+    for, per model, once the features exist."""
+    from defectflow.config import parse_config
+    from defectflow.memory import train_mem_mb
+
+    out = snakemake(demo_run, "-n", "--forcerun", "train").stdout
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", out)
+    got = {}
+    for b in blocks:
+        if re.match(r"(?:local)?rule train:", b):
+            wc = dict(re.findall(r"(\w+)=([\w-]+)", re.search(r"wildcards: (.*)", b).group(1)))
+            got[(wc["model"], wc["category"])] = int(re.search(r"mem_mb=(\d+)", b).group(1))
+    cfg = parse_config(yaml.safe_load((demo_run / "config/config.yaml").read_text()))
+    assert len(got) == len(MODELS) * 2, got
+    for (model, cat), mem in got.items():
+        files = sorted(
+            str(p) for p in (demo_run / "results/demo/embeddings").glob(f"*/{cat}/*.safetensors")
+        )
+        want = train_mem_mb(cfg.models[model].model_dump(mode="json"), files, fallback=-1)
+        assert mem == want and want > 0, (model, cat, mem, want)
+    # padim and patchcore hold patch features and fitting state, knn pooled embeddings only
+    assert got[("knn", "tile")] < got[("padim", "tile")]
+
+
 def test_another_model_reuses_the_stored_features(demo_run):
     jobs = _planned_jobs(demo_run, "models={'knn5': {'backend': 'knn', 'k': 5}}")
     assert (

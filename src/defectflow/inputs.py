@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,18 @@ FIT_SPLITS = ("train", "val")
 
 
 def load_inputs(consumes: str, table: str | Path, category: str, feature_files: list[str],
-                image_size: int, splits: tuple[str, ...],
-                ids: set[str] | None = None) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
-    """A category's inputs of the given splits (stored features, or image files) and their rows;
-    ``ids``: only these images (one shard)."""
+                image_size: int, splits: tuple[str, ...], ids: set[str] | None = None,
+                select: Callable[[dict[str, Any]], bool] | None = None,
+                patches: bool = True) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
+    """A category's inputs of the given splits (stored features, or image files) and their rows
+    (the table's: its labels are the truth); ``ids``: only these images (one shard); ``select``:
+    only the rows it accepts; ``patches=False``: image embeddings only."""
     rows = {r["image_id"]: r for r in category_rows(table, category, splits)
-            if ids is None or r["image_id"] in ids}  # fmt: skip
+            if (ids is None or r["image_id"] in ids) and (select is None or select(r))}  # fmt: skip
     if consumes == "features":
         from defectflow.artifacts.embeddings import load_features
 
-        data, _, _, _ = load_features(feature_files, splits)
+        data, _, _, _ = load_features(feature_files, splits, ids=set(rows), patches=patches)
         missing = set(rows) - set(data.ids)
         if missing:
             raise ModelError(

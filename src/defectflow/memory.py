@@ -45,6 +45,42 @@ def model_memory_mb(
     return p.memory_mb(n_train, patch_shape, embedding_dim)
 
 
+def train_mem_mb(params: dict[str, Any], feature_files: list[str], fallback: int,
+                 base_mb: int = 400, margin: float = 1.15) -> int:  # fmt: skip
+    """The ``mem_mb`` a train job declares: the stored features it loads (float16 patches as
+    stored, unless its backend reads image embeddings only), plus the larger of one shard read
+    while loading and what its backend holds while fitting and cross-fitting
+    (:meth:`~defectflow.backends.params.BackendParams.fit_mb`), plus the interpreter with its
+    libraries, and a margin; rounded up to 250 MB (``bench/train_memory.py`` measures it).
+
+    ``fallback`` while the features do not exist yet (a dry run before embedding; Snakemake
+    evaluates resources again when the job is ready to run, its inputs present) and for
+    backends that read images."""
+    import os
+
+    from defectflow.backends import entry
+
+    e = entry(params["backend"])
+    if e.consumes != "features" or not feature_files or not all(map(os.path.exists, feature_files)):
+        return fallback
+    from safetensors import safe_open
+
+    n = biggest = 0
+    for f in feature_files:
+        with safe_open(str(f), framework="numpy") as fh:
+            shape = list(fh.get_slice("patch").get_shape())
+            dim = int(fh.get_slice("embedding").get_shape()[1])
+        n += shape[0]
+        biggest = max(biggest, shape[0])
+    fit = e.params.model_validate(params).fit_mb(n, shape[1:], dim)
+    if fit is None:
+        return fallback
+    per_image = dim * 4 + (2 * shape[1] * shape[2] * shape[3] if e.patches else 0)
+    shard = biggest * per_image / 2**20  # one shard read, copied into the loaded features
+    mb = (base_mb + n * per_image / 2**20 + max(shard, fit)) * margin
+    return int(-(-mb // 250) * 250)
+
+
 def run_memory_check(preflight: str | Path, backbone_cards: list[str | Path], models: dict[str, Any],
                      dataset: str, max_memory_mb: int, out: str | Path, default_backbone: str,
                      severity: dict[str, str] | None = None) -> MemoryReport:  # fmt: skip

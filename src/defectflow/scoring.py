@@ -36,7 +36,7 @@ def run_score(checkpoint: str | Path, table: str | Path, feature_file: str | Non
         out_size = int(backend.extra_meta().get("image_size", out_size))
         files = [feature_file] if feature_file else []
         data, rows = load_inputs(entry.consumes, table, category, files, out_size, ("test",),
-                                 ids=ids)  # fmt: skip
+                                 ids=ids, patches=entry.patches)  # fmt: skip
         scores, maps = score_with_maps(backend, data, out_size, sigma,
                                        desc=f"score {category} {shard + 1}/{n_shards}")  # fmt: skip
     write_scores(out_scores, [{"image_id": r["image_id"], "split": r["split"], "label": r["label"], "fold": -1,

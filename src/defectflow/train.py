@@ -15,7 +15,7 @@ import numpy as np
 from defectflow import backends
 from defectflow.artifacts.checkpoint import ModelCard, save_checkpoint, write_model_card
 from defectflow.artifacts.scores import write_scores
-from defectflow.backends.base import Backend, batches
+from defectflow.backends.base import Backend
 from defectflow.errors import ModelError
 from defectflow.inputs import FIT_SPLITS, load_inputs
 from defectflow.threads import set_threads
@@ -36,9 +36,13 @@ def assign_folds(ids: list[str], groups: list[str | None], k: int, seed: int) ->
     return np.array([fold_by_key[g] for g in keys])
 
 
-def oof_scores(backend: Backend, data: Any, batch: int = 32) -> np.ndarray:
-    """Raw image scores of ``data``, in batches so memory stays bounded (maps are not needed)."""
-    parts = [np.asarray(backend.score(part)[0], np.float64) for part in batches(data, batch)]
+def oof_scores(backend: Backend, data: Any, rows: np.ndarray | None = None,
+               batch: int = 32) -> np.ndarray:  # fmt: skip
+    """Raw image scores of ``data`` (of its ``rows`` only, when given), in batches so memory
+    stays bounded (maps are not needed)."""
+    idx = np.arange(len(data)) if rows is None else np.asarray(rows)
+    parts = [np.asarray(backend.score(data.subset(idx[s : s + batch]))[0], np.float64)
+             for s in range(0, len(idx), batch)]  # fmt: skip
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -53,11 +57,14 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
     dev.use(device)
     entry = backends.entry(params["backend"])
     p = entry.params.model_validate(params)
-    data, rows = load_inputs(entry.consumes, table, category, feature_files, image_size, FIT_SPLITS)
-    # train normals are fitted (and cross-fitted); val is held out: the delivered model scores it
-    normal = np.array([r["label"] != "anomaly" and r["split"] != "val" for r in rows])
-    fit = data.subset(np.flatnonzero(normal))
-    fit_rows = [r for r, n in zip(rows, normal, strict=True) if n]
+
+    # train normals are fitted (and cross-fitted); val is held out: the delivered model scores
+    # it. Loaded apart, so the features are never held twice.
+    def fitted(r: dict[str, Any]) -> bool:
+        return r["label"] != "anomaly" and r["split"] != "val"
+
+    fit, fit_rows = load_inputs(entry.consumes, table, category, feature_files, image_size,
+                                FIT_SPLITS, select=fitted, patches=entry.patches)  # fmt: skip
     if len(fit) < 2:
         raise ModelError(
             f"{dataset}/{category}: {len(fit)} normal training image(s); at least 2 are needed"
@@ -75,31 +82,34 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
     method = "refit"
     for f in range(k):
         held, kept = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-        b = backend.fold_model(kept)
+        b = backend.fold_model(kept, fit)
         if b is None:
             b = backends.build(p)
             b.fit(fit.subset(kept), seed=seed)
         else:
             method = "derived from the delivered model (see the backend's fold_model)"
-        oof[held] = oof_scores(b, fit.subset(held))
+        oof[held] = oof_scores(b, fit, held)
         log.info("%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals", dataset, category, model, f + 1, k, len(held))  # fmt: skip
     out = [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal", "fold": int(fo),
             "score": float(s)} for r, fo, s in zip(fit_rows, fold, oof, strict=True)]  # fmt: skip
-    held_out = np.flatnonzero(~normal)  # val images, and anomalies labelled train
-    if len(held_out):
-        sc = oof_scores(backend, data.subset(held_out))
-        out += [{"image_id": rows[i]["image_id"], "split": rows[i]["split"], "label": rows[i]["label"] or "normal",
-                 "fold": -1, "score": float(s)} for i, s in zip(held_out, sc, strict=True)]  # fmt: skip
+    n_fit = len(fit)
+    del fit
+    val, held_rows = load_inputs(entry.consumes, table, category, feature_files, image_size,
+                                 FIT_SPLITS, select=lambda r: not fitted(r), patches=entry.patches)  # fmt: skip
+    if len(val):
+        sc = oof_scores(backend, val)
+        out += [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal",
+                 "fold": -1, "score": float(s)} for r, s in zip(held_rows, sc, strict=True)]  # fmt: skip
     write_scores(out_crossfit, out)
     cf_s = time.perf_counter() - t
-    n_anom = int(sum(rows[i]["label"] == "anomaly" for i in held_out))
+    n_anom = sum(r["label"] == "anomaly" for r in held_rows)
     card = ModelCard(dataset=dataset, category=category, model=model, backend=p.backend, params=p.fit_params(),
-                     n_train=len(fit), device=dev.current(),
-                     crossfit={"folds": k, "scored": len(fit), "val_anomalies": n_anom,
-                               "val_normals": len(held_out) - n_anom,
+                     n_train=n_fit, device=dev.current(),
+                     crossfit={"folds": k, "scored": n_fit, "val_anomalies": n_anom,
+                               "val_normals": len(held_rows) - n_anom,
                                "fold_models": method},
                      facts=facts, backbone=backend.extra_meta().get("backbone", {}), seed=seed)  # fmt: skip
     write_model_card(card, out_card)
     log.info("%s/%s/%s: fitted on %d images in %.2f s, cross-fit %d folds in %.2f s: %s",
-             dataset, category, model, len(fit), fit_s, k, cf_s, facts)  # fmt: skip
+             dataset, category, model, n_fit, fit_s, k, cf_s, facts)  # fmt: skip
     return card

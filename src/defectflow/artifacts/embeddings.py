@@ -58,37 +58,51 @@ def shard_meta(path: str | Path) -> dict[str, Any]:
 
 
 def load_features(files: list[str | Path], splits: tuple[str, ...] | None = None,
-                  labels: tuple[str | None, ...] | None = None):  # fmt: skip
-    """Concatenate shards, keeping rows of the given splits (and labels). Returns
-    (:class:`~defectflow.backends.base.Features`, per-row splits, per-row labels, metadata)."""
-    from safetensors.numpy import load_file
+                  labels: tuple[str | None, ...] | None = None, ids: set[str] | None = None,
+                  patches: bool = True):  # fmt: skip
+    """Concatenate shards, keeping rows of the given splits (and labels, and ``ids``). Returns
+    (:class:`~defectflow.backends.base.Features`, per-row splits, per-row labels, metadata).
+
+    The output arrays are allocated once from the shards' headers and filled one shard at a
+    time, so memory peaks at the kept features plus one shard. ``patches=False``: the image
+    embeddings only (the patch array is empty), for backends that never read patches."""
+    from safetensors import safe_open
 
     from defectflow.backends.base import Features
 
-    ids: list[str] = []
-    sp: list[str] = []
-    lab: list[str | None] = []
-    patches, images = [], []
-    meta: dict[str, Any] = {}
+    plan: list[tuple[str, list[int], dict[str, Any]]] = []
+    shape: list[int] = [0, 0, 0]
+    dim = 0
     for f in sorted(map(str, files)):
         meta = shard_meta(f)
         keep = [
-            i for i, (s, la) in enumerate(zip(meta["splits"], meta["labels"], strict=True))
+            i for i, (iid, s, la) in enumerate(zip(meta["image_ids"], meta["splits"], meta["labels"], strict=True))
             if (splits is None or s in splits) and (labels is None or la in labels)
+            and (ids is None or iid in ids)
         ]  # fmt: skip
-        if not keep:
-            continue
-        arrays = load_file(f)
-        patches.append(arrays["patch"][keep])  # float16 as stored: backends upcast in chunks
-        images.append(arrays["embedding"][keep])
-        ids += [meta["image_ids"][i] for i in keep]
+        if keep:
+            plan.append((f, keep, meta))
+            with safe_open(f, framework="numpy") as fh:
+                shape = list(fh.get_slice("patch").get_shape()[1:])
+                dim = int(fh.get_slice("embedding").get_shape()[1])
+    n = sum(len(k) for _, k, _ in plan)
+    if not n:
+        empty = Features([], np.zeros((0, 0, 0, 0), np.float16), np.zeros((0, 0), np.float32))
+        return empty, [], [], {}
+    # float16 as stored: backends upcast in chunks
+    patch = np.empty((n, *shape) if patches else (n, 0, 0, 0), np.float16)
+    image = np.empty((n, dim), np.float32)
+    out_ids: list[str] = []
+    sp: list[str] = []
+    lab: list[str | None] = []
+    at = 0
+    for f, keep, meta in plan:
+        with safe_open(f, framework="numpy") as fh:
+            if patches:
+                patch[at : at + len(keep)] = fh.get_tensor("patch")[keep]
+            image[at : at + len(keep)] = fh.get_tensor("embedding")[keep]
+        at += len(keep)
+        out_ids += [meta["image_ids"][i] for i in keep]
         sp += [meta["splits"][i] for i in keep]
         lab += [meta["labels"][i] for i in keep]
-    if not patches:
-        return (
-            Features([], np.zeros((0, 0, 0, 0), np.float32), np.zeros((0, 0), np.float32)),
-            [],
-            [],
-            meta,
-        )
-    return Features(ids, np.concatenate(patches), np.concatenate(images)), sp, lab, meta
+    return Features(out_ids, patch, image), sp, lab, plan[-1][2]

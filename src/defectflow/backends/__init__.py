@@ -29,6 +29,7 @@ class BackendEntry:
     consumes: Literal["features", "images"]
     maps: bool  # makes anomaly maps
     onnx: bool  # scoring can be exported as one ONNX graph with the backbone
+    patches: bool = True  # reads the stored patch features (else the image embeddings only)
 
     def load(self) -> type[Backend]:
         module, cls = self.impl.split(":")
@@ -38,7 +39,7 @@ class BackendEntry:
 REGISTRY: dict[str, BackendEntry] = {
     e.name: e
     for e in (
-        BackendEntry("knn", KnnParams, "defectflow.backends.knn:KnnBackend", "features", False, True),
+        BackendEntry("knn", KnnParams, "defectflow.backends.knn:KnnBackend", "features", False, True, patches=False),
         BackendEntry("patchcore", PatchcoreParams, "defectflow.backends.patchcore:PatchcoreBackend", "features", True, True),
         BackendEntry("padim", PadimParams, "defectflow.backends.padim:PadimBackend", "features", True, True),
         BackendEntry("anomalib", AnomalibParams, "defectflow.backends.anomalib:AnomalibBackend", "images", True, False),

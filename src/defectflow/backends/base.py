@@ -81,9 +81,10 @@ class Backend(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
 
-    def fold_model(self, keep: np.ndarray) -> Backend | None:
-        """A model of the training rows ``keep`` (indices into the fit data), derived cheaply
-        from this fitted one for cross-fitting; None: the fold model is refitted (the default)."""
+    def fold_model(self, keep: np.ndarray, data: Any) -> Backend | None:
+        """A model of the training rows ``keep`` (indices into ``data``, the fit data), derived
+        cheaply from this fitted one for cross-fitting; None: the fold model is refitted (the
+        default)."""
         return None
 
     def extra_meta(self) -> dict[str, Any]:

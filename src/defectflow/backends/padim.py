@@ -41,8 +41,12 @@ class PadimBackend(Backend):
         self.inv_cov = np.zeros((0, 0, 0), np.float32)
         self.channels = np.zeros(0, np.int64)
         self.grid = np.zeros(2, np.int64)
+        self._stats: tuple | None = None  # fit's sufficient statistics, for fold models
 
     def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
+        """Streams over the images in chunks, accumulating each position's sums of the shifted
+        features and of their outer products in float64: the only large array is the stored
+        features (float16), whatever their number."""
         if len(data) < 2:
             raise ModelError("padim needs patch features of at least two training images")
         n, c, h, w = data.patch.shape
@@ -51,20 +55,55 @@ class PadimBackend(Backend):
             self.channels = np.sort(np.random.default_rng(seed).permutation(c)[:k])
         else:
             self.channels = np.arange(c)
-        x = data.patch[:, self.channels].astype(np.float64)
-        x = x.reshape(n, len(self.channels), h * w).transpose(2, 0, 1)  # [P, N, C]
-        mean = x.mean(1)
-        xc = x - mean[:, None, :]
-        cov = np.matmul(xc.transpose(0, 2, 1), xc) / (n - 1)
-        cov += self.params.epsilon * np.eye(cov.shape[-1])
-        self.mean = mean.astype(np.float32)
-        self.inv_cov = spd_inverse(cov).astype(np.float32)
+        self._stats = self._sums(data.patch, np.arange(n), shift=None)
         self.grid = np.array([h, w])
+        self._set_gaussians(*self._stats)
         return {
             "positions": h * w,
             "dim": int(len(self.channels)),
             "model_mb": round(self.inv_cov.nbytes / 2**20, 2),
         }
+
+    def _sums(self, patch: np.ndarray, rows: np.ndarray, shift: np.ndarray | None,
+              chunk: int = 32) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """(n, shift [P, C], sum of x - shift [P, C], sum of their outer products [P, C, C]) over
+        ``rows`` of ``patch``; the shift (the first chunk's mean unless given) keeps the float64
+        sums free of cancellation."""
+        _, _, h, w = patch.shape
+        ch = self.channels
+        s1 = np.zeros((h * w, len(ch)))
+        s2 = np.zeros((h * w, len(ch), len(ch)))
+        for i in range(0, len(rows), chunk):
+            x = patch[rows[i : i + chunk]][:, ch].astype(np.float64)
+            x = x.reshape(len(x), len(ch), h * w).transpose(2, 0, 1)  # [P, B, C]
+            if shift is None:
+                shift = x.mean(1)
+            x -= shift[:, None, :]
+            s1 += x.sum(1)
+            s2 += np.matmul(x.transpose(0, 2, 1), x)
+        return len(rows), shift, s1, s2
+
+    def _set_gaussians(self, n: int, shift: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> None:
+        cov = (s2 - s1[:, :, None] * s1[:, None, :] / n) / (n - 1)
+        cov += self.params.epsilon * np.eye(cov.shape[-1])
+        self.mean = (shift + s1 / n).astype(np.float32)
+        self.inv_cov = spd_inverse(cov).astype(np.float32)
+
+    def fold_model(self, keep: np.ndarray, data: Features) -> PadimBackend | None:
+        """The Gaussians of the training rows ``keep`` exactly, without a refit: the held-out
+        rows' sums (same shift) are taken off the delivered model's (one pass over them)."""
+        stats = self._stats
+        if stats is None:
+            return None
+        n, shift, s1, s2 = stats
+        held = np.setdiff1d(np.arange(len(data)), keep)
+        nh, _, h1, h2 = self._sums(data.patch, held, shift)
+        if n - nh < 2:
+            return None
+        fold = PadimBackend(self.params)
+        fold.channels, fold.grid = self.channels, self.grid
+        fold._set_gaussians(n - nh, shift, s1 - h1, s2 - h2)
+        return fold
 
     def score(self, data: Features) -> tuple[np.ndarray, np.ndarray]:
         b, _, h, w = data.patch.shape

@@ -46,6 +46,11 @@ class BackendParams(BaseModel):
         fitted model (MB). Empty when the backend cannot tell (it reads images, not features)."""
         return {}
 
+    def fit_mb(self, n_train: int, patch_shape: list[int], embedding_dim: int) -> float | None:
+        """Memory (MB) a train job holds besides the loaded features: fitting, the cross-fit's
+        fold models, scoring temporaries. None when the backend cannot tell."""
+        return None
+
 
 def _mb(n_bytes: float) -> float:
     return round(n_bytes / 2**20, 1)
@@ -64,6 +69,10 @@ class KnnParams(BackendParams):
             "candidates_mb": _mb(n_train * embedding_dim * 4),
             "model_mb": _mb(n_train * embedding_dim * 4),
         }
+
+    def fit_mb(self, n_train: int, patch_shape: list[int], embedding_dim: int) -> float | None:
+        # the unit-norm bank, a refitted fold bank, a batch's distances to the bank (float64)
+        return _mb(n_train * embedding_dim * 4 * 2 + 32 * n_train * 8 * 3)
 
 
 class PatchcoreParams(BackendParams):
@@ -90,6 +99,16 @@ class PatchcoreParams(BackendParams):
         cand = min(n_train * h * w * c * 4 / 2**20, float(self.max_memory_mb))
         return {"candidates_mb": round(cand, 1), "model_mb": round(cand * self.coreset_ratio, 1)}
 
+    def fit_mb(self, n_train: int, patch_shape: list[int], embedding_dim: int) -> float | None:
+        c, h, w = patch_shape
+        total = n_train * h * w
+        rows = min(total, self.max_memory_mb * 2**20 // (4 * c))
+        proj = self.projection_dim if 0 < self.projection_dim < c else c
+        sample = total * 16 if rows < total else 0  # the candidates' random subset (int64)
+        bank = rows * self.coreset_ratio * c * 4  # the delivered bank and one fold bank
+        chunks = 3 * 64 * 2**20  # a projected chunk; a scored batch's queries and distances
+        return _mb(rows * (proj * 4 + 12) + sample + 2 * bank + chunks)
+
 
 class PadimParams(BackendParams):
     backend: Literal["padim"] = Field(description="per-position Gaussian, Mahalanobis distance")
@@ -103,7 +122,14 @@ class PadimParams(BackendParams):
     ) -> dict[str, float]:
         c, h, w = patch_shape
         k = self.n_features or c
-        return {"candidates_mb": _mb(n_train * h * w * c * 4), "model_mb": _mb(h * w * k * k * 4)}
+        return {"candidates_mb": _mb(n_train * h * w * c * 2), "model_mb": _mb(h * w * k * k * 4)}
+
+    def fit_mb(self, n_train: int, patch_shape: list[int], embedding_dim: int) -> float | None:
+        c, h, w = patch_shape
+        k = self.n_features or c
+        # per position: the delivered sums, a fold's held-out and remaining sums, an outer
+        # product, the covariance and its inverse (float64), two float32 inverses; a chunk
+        return _mb(h * w * k * k * 56 + 3 * 32 * k * h * w * 8)
 
 
 @functools.cache
