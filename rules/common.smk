@@ -112,13 +112,19 @@ def category_counts(dataset):
     )
 
 
+def embedding_shard(wildcards, backbone, shard, n):
+    """One embedding shard of a category made by one backbone (``shard``, ``n``: as in the
+    file name, zero-padded)."""
+    return (
+        f"results/{wildcards.dataset}/embeddings/{backbone}/{wildcards.category}/"
+        f"shard-{shard}-of-{n}.safetensors"
+    )
+
+
 def feature_files(wildcards, backbone):
     """Every embedding shard of a category (all splits) made by one backbone."""
     n = category_shards(wildcards)
-    base = (
-        f"results/{wildcards.dataset}/embeddings/{backbone}/{wildcards.category}/shard-"
-    )
-    return [f"{base}{i:03d}-of-{n:03d}.safetensors" for i in range(n)]
+    return [embedding_shard(wildcards, backbone, f"{i:03d}", f"{n:03d}") for i in range(n)]
 
 
 def category_shards(wildcards) -> int:
@@ -139,8 +145,9 @@ def score_inputs(wildcards):
     """One shard's stored features (feature backends), or the table only (image backends)."""
     files = {"table": ancient(f"results/{wildcards.dataset}/standardized.parquet")}
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
-        base = f"results/{wildcards.dataset}/embeddings/{model_backbone(wildcards)}/{wildcards.category}/shard-"
-        files["features"] = f"{base}{wildcards.shard}-of-{wildcards.n}.safetensors"
+        files["features"] = embedding_shard(
+            wildcards, model_backbone(wildcards), wildcards.shard, wildcards.n
+        )
     return files
 
 
