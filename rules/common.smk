@@ -124,7 +124,9 @@ def embedding_shard(wildcards, backbone, shard, n):
 def feature_files(wildcards, backbone):
     """Every embedding shard of a category (all splits) made by one backbone."""
     n = category_shards(wildcards)
-    return [embedding_shard(wildcards, backbone, f"{i:03d}", f"{n:03d}") for i in range(n)]
+    return [
+        embedding_shard(wildcards, backbone, f"{i:03d}", f"{n:03d}") for i in range(n)
+    ]
 
 
 def category_shards(wildcards) -> int:
