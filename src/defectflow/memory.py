@@ -81,6 +81,72 @@ def train_mem_mb(params: dict[str, Any], feature_files: list[str], fallback: int
     return int(-(-mb // 250) * 250)
 
 
+_TRAIN_CHILD = """
+import json, sys
+from pathlib import Path
+from defectflow.train import run_train
+a = json.loads(sys.argv[1])
+run_train(a["table"], a["files"], "d", "cat", a["model"], a["params"], 5, a["out"] + "/c.safetensors",
+          a["out"] + "/card.json", a["out"] + "/crossfit.parquet", seed=0, threads=a["threads"])
+# VmHWM: this process's own peak RSS (ru_maxrss would count the parent's size at the fork)
+print("PEAK_KB", [x.split()[1] for x in Path("/proc/self/status").read_text().splitlines()
+                  if x.startswith("VmHWM")][0])
+"""
+
+
+def synthetic_train_data(root: str | Path, n: int, shard_size: int,
+                         patch_shape: tuple[int, int, int] = (152, 28, 28), dim: int = 472,
+                         seed: int = 0) -> tuple[Path, list[str]]:  # fmt: skip
+    """A standardized table of ``n`` normal images of category ``cat`` (every tenth held out
+    as val) and their synthetic stored features in shards: what a train job reads, for
+    measuring one (``bench/train_memory.py`` and its test). Returns (table, shard files)."""
+    import numpy as np
+
+    from defectflow.artifacts.embeddings import shard_name, write_shard
+    from defectflow.artifacts.standardized import write_standardized
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = [{
+        "image_id": f"cat-{i:06d}", "category": "cat", "split": "val" if i % 10 == 9 else "train",
+        "split_assigned": False, "label": "normal", "defect_type": None,
+        "image_path": f"/synthetic/{i}.png", "mask_path": None, "rel_path": f"{i}.png",
+        "sha256": f"{i:064x}", "width": 224, "height": 224, "channels": 3, "mode": "RGB",
+        "bit_depth": 8, "mask_fraction": None, "group_id": None, "source_file": "synthetic",
+        "source_line": i + 1, "source_type": "manifest",
+    } for i in range(n)]  # fmt: skip
+    table = root / "standardized.parquet"
+    write_standardized(table, rows)
+    base = rng.standard_normal(patch_shape, dtype=np.float32)
+    k = -(-n // shard_size)
+    files = []
+    for s in range(k):
+        part = rows[s * shard_size : (s + 1) * shard_size]
+        patch = base + 0.3 * rng.standard_normal((len(part), *patch_shape), dtype=np.float32)
+        f = root / f"{shard_name(s, k)}.safetensors"
+        write_shard(patch, rng.standard_normal((len(part), dim), dtype=np.float32), part, {}, f,
+                    f.with_suffix(".parquet"))  # fmt: skip
+        files.append(str(f))
+    return table, files
+
+
+def measure_train(table: str | Path, files: list[str], params: dict[str, Any], out: str | Path,
+                  threads: int = 1) -> float:  # fmt: skip
+    """Run a real train job (category ``cat``) in a child process; its peak RSS in MB."""
+    import json
+    import subprocess
+    import sys
+
+    arg = json.dumps({"table": str(table), "files": files, "model": params["backend"],
+                      "params": params, "out": str(out), "threads": threads})  # fmt: skip
+    Path(out).mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, arg], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"train failed:\n{r.stderr[-3000:]}")
+    return int(r.stdout.split("PEAK_KB")[1].split()[0]) / 1024
+
+
 def run_memory_check(preflight: str | Path, backbone_cards: list[str | Path], models: dict[str, Any],
                      dataset: str, max_memory_mb: int, out: str | Path, default_backbone: str,
                      severity: dict[str, str] | None = None) -> MemoryReport:  # fmt: skip
