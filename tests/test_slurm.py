@@ -50,10 +50,11 @@ def _jobcomp(cluster: SlurmCluster) -> dict[str, dict[str, str]]:
     return jobs
 
 
-def _submitted(log: str) -> dict[str, str]:
-    """SLURM job id -> rule, from Snakemake's 'submitted with SLURM jobid' lines."""
-    return {m.group(1): m.group(2)
-            for m in re.finditer(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", log)}  # fmt: skip
+def _submitted(log: str) -> dict[str, tuple[str, str]]:
+    """SLURM job id -> (rule, wildcard values joined by '_'), from Snakemake's 'submitted with
+    SLURM jobid' lines (the plugin's log path is rule_{rule}/{wildcards}/{jobid}.log)."""
+    pat = r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/(?:(\S+?)/)?\d+\.log\)"
+    return {m.group(1): (m.group(2), m.group(3) or "") for m in re.finditer(pat, log)}
 
 
 def test_demo_through_slurm_with_a_cancelled_job(workflow_dir, tmp_path):
@@ -109,20 +110,20 @@ def test_demo_through_slurm_with_a_cancelled_job(workflow_dir, tmp_path):
     # every job that is not a local rule went through sbatch with its rule's resources
     submitted = _submitted(log)
     assert set(submitted) <= set(jobs)
-    rules_seen = set(submitted.values())
+    rules_seen = {rule for rule, _ in submitted.values()}
     assert {"backbone", "preflight", "standardize", "embed", "train", "score", "predict",
             "metrics"} <= rules_seen, rules_seen  # fmt: skip
     assert not rules_seen & LOCAL, rules_seen & LOCAL
     planned = _planned(local, cfg, cpus)
-    for job, rule in submitted.items():
+    for job, (rule, wc) in submitted.items():
         rec = jobs[job]
         tres = dict(kv.split("=") for kv in rec["Tres"].split(","))
-        want = planned[rule]
+        want = planned[(rule, wc)]  # per job: a train job's mem_mb comes from its own features
         assert int(tres["cpu"]) == want["threads"], (rule, rec, want)
         assert tres["mem"] == f"{want['mem_mb']}M", (rule, rec, want)
         assert int(rec["TimeLimit"]) == want["runtime"], (rule, rec, want)
         assert rec["Partition"] == "debug"
-    embed = [jobs[j]["Tres"] for j, r in submitted.items() if r == "embed"]
+    embed = [jobs[j]["Tres"] for j, (r, _) in submitted.items() if r == "embed"]
     # backbone.threads (4) reach --cpus-per-task, capped to the node's 2 by the profile's max-threads
     assert embed and all("cpu=2" in t for t in embed), embed
     assert jobs[cancelled]["JobState"] == "CANCELLED"
@@ -135,11 +136,12 @@ def test_demo_through_slurm_with_a_cancelled_job(workflow_dir, tmp_path):
     assert report["ok"]
 
 
-def _planned(wf: Path, cfg: Path, cpus: int) -> dict[str, dict[str, int]]:
-    """Threads, mem_mb and runtime of each rule as Snakemake resolves them with the SLURM profile:
+def _planned(wf: Path, cfg: Path, cpus: int) -> dict[tuple[str, str], dict[str, int]]:
+    """Threads, mem_mb and runtime of each job, by (rule, wildcard values joined by '_'), as
+    Snakemake resolves them with the SLURM profile:
     dry runs in a folder whose checkpoint has run (everything forced, then every rule after the
     checkpoint forced, since a forced checkpoint hides the jobs after it)."""
-    out: dict[str, dict[str, int]] = {}
+    out: dict[tuple[str, str], dict[str, int]] = {}
     after = ["embed", "train", "score", "predict", "metrics"]
     for force in (["--forceall"], ["--forcerun", *after]):
         r = subprocess.run(
@@ -153,7 +155,10 @@ def _planned(wf: Path, cfg: Path, cpus: int) -> dict[str, dict[str, int]]:
             if rule and res:
                 kv = dict(p.split("=", 1) for p in res.group(1).split(", ") if "=" in p)
                 threads = re.search(r"threads: (\d+)", block)
-                out.setdefault(rule.group(1), {"threads": int(threads.group(1)) if threads else 1,
+                wc = re.search(r"wildcards: (.*)", block)
+                values = [w.split("=", 1)[1] for w in wc.group(1).split(", ")] if wc else []
+                key = (rule.group(1), "_".join(values).replace("/", "_"))
+                out.setdefault(key, {"threads": int(threads.group(1)) if threads else 1,
                                                "mem_mb": int(kv["mem_mb"]),
                                                "runtime": int(kv["runtime"])})  # fmt: skip
     return out
