@@ -63,13 +63,11 @@ def train_mem_mb(params: dict[str, Any], feature_files: list[str], fallback: int
     e = entry(params["backend"])
     if e.consumes != "features" or not feature_files or not all(map(os.path.exists, feature_files)):
         return fallback
-    from safetensors import safe_open
+    from defectflow.artifacts.embeddings import shard_shapes
 
     n = biggest = 0
     for f in feature_files:
-        with safe_open(str(f), framework="numpy") as fh:
-            shape = list(fh.get_slice("patch").get_shape())
-            dim = int(fh.get_slice("embedding").get_shape()[1])
+        shape, dim = shard_shapes(f)
         n += shape[0]
         biggest = max(biggest, shape[0])
     fit = e.params.model_validate(params).fit_mb(n, shape[1:], dim)

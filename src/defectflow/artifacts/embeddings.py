@@ -57,6 +57,16 @@ def shard_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def shard_shapes(path: str | Path) -> tuple[list[int], int]:
+    """A shard's patch array shape ``[n, C, H, W]`` and embedding width, from its header only."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as fh:
+        return list(fh.get_slice("patch").get_shape()), int(
+            fh.get_slice("embedding").get_shape()[1]
+        )
+
+
 def load_features(files: list[str | Path], splits: tuple[str, ...] | None = None,
                   labels: tuple[str | None, ...] | None = None, ids: set[str] | None = None,
                   patches: bool = True):  # fmt: skip
@@ -71,8 +81,6 @@ def load_features(files: list[str | Path], splits: tuple[str, ...] | None = None
     from defectflow.backends.base import Features
 
     plan: list[tuple[str, list[int], dict[str, Any]]] = []
-    shape: list[int] = [0, 0, 0]
-    dim = 0
     for f in sorted(map(str, files)):
         meta = shard_meta(f)
         keep = [
@@ -82,13 +90,12 @@ def load_features(files: list[str | Path], splits: tuple[str, ...] | None = None
         ]  # fmt: skip
         if keep:
             plan.append((f, keep, meta))
-            with safe_open(f, framework="numpy") as fh:
-                shape = list(fh.get_slice("patch").get_shape()[1:])
-                dim = int(fh.get_slice("embedding").get_shape()[1])
     n = sum(len(k) for _, k, _ in plan)
     if not n:
         empty = Features([], np.zeros((0, 0, 0, 0), np.float16), np.zeros((0, 0), np.float32))
         return empty, [], [], {}
+    full, dim = shard_shapes(plan[0][0])  # every shard of one backbone has the same shapes
+    shape = full[1:]
     # float16 as stored: backends upcast in chunks
     patch = np.empty((n, *shape) if patches else (n, 0, 0, 0), np.float16)
     image = np.empty((n, dim), np.float32)

@@ -155,7 +155,7 @@ class PatchcoreBackend(Backend):
 
         return score
 
-    def fold_model(self, keep: np.ndarray, data: Features | None = None) -> PatchcoreBackend:
+    def fold_model(self, keep: np.ndarray, data: Features) -> PatchcoreBackend:
         """The delivered memory bank without the entries taken from held-out images: the
         held-out images' own patches are gone, as in a refit, at no coreset cost (on battery
         weld its out-of-fold scores correlate 0.985 with refits', quantiles within about 1%:
