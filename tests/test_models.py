@@ -228,7 +228,12 @@ def test_padim_fold_model_is_the_refit_on_the_kept_images():
     refit.fit(train.subset(keep), seed=3)
     assert np.array_equal(fold.channels, refit.channels)
     np.testing.assert_allclose(fold.mean, refit.mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(fold.inv_cov, refit.inv_cov, rtol=1e-4, atol=1e-5)
+    # a fold model keeps the Cholesky factor L of each covariance (L L^T), not its inverse
+    chol = fold._chol.astype(np.float64)
+    cov = chol @ chol.transpose(0, 2, 1)
+    np.testing.assert_allclose(
+        cov @ refit.inv_cov, np.broadcast_to(np.eye(6), cov.shape), atol=1e-4
+    )
     np.testing.assert_allclose(fold.score(test)[0], refit.score(test)[0], rtol=1e-4)
     assert not np.allclose(fold.mean, full.mean)  # the held-out images really left
     # a streamed fit in chunks equals the two-pass textbook estimate

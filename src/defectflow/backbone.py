@@ -122,8 +122,9 @@ class FeatureExtractor(torch.nn.Module):
         self.net = timm.create_model(
             spec.name, pretrained=False, features_only=True, out_indices=levels
         )
+        wanted = self.net.state_dict().keys()
         missing = self.net.load_state_dict(
-            {k: v for k, v in full.state_dict().items() if k in self.net.state_dict()}, strict=False
+            {k: v for k, v in full.state_dict().items() if k in wanted}, strict=False
         )
         if missing.missing_keys:
             raise ModelError(

@@ -95,7 +95,6 @@ def build_dataset(name: str, table: str | Path, preflight: str | Path,
     "infer_config": infer_config.json}."""
     import fiftyone as fo
     import fiftyone.brain as fob
-    import pyarrow.parquet as pq
     from fiftyone import ViewField as F
 
     from defectflow.artifacts.infer_config import read_infer_config
@@ -103,6 +102,7 @@ def build_dataset(name: str, table: str | Path, preflight: str | Path,
     from defectflow.artifacts.scores import read_maps
     from defectflow.artifacts.standardized import read_standardized
     from defectflow.preflight import PreflightReport
+    from defectflow.tables import read_parquet
     from defectflow.thresholds import normalize
 
     rows = read_standardized(table)
@@ -114,7 +114,7 @@ def build_dataset(name: str, table: str | Path, preflight: str | Path,
 
     emb: dict[str, np.ndarray] = {}
     for f in embeddings:
-        t = pq.read_table(f, columns=["image_id", "embedding"])
+        t = read_parquet(f, columns=["image_id", "embedding"])
         for i, e in zip(t["image_id"].to_pylist(), t["embedding"].to_numpy(), strict=True):
             emb[i] = np.asarray(e, np.float32)
 

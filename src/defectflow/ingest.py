@@ -132,9 +132,9 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 for row in reader:
                     yield reader.line_num, dict(row)
         else:
-            import pyarrow.parquet as pq
+            from defectflow.tables import read_parquet
 
-            for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            for i, row in enumerate(read_parquet(path).to_pylist(), start=1):
                 yield i, row
     except UnicodeDecodeError as exc:
         raise ManifestError(

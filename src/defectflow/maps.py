@@ -80,5 +80,6 @@ def save_heatmap(norm_map: np.ndarray, image: Image.Image, out: Path) -> Path:
     heat = Image.fromarray(jet(norm_map)).resize(image.size, Image.Resampling.BILINEAR)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        Image.blend(image.convert("RGB"), heat, 0.45).save(tmp, format="PNG")
+        # zlib level 1: a fifth of the default level's time for files about a fifth larger
+        Image.blend(image.convert("RGB"), heat, 0.45).save(tmp, format="PNG", compress_level=1)
     return out

@@ -1,4 +1,4 @@
-"""Image and pixel metrics from predictions and stored maps (numpy + scikit-learn; no torch)."""
+"""Image and pixel metrics from predictions and stored maps (numpy; no torch, no scikit-learn)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sklearn.metrics import (
-    average_precision_score,
-    confusion_matrix,
-    precision_recall_curve,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 
 from defectflow.artifacts.metrics import ImageMetrics, Metrics, PixelMetrics, write_metrics
 from defectflow.artifacts.predictions import PredictionRecord, read_predictions
+from defectflow.curves import average_precision, best_f1, confusion, roc_auc
 from defectflow.records import Label
 
 log = logging.getLogger(__name__)
@@ -28,14 +22,6 @@ MAX_PIXEL_SIDE = 256
 
 def _r(x: float) -> float:
     return round(float(x), 6)
-
-
-def best_f1(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
-    """The best F1 any threshold reaches on scores ``s`` with labels ``y``, and that threshold."""
-    prec, rec, thr = precision_recall_curve(y, s)
-    f = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
-    i = int(np.argmax(f[:-1]))
-    return float(f[i]), float(thr[i])
 
 
 def image_metrics(recs: list[PredictionRecord]) -> ImageMetrics:
@@ -48,12 +34,13 @@ def image_metrics(recs: list[PredictionRecord]) -> ImageMetrics:
     n_an, n_no = int(y.sum()), int(len(y) - y.sum())
     out = ImageMetrics(status="ok", n_normal=n_no, n_anomaly=n_an)
     if len(y):
-        tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
-        out.confusion = {"tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
-        p, r, f, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
-        out.precision, out.recall, out.f1 = _r(p), _r(r), _r(f)
+        out.confusion = c = confusion(y, pred)
+        tp, fp, fn = c["tp"], c["fp"], c["fn"]
+        out.precision = _r(tp / (tp + fp) if tp + fp else 0.0)
+        out.recall = _r(tp / (tp + fn) if tp + fn else 0.0)
+        out.f1 = _r(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     if n_an and n_no:
-        out.auroc, out.aupr = _r(roc_auc_score(y, s)), _r(average_precision_score(y, s))
+        out.auroc, out.aupr = _r(roc_auc(y, s)), _r(average_precision(y, s))
         bf, bt = best_f1(y, s)
         out.best_f1, out.best_f1_threshold = _r(bf), _r(bt)
         out.f1_gap = _r(max(bf - (out.f1 or 0.0), 0.0))  # never -0.0
@@ -77,7 +64,7 @@ def per_defect(recs: list[PredictionRecord]) -> dict[str, dict[str, Any]]:
         }
         if normals:
             y = [0] * len(normals) + [1] * len(group)
-            entry["auroc"] = _r(roc_auc_score(y, normals + [r.score for r in group]))
+            entry["auroc"] = _r(roc_auc(y, normals + [r.score for r in group]))
         out[dt] = entry
     return out
 

@@ -16,11 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
 
 from defectflow.artifacts.infer_config import read_infer_config  # noqa: E402
 from defectflow.artifacts.metrics import Metrics, read_metrics  # noqa: E402
 from defectflow.artifacts.predictions import PredictionRecord, read_predictions  # noqa: E402
+from defectflow.curves import roc_curve  # noqa: E402
 from defectflow.io import read_json, write_text_atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -207,9 +207,9 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
         "</table><p class=muted>Scores are normalized so the calibrated threshold is 0.5. Bold: best image AUROC of the category.</p>"
     )
     if leaderboard and Path(leaderboard).exists():
-        import pyarrow.parquet as pq
+        from defectflow.tables import read_parquet
 
-        rows = pq.read_table(leaderboard).to_pylist()
+        rows = read_parquet(leaderboard).to_pylist()
         parts.append("<h2>Leaderboard</h2><table><tr><th class=l>category</th><th class=l>model</th><th class=l>backbone</th>"
                      "<th>image AUROC</th><th>over seeds</th><th>F1 / best F1</th><th>pixel AUROC</th><th>fit s</th><th>score s</th>"
                      "<th>peak MB</th><th>model MB</th><th class=l>chosen</th></tr>")  # fmt: skip

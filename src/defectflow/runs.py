@@ -207,10 +207,12 @@ def record_run(config: dict[str, Any], leaderboards: list[str], manifests: list[
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from defectflow.tables import read_parquet
+
     cfg_json = json.dumps(config, sort_keys=True, default=str)
     cfg_sha = hashlib.sha256(cfg_json.encode()).hexdigest()
     now = time.time()
-    rows = [r for f in sorted(leaderboards) for r in pq.read_table(f).to_pylist()]
+    rows = [r for f in sorted(leaderboards) for r in read_parquet(f).to_pylist()]
     inputs = {f"manifest:{Path(m).parent.name}": _sha(m) for m in manifests}
     for c in backbone_cards:
         inputs[f"weights:{Path(c).parent.name}"] = json.loads(Path(c).read_text()).get(
@@ -226,7 +228,7 @@ def record_run(config: dict[str, Any], leaderboards: list[str], manifests: list[
              "versions": json.dumps(record["versions"], sort_keys=True),
              "inputs": json.dumps(inputs, sort_keys=True), **r} for r in rows]  # fmt: skip
     registry = Path(registry)
-    old = pq.read_table(registry).to_pylist() if registry.exists() else []
+    old = read_parquet(registry).to_pylist() if registry.exists() else []
     # columns of every run (a newer run may add some): missing values are null
     keys = list(dict.fromkeys(k for r in old + flat for k in r))
     with atomic_path(registry) as tmp:
@@ -239,11 +241,11 @@ def record_run(config: dict[str, Any], leaderboards: list[str], manifests: list[
 
 
 def load_registry(registry: str | Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+    from defectflow.tables import read_parquet
 
     if not Path(registry).exists():
         raise DefectflowError(f"no run registry at {registry}: run the workflow first")
-    return pq.read_table(registry).to_pylist()
+    return read_parquet(registry).to_pylist()
 
 
 def runs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -284,9 +286,9 @@ def baseline_rows(baseline: str, registry: str | Path) -> list[dict[str, Any]]:
             with open(path, newline="") as fh:
                 return [{k: (float(v) if k in METRICS and v not in ("", None) else (v or None))
                          for k, v in row.items()} for row in csv.DictReader(fh)]  # fmt: skip
-        import pyarrow.parquet as pq
+        from defectflow.tables import read_parquet
 
-        return pq.read_table(path).to_pylist()
+        return read_parquet(path).to_pylist()
     return _pick(load_registry(registry), baseline)
 
 

@@ -31,13 +31,12 @@ def find_similar(image: str | Path, dataset: str, results: str | Path = "results
     """The ``k`` stored images nearest to ``image`` (all splits), nearest first. ``backbone``:
     which backbone's embeddings (``results/{dataset}/embeddings/{backbone}``); needed only when
     a sweep made several."""
-    import pyarrow.parquet as pq
-
     from defectflow.artifacts.embeddings import shard_meta
     from defectflow.artifacts.standardized import read_standardized
     from defectflow.embeddings import extract
     from defectflow.onnx_backbone import OnnxBackbone
     from defectflow.preprocess import PreprocessSpec
+    from defectflow.tables import read_parquet
 
     results = Path(results)
     base = results / dataset / "embeddings"
@@ -71,7 +70,7 @@ def find_similar(image: str | Path, dataset: str, results: str | Path = "results
         sha = sha or meta["backbone_onnx_sha256"]
         if meta["backbone_onnx_sha256"] != sha:
             raise DefectflowError(f"{f} was embedded with another backbone; re-run the workflow")
-        t = pq.read_table(f.with_suffix(".parquet"), columns=["image_id", "embedding"])
+        t = read_parquet(f.with_suffix(".parquet"), columns=["image_id", "embedding"])
         ids += t["image_id"].to_pylist()
         vecs.append(np.stack(t["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32))
     onnx, card = _backbone_for(results, sha)

@@ -30,18 +30,15 @@ def _f1_optimal(normal: np.ndarray, anomaly: np.ndarray) -> tuple[float, float]:
     keeps a margin on both sides (placed at the best score itself, the threshold misses new
     anomalies scoring a hair below the lowest one caught: on battery weld the midpoint halves
     the mean F1 gap on held-out images)."""
-    from sklearn.metrics import precision_recall_curve
+    from defectflow.curves import best_f1
 
     scores = np.r_[normal, anomaly]
     y = np.r_[np.zeros(len(normal)), np.ones(len(anomaly))]
-    prec, rec, thr = precision_recall_curve(y, scores)
-    f = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
-    best = int(np.argmax(f[:-1]))
-    value = float(thr[best])
+    f1, value = best_f1(y, scores)
     below = scores[scores < value]
     if len(below):
         value = float((below.max() + value) / 2)
-    return value, float(f[best])
+    return value, f1
 
 
 def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> Threshold:

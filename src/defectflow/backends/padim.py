@@ -12,23 +12,26 @@ from defectflow.backends.params import PadimParams
 from defectflow.errors import ModelError
 
 
-def spd_inverse(cov: np.ndarray) -> np.ndarray:
-    """Inverse of a batch of symmetric positive-definite matrices from their Cholesky factor
-    (LAPACK ``potrf`` + ``potri``: a third of the arithmetic of a general solve), in float64.
-    Tests check ``A @ inv(A) = I``."""
+def _spd_factor(a: np.ndarray, inverse: bool) -> np.ndarray:
+    """The lower Cholesky factor of one symmetric positive-definite matrix (float64, LAPACK
+    ``potrf``), or its inverse from that factor (``potri``: a third of the arithmetic of a
+    general solve)."""
     from scipy.linalg import lapack
 
-    out = np.empty(cov.shape, dtype=np.float64)
-    lower = np.tril_indices(cov.shape[-1], -1)
-    for i, a in enumerate(np.asarray(cov, dtype=np.float64)):
-        chol, info = lapack.dpotrf(a, lower=1, clean=0)
-        if info == 0:
-            inv, info = lapack.dpotri(chol, lower=1)
-        if info != 0:
-            raise ModelError("a covariance matrix is not positive definite; raise `epsilon`")
-        inv[lower[1], lower[0]] = inv[lower]  # potri fills one triangle
-        out[i] = inv
-    return out
+    chol, info = lapack.dpotrf(a, lower=1, clean=1)
+    if info == 0 and inverse:
+        chol, info = lapack.dpotri(chol, lower=1)
+        lower = np.tril_indices(len(a), -1)
+        chol[lower[1], lower[0]] = chol[lower]  # potri fills one triangle
+    if info != 0:
+        raise ModelError("a covariance matrix is not positive definite; raise `epsilon`")
+    return chol
+
+
+def spd_inverse(cov: np.ndarray) -> np.ndarray:
+    """Inverse of a batch of symmetric positive-definite matrices, in float64. Tests check
+    ``A @ inv(A) = I``."""
+    return np.stack([_spd_factor(a, True) for a in np.asarray(cov, dtype=np.float64)])
 
 
 class PadimBackend(Backend):
@@ -42,6 +45,7 @@ class PadimBackend(Backend):
         self.channels = np.zeros(0, np.int64)
         self.grid = np.zeros(2, np.int64)
         self._stats: tuple | None = None  # fit's sufficient statistics, for fold models
+        self._chol: np.ndarray | None = None  # a fold model's Cholesky factors (no inverse)
 
     def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
         """Streams over the images in chunks, accumulating each position's sums of the shifted
@@ -83,11 +87,23 @@ class PadimBackend(Backend):
             s2 += np.matmul(x.transpose(0, 2, 1), x)
         return len(rows), shift, s1, s2
 
-    def _set_gaussians(self, n: int, shift: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> None:
-        cov = (s2 - s1[:, :, None] * s1[:, None, :] / n) / (n - 1)
-        cov += self.params.epsilon * np.eye(cov.shape[-1])
+    def _set_gaussians(self, n: int, shift: np.ndarray, s1: np.ndarray, s2: np.ndarray,
+                       inverse: bool = True) -> None:  # fmt: skip
+        """Each position's mean and inverse covariance (or, ``inverse=False``, its Cholesky
+        factor: all a fold model needs to score, at a quarter of the arithmetic), one position
+        at a time so the float64 covariance stays in cache."""
+        p_, c = s1.shape
+        factors = np.empty((p_, c, c), np.float32)
+        for p in range(p_):
+            a = s2[p] - np.outer(s1[p], s1[p] / n)
+            a /= n - 1
+            a.flat[:: c + 1] += self.params.epsilon
+            factors[p] = _spd_factor(a, inverse)
         self.mean = (shift + s1 / n).astype(np.float32)
-        self.inv_cov = spd_inverse(cov).astype(np.float32)
+        if inverse:
+            self.inv_cov, self._chol = factors, None
+        else:
+            self.inv_cov, self._chol = np.zeros((0, 0, 0), np.float32), factors
 
     def fold_model(self, keep: np.ndarray, data: Features) -> PadimBackend | None:
         """The Gaussians of the training rows ``keep`` exactly, without a refit: the held-out
@@ -102,14 +118,22 @@ class PadimBackend(Backend):
             return None
         fold = PadimBackend(self.params)
         fold.channels, fold.grid = self.channels, self.grid
-        fold._set_gaussians(n - nh, shift, s1 - h1, s2 - h2)
+        fold._set_gaussians(n - nh, shift, s1 - h1, s2 - h2, inverse=False)
         return fold
 
     def score(self, data: Features) -> tuple[np.ndarray, np.ndarray]:
         b, _, h, w = data.patch.shape
         x = data.patch[:, self.channels].astype(np.float32).reshape(b, -1, h * w)
         diff = x.transpose(2, 0, 1) - self.mean[:, None, :]  # [P, B, C]
-        d2 = np.einsum("pbc,pbc->pb", diff @ self.inv_cov, diff)  # batched over positions
+        if self._chol is None:
+            d2 = np.einsum("pbc,pbc->pb", diff @ self.inv_cov, diff)  # batched over positions
+        else:  # |L^-1 diff|^2, L L^T the covariance
+            from scipy.linalg import lapack
+
+            d2 = np.empty(diff.shape[:2], np.float32)
+            for p, (chol, dp) in enumerate(zip(self._chol, diff, strict=True)):
+                z, _ = lapack.strtrs(chol, dp.T, lower=1)
+                d2[p] = np.einsum("cb,cb->b", z, z)
         maps = np.sqrt(np.maximum(d2, 0.0)).T.reshape(b, h, w)
         return maps.reshape(b, -1).max(1).astype(np.float64), maps
 
