@@ -228,9 +228,11 @@ def test_padim_fold_model_is_the_refit_on_the_kept_images():
     refit.fit(train.subset(keep), seed=3)
     assert np.array_equal(fold.channels, refit.channels)
     np.testing.assert_allclose(fold.mean, refit.mean, rtol=1e-5, atol=1e-6)
-    # a fold model keeps the Cholesky factor L of each covariance (L L^T), not its inverse
-    chol = fold._chol.astype(np.float64)
-    cov = chol @ chol.transpose(0, 2, 1)
+    # a fold model keeps the Cholesky factor L of each covariance (L L^T, stored as L^T), not
+    # its inverse
+    lt = fold._chol.astype(np.float64)
+    assert np.array_equal(lt, np.triu(lt))
+    cov = lt.transpose(0, 2, 1) @ lt
     np.testing.assert_allclose(
         cov @ refit.inv_cov, np.broadcast_to(np.eye(6), cov.shape), atol=1e-4
     )

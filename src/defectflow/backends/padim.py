@@ -3,6 +3,7 @@ Mahalanobis distance of each patch to its position's Gaussian."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,11 @@ import numpy as np
 from defectflow.backends.base import Backend, Features
 from defectflow.backends.params import PadimParams
 from defectflow.errors import ModelError
+
+
+@functools.lru_cache(maxsize=8)
+def _tril(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.tril_indices(n, -1)
 
 
 def _spd_factor(a: np.ndarray, inverse: bool) -> np.ndarray:
@@ -21,7 +27,7 @@ def _spd_factor(a: np.ndarray, inverse: bool) -> np.ndarray:
     chol, info = lapack.dpotrf(a, lower=1, clean=1)
     if info == 0 and inverse:
         chol, info = lapack.dpotri(chol, lower=1)
-        lower = np.tril_indices(len(a), -1)
+        lower = _tril(len(a))
         chol[lower[1], lower[0]] = chol[lower]  # potri fills one triangle
     if info != 0:
         raise ModelError("a covariance matrix is not positive definite; raise `epsilon`")
@@ -45,7 +51,7 @@ class PadimBackend(Backend):
         self.channels = np.zeros(0, np.int64)
         self.grid = np.zeros(2, np.int64)
         self._stats: tuple | None = None  # fit's sufficient statistics, for fold models
-        self._chol: np.ndarray | None = None  # a fold model's Cholesky factors (no inverse)
+        self._chol: np.ndarray | None = None  # a fold model's Cholesky factors L, as L^T
 
     def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
         """Streams over the images in chunks, accumulating each position's sums of the shifted
@@ -78,27 +84,35 @@ class PadimBackend(Backend):
         s1 = np.zeros((h * w, len(ch)))
         s2 = np.zeros((h * w, len(ch), len(ch)))
         for i in range(0, len(rows), chunk):
-            x = patch[rows[i : i + chunk]][:, ch].astype(np.float64)
-            x = x.reshape(len(x), len(ch), h * w).transpose(2, 0, 1)  # [P, B, C]
+            x = patch[rows[i : i + chunk]][:, ch].reshape(-1, len(ch), h * w)
+            x = np.ascontiguousarray(x.transpose(2, 1, 0), dtype=np.float64)  # [P, C, B]
             if shift is None:
-                shift = x.mean(1)
-            x -= shift[:, None, :]
-            s1 += x.sum(1)
-            s2 += np.matmul(x.transpose(0, 2, 1), x)
+                shift = x.mean(2)
+            x -= shift[:, :, None]
+            s1 += x.sum(2)
+            for p in range(h * w):  # one contiguous BLAS product a position: 9x a batched matmul
+                s2[p] += x[p] @ x[p].T
         return len(rows), shift, s1, s2
 
     def _set_gaussians(self, n: int, shift: np.ndarray, s1: np.ndarray, s2: np.ndarray,
-                       inverse: bool = True) -> None:  # fmt: skip
+                       inverse: bool = True, minus: tuple | None = None) -> None:  # fmt: skip
         """Each position's mean and inverse covariance (or, ``inverse=False``, its Cholesky
         factor: all a fold model needs to score, at a quarter of the arithmetic), one position
-        at a time so the float64 covariance stays in cache."""
+        at a time so the float64 covariance stays in cache. ``minus``: sums ``(s1, s2)`` of rows
+        to take off first (a fold's held-out images)."""
+        if minus is not None:
+            s1 = s1 - minus[0]
         p_, c = s1.shape
         factors = np.empty((p_, c, c), np.float32)
         for p in range(p_):
             a = s2[p] - np.outer(s1[p], s1[p] / n)
+            if minus is not None:
+                a -= minus[1][p]
             a /= n - 1
             a.flat[:: c + 1] += self.params.epsilon
-            factors[p] = _spd_factor(a, inverse)
+            # LAPACK works in Fortran order: hand it the symmetric a as a.T and store the factor
+            # transposed (a C-order copy of Fortran-order data, 8x faster than reordering it)
+            factors[p] = _spd_factor(a.T, inverse).T
         self.mean = (shift + s1 / n).astype(np.float32)
         if inverse:
             self.inv_cov, self._chol = factors, None
@@ -118,7 +132,7 @@ class PadimBackend(Backend):
             return None
         fold = PadimBackend(self.params)
         fold.channels, fold.grid = self.channels, self.grid
-        fold._set_gaussians(n - nh, shift, s1 - h1, s2 - h2, inverse=False)
+        fold._set_gaussians(n - nh, shift, s1, s2, inverse=False, minus=(h1, h2))
         return fold
 
     def score(self, data: Features) -> tuple[np.ndarray, np.ndarray]:
@@ -131,8 +145,8 @@ class PadimBackend(Backend):
             from scipy.linalg import lapack
 
             d2 = np.empty(diff.shape[:2], np.float32)
-            for p, (chol, dp) in enumerate(zip(self._chol, diff, strict=True)):
-                z, _ = lapack.strtrs(chol, dp.T, lower=1)
+            for p, (lt, dp) in enumerate(zip(self._chol, diff, strict=True)):
+                z, _ = lapack.strtrs(lt.T, dp.T, lower=1)  # lt.T: L, in Fortran order
                 d2[p] = np.einsum("cb,cb->b", z, z)
         maps = np.sqrt(np.maximum(d2, 0.0)).T.reshape(b, h, w)
         return maps.reshape(b, -1).max(1).astype(np.float64), maps
