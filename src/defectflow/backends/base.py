@@ -95,15 +95,26 @@ class Backend(ABC):
         """Counterpart of :meth:`extra_meta` at load time."""
 
 
+def augmented_bank(bank: np.ndarray) -> np.ndarray:
+    """``[C + 1, N]``: the bank's rows times -2, then their squared norms, so that one matrix
+    product with ``[q, 1]`` gives ``|b|^2 - 2 q.b`` (no separate pass adding the norms)."""
+    bank = np.asarray(bank, dtype=np.float32)
+    out = np.empty((bank.shape[1] + 1, len(bank)), np.float32)
+    np.multiply(bank.T, np.float32(-2.0), out=out[:-1])
+    out[-1] = np.einsum("ij,ij->i", bank, bank)
+    return out
+
+
 def nearest_sq_distances(
-    query: np.ndarray, bank: np.ndarray, bank_sq: np.ndarray | None = None,
+    query: np.ndarray, bank: np.ndarray, aug: np.ndarray | None = None,
     qblock: int = 256, bblock: int = 2048,
 ) -> np.ndarray:  # fmt: skip
     """Exact squared Euclidean distance of each query row to its nearest ``bank`` row.
 
     Blocked matrix products (BLAS) over query and bank blocks small enough for the distance
-    block to stay in cache (``|q|^2 - 2 q.b + |b|^2``, the ``-2`` folded into the query, the
-    bank norms added in place), so memory is bounded whatever the sizes.
+    block to stay in cache: ``[q, 1] @ augmented_bank`` is ``|b|^2 - 2 q.b``, its row minimum
+    plus ``|q|^2`` the answer, so memory is bounded whatever the sizes. ``aug``: the bank's
+    :func:`augmented_bank`, when the caller keeps it.
     """
     from defectflow import device
 
@@ -111,21 +122,21 @@ def nearest_sq_distances(
         from defectflow.backends.cuda import nearest_sq_distances_cuda
 
         return nearest_sq_distances_cuda(query, bank)
-    query = np.ascontiguousarray(query, dtype=np.float32)
-    bank = np.ascontiguousarray(bank, dtype=np.float32)
-    if bank_sq is None:
-        bank_sq = np.einsum("ij,ij->i", bank, bank)
-    n = len(query)
+    query = np.asarray(query, dtype=np.float32)
+    if aug is None:
+        aug = augmented_bank(bank)
+    n, c = query.shape
     best = np.full(n, np.inf, dtype=np.float32)
+    q = np.ones((qblock, c + 1), dtype=np.float32)
     block = np.empty((qblock, bblock), dtype=np.float32)
     for qs in range(0, n, qblock):
-        q = query[qs : qs + qblock] * np.float32(-2.0)
-        b_best = best[qs : qs + qblock]
-        for bs in range(0, len(bank), bblock):
-            b = bank[bs : bs + bblock]
-            d2 = block[: len(q), : len(b)]
-            np.matmul(q, b.T, out=d2)
-            d2 += bank_sq[None, bs : bs + bblock]
+        m = min(qblock, n - qs)
+        q[:m, :c] = query[qs : qs + m]
+        b_best = best[qs : qs + m]
+        for bs in range(0, aug.shape[1], bblock):
+            b = aug[:, bs : bs + bblock]
+            d2 = block[:m, : b.shape[1]]
+            np.matmul(q[:m], b, out=d2)
             np.minimum(b_best, d2.min(axis=1), out=b_best)
     best += np.einsum("ij,ij->i", query, query)
     return np.maximum(best, 0.0)
@@ -144,5 +155,10 @@ def knn_distances(query: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarr
     b = np.asarray(bank, dtype=np.float64)
     d2 = (q * q).sum(1)[:, None] - 2.0 * q @ b.T + (b * b).sum(1)[None, :]
     k = min(k, len(b))
-    idx = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    if k < len(b):  # the k smallest, then only those sorted (ties: lower index first)
+        part = np.sort(np.argpartition(d2, k - 1, axis=1)[:, :k], axis=1)
+        order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1, kind="stable")
+        idx = np.take_along_axis(part, order, axis=1)
+    else:
+        idx = np.argsort(d2, axis=1, kind="stable")
     return np.sqrt(np.maximum(np.take_along_axis(d2, idx, axis=1), 0.0)), idx

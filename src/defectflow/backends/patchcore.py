@@ -11,6 +11,7 @@ import numpy as np
 from defectflow.backends.base import (
     Backend,
     Features,
+    augmented_bank,
     knn_distances,
     nearest_index,
     nearest_sq_distances,
@@ -58,7 +59,7 @@ class PatchcoreBackend(Backend):
         self.bank = np.zeros((0, 0), np.float32)
         self.grid = np.zeros(2, np.int64)
         self.source = np.zeros(0, np.int32)  # training row each memory entry comes from
-        self._bank_sq: np.ndarray | None = None
+        self._bank_aug: np.ndarray | None = None
 
     def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
         """Candidates are streamed from the stored ``[N, C, H, W]`` features (float16 as stored)
@@ -97,7 +98,7 @@ class PatchcoreBackend(Backend):
         )
         self.source = (rows // hw).astype(np.int32)
         self.grid = np.array([h, w])
-        self._bank_sq = None
+        self._bank_aug = None
         return {
             "candidates": int(m),
             "bank_size": len(self.bank),
@@ -108,9 +109,9 @@ class PatchcoreBackend(Backend):
     def score(self, data: Features) -> tuple[np.ndarray, np.ndarray]:
         b, c, h, w = data.patch.shape
         q = _flat(data.patch)
-        if self._bank_sq is None:
-            self._bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
-        d2 = nearest_sq_distances(q, self.bank, self._bank_sq)
+        if self._bank_aug is None:
+            self._bank_aug = augmented_bank(self.bank)
+        d2 = nearest_sq_distances(q, self.bank, self._bank_aug)
         d = np.sqrt(d2).reshape(b, h * w).astype(np.float64)
         maps = d.reshape(b, h, w)
         # Image score with the re-weighting of the paper (Eq. 7): the most anomalous patch's
@@ -176,4 +177,4 @@ class PatchcoreBackend(Backend):
         self.bank = np.ascontiguousarray(state["bank"], dtype=np.float32)
         self.grid = state["grid"]
         self.source = state.get("source", np.zeros(0, np.int32))
-        self._bank_sq = None
+        self._bank_aug = None
