@@ -104,9 +104,12 @@ def main() -> None:
     )
     print(f"{'anomalib 2.7: Engine fit + test of one Patchcore':<52} {theirs['wall_s']:>7.1f} {theirs['peak_mb']:>8.0f}"
           + ("" if ok else "  (FAILED: " + ("memory cap" if theirs["killed"] else theirs["output"][-300:]) + ")"))  # fmt: skip
-    print(
-        f"ratio ours/theirs: wall {ours['wall_s'] / theirs['wall_s']:.2f}x, peak memory {ours['peak_mb'] / theirs['peak_mb']:.2f}x"
-    )
+    if ok:
+        print(f"ratio ours/theirs: wall {ours['wall_s'] / theirs['wall_s']:.2f}x, "
+              f"peak memory {ours['peak_mb'] / theirs['peak_mb']:.2f}x")  # fmt: skip
+    else:  # a run stopped part-way has no wall time to compare with
+        print(f"ratio: none (anomalib did not finish; it had run {theirs['wall_s']:.1f} s "
+              f"and held {theirs['peak_mb']:.0f} MB when it stopped)")  # fmt: skip
     for m, img in sorted(metrics.items()):
         print(
             f"  ours {m:<10} image AUROC {img['auroc']:.3f}  F1 {img['f1']:.3f} (best possible {img['best_f1']:.3f})"
