@@ -142,19 +142,31 @@ def nearest_sq_distances(
     return np.maximum(best, 0.0)
 
 
-def nearest_index(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
+def nearest_index(query: np.ndarray, bank: np.ndarray, aug: np.ndarray | None = None) -> np.ndarray:
     """Index of the nearest bank row for a few query rows (exact)."""
-    q = np.asarray(query, dtype=np.float64)
-    b = np.asarray(bank, dtype=np.float64)
-    return ((b * b).sum(1)[None, :] - 2.0 * q @ b.T).argmin(axis=1)
+    return knn_distances(query, bank, 1, aug)[1][:, 0]
 
 
-def knn_distances(query: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Euclidean distances ``[n, k]`` and indices of the ``k`` nearest bank rows (small inputs)."""
+def knn_distances(query: np.ndarray, bank: np.ndarray, k: int, aug: np.ndarray | None = None,
+                  margin: int = 32) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Euclidean distances ``[n, k]`` and indices of the ``k`` nearest bank rows, in float64.
+
+    With ``aug`` (the bank's :func:`augmented_bank`, kept by the caller) the bank is screened in
+    float32 first and only the ``k + margin`` nearest are measured in float64, so a large bank is
+    never copied to float64.
+    """
     q = np.asarray(query, dtype=np.float64)
+    k = min(k, len(bank))
+    if aug is not None and k + margin < len(bank):
+        qa = np.ones((len(q), q.shape[1] + 1), np.float32)
+        qa[:, :-1] = q
+        cand = np.argpartition(qa @ aug, k + margin - 1, axis=1)[:, : k + margin]
+        b = np.asarray(bank[cand], dtype=np.float64)  # [n, k + margin, C]
+        d2 = ((b - q[:, None, :]) ** 2).sum(-1)
+        order = np.lexsort((cand, d2))[:, :k]  # by distance, ties: lower index first
+        return np.sqrt(np.take_along_axis(d2, order, 1)), np.take_along_axis(cand, order, 1)
     b = np.asarray(bank, dtype=np.float64)
     d2 = (q * q).sum(1)[:, None] - 2.0 * q @ b.T + (b * b).sum(1)[None, :]
-    k = min(k, len(b))
     if k < len(b):  # the k smallest, then only those sorted (ties: lower index first)
         part = np.sort(np.argpartition(d2, k - 1, axis=1)[:, :k], axis=1)
         order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1, kind="stable")

@@ -1,36 +1,49 @@
-"""Greedy k-center coreset selection (PatchCore's memory bank), compiled with numba.
+"""Greedy k-center coreset selection (PatchCore's memory bank), at any number of images.
 
-Same selection as the textbook loop (farthest point first on a random projection), made fast
-and bounded:
-- one pass over the candidates per selected point, fused (distance, running minimum and the
-  next farthest point in one loop), on one thread: no OpenMP team to oversubscribe when the
-  other core is busy;
-- exact pruning by the triangle inequality: a candidate ``x`` whose nearest centre so far is
-  ``a`` cannot get closer to the new centre ``p`` when ``d(a, p) >= 2 d(x, a)``, so its
-  distance is not computed. As the coreset grows almost every candidate is pruned, and the loop
-  reads 8 bytes per candidate instead of its whole feature vector.
-Every buffer is allocated once before the loop.
+Greedy k-center (Gonzalez): start anywhere, then add the candidate farthest from the chosen
+centres, until the budget is met. Two exact implementations of that same selection:
+
+- ``kcenter`` (the whole candidate set): batched on BLAS. The next centres are taken from the
+  ``top`` candidates farthest from the centres so far, one after another, while each one is
+  provably the one the textbook loop would take next (its distance, updated with the centres
+  just taken, is above every candidate outside the ``top``); then every candidate's distance is
+  updated with all of them in one matrix product. Same centres as the textbook loop (up to ties
+  and float rounding), a few dozen passes over the data instead of one per centre.
+- ``_kcenter`` (numba, one thread): a fused loop with exact triangle-inequality pruning, fastest
+  on the small candidate sets of single images.
+
+At scale (``select_bank``) the global greedy's cost, candidates x bank entries, is bounded: when
+it would exceed ``max_pairs``, each image's patches are first reduced to its own greedy k-center
+coreset (composable coresets: the union of per-image coresets covers every candidate within
+the per-image radius), and the global greedy runs on that union. The covering radii of both
+stages are returned, so the cost in coverage is measured, not assumed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
+from defectflow.progress import Progress
 
 log = logging.getLogger(__name__)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _kcenter(x: np.ndarray, n: int, first: int, out: np.ndarray) -> int:  # pragma: no cover
+def _kcenter(x: np.ndarray, n: int, first: int, out: np.ndarray) -> float:  # pragma: no cover
+    """Greedy k-center of ``n`` rows of ``x`` from ``first`` into ``out``; returns the covering
+    radius (squared) of the rows by the chosen ones."""
     N, D = x.shape
     mind = np.full(N, np.inf, dtype=np.float32)  # squared distance to the nearest centre
     assign = np.zeros(N, dtype=np.int64)  # index (into out) of that centre
     cdist = np.zeros(n, dtype=np.float32)  # squared distance new centre -> each centre
-    computed = 0
     idx = first
+    best = np.float32(0.0)
     for i in range(n):
         out[i] = idx
         p = x[idx]
@@ -51,7 +64,6 @@ def _kcenter(x: np.ndarray, n: int, first: int, out: np.ndarray) -> int:  # prag
                 for d in range(D):
                     t = xk[d] - p[d]
                     s += t * t
-                computed += 1
                 if s < m:
                     mind[k] = s
                     assign[k] = i
@@ -60,7 +72,7 @@ def _kcenter(x: np.ndarray, n: int, first: int, out: np.ndarray) -> int:  # prag
                 best = m
                 arg = k
         idx = arg
-    return computed
+    return max(best, np.float32(0.0))
 
 
 def projection(dim: int, projection_dim: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -70,6 +82,12 @@ def projection(dim: int, projection_dim: int, rng: np.random.Generator) -> np.nd
         proj /= np.sqrt(projection_dim)
         return proj
     return None
+
+
+def flat_patches(patch: np.ndarray) -> np.ndarray:
+    """``[N, C, H, W]`` patch features as float32 rows ``[N*H*W, C]`` (image-major)."""
+    n, c, h, w = patch.shape
+    return np.ascontiguousarray(patch.transpose(0, 2, 3, 1).reshape(-1, c), dtype=np.float32)
 
 
 def greedy_coreset(
@@ -82,11 +100,13 @@ def greedy_coreset(
     x = np.ascontiguousarray(features, dtype=np.float32)
     if proj is not None:
         x = x @ proj
-    return kcenter(x, n, int(rng.integers(N)))
+    return kcenter(x, n, int(rng.integers(N)))[0]
 
 
-def kcenter(x: np.ndarray, n: int, first: int) -> np.ndarray:
-    """Greedy k-center on (projected) rows ``x`` from row ``first``, on this process's device."""
+def kcenter(x: np.ndarray, n: int, first: int, top: int = 1024,
+            block: int = 32768) -> tuple[np.ndarray, float]:  # fmt: skip
+    """Greedy k-center of ``n`` of the (projected) rows ``x`` from row ``first``, on this
+    process's device: (indices in selection order, covering radius of ``x`` by them)."""
     N = len(x)
     n = max(1, min(n, N))
     from defectflow import device
@@ -95,16 +115,119 @@ def kcenter(x: np.ndarray, n: int, first: int) -> np.ndarray:
         from defectflow.backends.cuda import greedy_coreset_cuda
 
         return greedy_coreset_cuda(x, n, first)
-    out = np.empty(n, dtype=np.int64)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", x, x)
+    mind = np.full(N, np.inf, np.float32)  # squared distance to the nearest centre so far
+    out = np.empty(n, np.int64)
+    done, new, passes = 0, [first], 0
     t = time.perf_counter()
-    computed = _kcenter(np.ascontiguousarray(x, dtype=np.float32), n, first, out)
+    progress = Progress(n, f"coreset: greedy k-center over {N:,} candidates", every=10.0)
+    while True:
+        centres = x[new]
+        w = np.ascontiguousarray(-2.0 * centres.T, dtype=np.float32)
+        w_sq = np.einsum("ij,ij->i", centres, centres)
+        for s in range(0, N, block):
+            d = x[s : s + block] @ w
+            d += w_sq
+            m = d.min(axis=1)
+            m += sq[s : s + block]
+            np.minimum(mind[s : s + block], m, out=mind[s : s + block])
+        passes += 1
+        out[done : done + len(new)] = new
+        done += len(new)
+        progress.update(len(new))
+        if done >= n:
+            break
+        new = _next_centres(x, sq, mind, min(top, N - 1), n - done)
+    radius = float(np.sqrt(max(float(mind.max()), 0.0)))
     dt = time.perf_counter() - t
-    log.info(
-        "coreset: %d of %d candidates in %.1f s (%.0f points/s; %.1f%% of distances computed)",
-        n,
-        N,
-        dt,
-        n / max(dt, 1e-9),
-        100.0 * computed / max(1, n * N),
-    )
-    return out
+    log.info("coreset: %d of %d candidates in %.1f s (%.0f points/s, %d passes); covering "
+             "radius %.4g", n, N, dt, n / max(dt, 1e-9), passes, radius)  # fmt: skip
+    return out, radius
+
+
+def _next_centres(x: np.ndarray, sq: np.ndarray, mind: np.ndarray, top: int,
+                  limit: int) -> list[int]:  # fmt: skip
+    """The next centres of the textbook loop, as many as can be proven from the ``top``
+    farthest candidates: candidate ``j``'s distance updated with the centres just taken is exact
+    among them, and every candidate outside them is at most ``tau`` away from a centre."""
+    N = len(mind)
+    part = np.argpartition(mind, N - top - 1)
+    cand = part[N - top :]
+    tau = mind[part[N - top - 1]]
+    cur = mind[cand].copy()
+    xc = x[cand]
+    pair = sq[cand][:, None] - 2.0 * (xc @ xc.T) + sq[cand][None, :]
+    new: list[int] = []
+    while len(new) < limit:
+        j = int(cur.argmax())
+        if new and cur[j] <= tau:
+            break
+        new.append(int(cand[j]))
+        np.minimum(cur, pair[:, j], out=cur)
+        cur[j] = -np.inf
+    return new
+
+
+@dataclass
+class Selection:
+    """A memory bank chosen from patch candidates, with what it cost in coverage."""
+
+    rows: np.ndarray  # flat candidate indices (image * H * W + position), selection order
+    candidates: int  # every patch of every training image
+    global_candidates: int  # candidates the global greedy saw (all, or the per-image union)
+    radius: float  # covering radius of the global greedy's candidates (projected space)
+    image_radius: float | None  # largest per-image covering radius (two stages), else None
+
+    @property
+    def radius_bound(self) -> float:
+        """No candidate is farther than this from the bank (triangle inequality)."""
+        return self.radius + (self.image_radius or 0.0)
+
+
+def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, max_pairs: int,
+                max_rows: int, chunk_mb: int = 64) -> Selection:  # fmt: skip
+    """Greedy k-center bank of ``n`` entries from ``[N, C, H, W]`` patch features (float16 as
+    stored), streamed into their random projection one chunk of images at a time.
+
+    One stage when the global greedy costs at most ``max_pairs`` (candidates x ``n``) and its
+    candidates fit ``max_rows``; else each image is first reduced to its own greedy coreset of
+    ``m`` patches, ``m`` as large as those bounds allow.
+    """
+    n_img, c, h, w = patch.shape
+    hw = h * w
+    total = n_img * hw
+    n = max(1, min(n, total))
+    rng = np.random.default_rng(seed)
+    proj = projection(c, projection_dim, rng)
+    room = max(n, min(max_rows, max_pairs // n))
+    step = max(1, (chunk_mb << 20) // (hw * c * 4))
+    if total <= room:
+        x = np.empty((total, c if proj is None else proj.shape[1]), np.float32)
+        for i0 in range(0, n_img, step):
+            block = flat_patches(patch[i0 : i0 + step])
+            x[i0 * hw : i0 * hw + len(block)] = block if proj is None else block @ proj
+        idx, radius = kcenter(x, n, int(rng.integers(total)))
+        return Selection(idx, total, total, radius, None)
+    m = min(hw, max(1, room // n_img, math.ceil(n / n_img)))
+    log.info("coreset: %d candidates x %d entries exceed the greedy's bound (%.3g pairs); each "
+             "image first keeps its own greedy %d of %d patches", total, n, max_pairs, m, hw)  # fmt: skip
+    firsts = rng.integers(hw, size=n_img)
+    x = np.empty((n_img * m, c if proj is None else proj.shape[1]), np.float32)
+    rows = np.empty(n_img * m, np.int64)
+    out = np.empty(m, np.int64)
+    image_r2 = 0.0
+    progress = Progress(n_img, "coreset: per-image greedy", every=10.0)
+    for i0 in range(0, n_img, step):
+        block = flat_patches(patch[i0 : i0 + step])
+        if proj is not None:
+            block = block @ proj
+        for k in range(len(block) // hw):
+            xi = block[k * hw : (k + 1) * hw]
+            image_r2 = max(image_r2, float(_kcenter(xi, m, int(firsts[i0 + k]), out)))
+            at = (i0 + k) * m
+            x[at : at + m] = xi[out]
+            rows[at : at + m] = (i0 + k) * hw + out
+        progress.update(len(block) // hw)
+    idx, radius = kcenter(x, n, int(rng.integers(len(x))))
+    return Selection(rows[idx], total, len(x), radius, float(np.sqrt(image_r2)))

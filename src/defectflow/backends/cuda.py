@@ -11,8 +11,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def greedy_coreset_cuda(x: np.ndarray, n: int, first: int) -> np.ndarray:
-    """Greedy k-center on already projected rows ``x``, starting at row ``first``."""
+def greedy_coreset_cuda(x: np.ndarray, n: int, first: int) -> tuple[np.ndarray, float]:
+    """Greedy k-center on already projected rows ``x``, starting at row ``first``: (indices,
+    covering radius)."""
     import torch
 
     t = time.perf_counter()
@@ -34,7 +35,7 @@ def greedy_coreset_cuda(x: np.ndarray, n: int, first: int) -> np.ndarray:
         dt,
         n / max(dt, 1e-9),
     )
-    return out
+    return out, float(mind.max().clamp_min(0).sqrt())
 
 
 def nearest_sq_distances_cuda(query: np.ndarray, bank: np.ndarray, block: int = 4096) -> np.ndarray:

@@ -78,7 +78,21 @@ class KnnParams(BackendParams):
 class PatchcoreParams(BackendParams):
     backend: Literal["patchcore"] = Field(description="patch memory bank with greedy coreset")
     coreset_ratio: float = Field(
-        default=0.1, gt=0, le=1, description="share of training patches kept"
+        default=0.1, gt=0, le=1, description="share of training patches kept (up to `max_bank`)"
+    )
+    max_bank: int = Field(
+        default=40000,
+        ge=1,
+        description="memory bank budget in entries: the bank is `coreset_ratio` of the candidate "
+        "patches, at most this many, so its size, the fit's time and scoring stop growing with "
+        "the training images",
+    )
+    max_greedy_pairs: int = Field(
+        default=40_000_000_000,
+        ge=1,
+        description="bound on the global greedy k-center's work (candidates x bank entries); "
+        "above it, each image's patches are first reduced to their own greedy coreset "
+        "(two-stage, composable: the model card gives both stages' covering radii)",
     )
     projection_dim: int = Field(
         default=128, ge=0, description="random projection for coreset selection (0: none)"
@@ -89,25 +103,53 @@ class PatchcoreParams(BackendParams):
     max_memory_mb: int = Field(
         default=4000,
         ge=16,
-        description="the candidate patches may use at most this (else subsampled)",
+        description="the projected candidates of the global greedy may use at most this "
+        "(else each image is first reduced to its own greedy coreset)",
     )
+    search: Literal["auto", "exact", "ivf"] = Field(
+        default="auto",
+        description="nearest-neighbour search: `exact` (every bank entry), `ivf` (inverted-file "
+        "index: image scores stay exact, map patches may be overstated), `auto` (ivf from "
+        "`ivf_min_bank` entries)",
+    )
+    ivf_min_bank: int = Field(
+        default=10000, ge=1, description="bank size from which `search: auto` uses the index"
+    )
+    ivf_lists: int = Field(
+        default=0, ge=0, description="index lists (k-means cells; 0: about sqrt(bank size))"
+    )
+    ivf_probe: int = Field(
+        default=8, ge=1, description="lists searched per patch (more: slower, fewer misses)"
+    )
+
+    def bank_entries(self, n_train: int, patch_shape: list[int]) -> int:
+        c, h, w = patch_shape
+        return min(self.max_bank, max(1, int(n_train * h * w * self.coreset_ratio)))
 
     def memory_mb(
         self, n_train: int, patch_shape: list[int], embedding_dim: int
     ) -> dict[str, float]:
         c, h, w = patch_shape
-        cand = min(n_train * h * w * c * 4 / 2**20, float(self.max_memory_mb))
-        return {"candidates_mb": round(cand, 1), "model_mb": round(cand * self.coreset_ratio, 1)}
+        proj = self.projection_dim if 0 < self.projection_dim < c else c
+        bank = self.bank_entries(n_train, patch_shape)
+        rows = min(n_train * h * w, self._greedy_rows(bank, proj))
+        return {"candidates_mb": _mb(rows * proj * 4), "model_mb": _mb(bank * c * 4)}
+
+    def _greedy_rows(self, bank: int, proj: int) -> int:
+        """Candidates the global greedy holds at most."""
+        return max(
+            bank, min(self.max_memory_mb * 2**20 // (4 * proj), self.max_greedy_pairs // bank)
+        )
 
     def fit_mb(self, n_train: int, patch_shape: list[int], embedding_dim: int) -> float | None:
         c, h, w = patch_shape
-        total = n_train * h * w
-        rows = min(total, self.max_memory_mb * 2**20 // (4 * c))
         proj = self.projection_dim if 0 < self.projection_dim < c else c
-        sample = total * 16 if rows < total else 0  # the candidates' random subset (int64)
-        bank = rows * self.coreset_ratio * c * 4  # the delivered bank and one fold bank
-        chunks = 3 * 64 * 2**20  # a projected chunk; a scored batch's queries and distances
-        return _mb(rows * (proj * 4 + 12) + sample + 2 * bank + chunks)
+        bank = self.bank_entries(n_train, patch_shape)
+        rows = min(n_train * h * w, self._greedy_rows(bank, proj))
+        # the projected candidates, their distances and norms; the delivered bank, one fold bank
+        # and the index's sorted copy; a projected chunk; a greedy pass's block; a scored batch
+        chunks = 64 * 2**20 + 32768 * 1024 * 4 + 2 * 64 * 2**20
+        return _mb(rows * (proj * 4 + 16) + 3 * bank * (c + 1) * 4 + chunks)
 
 
 class PadimParams(BackendParams):

@@ -1,5 +1,13 @@
 """PatchCore (Roth et al., CVPR 2022): a coreset of normal patch features; a patch's anomaly
-score is its distance to the nearest memory entry (exact search, blocked matrix products)."""
+score is its distance to the nearest memory entry.
+
+The bank is a budget (``max_bank`` entries at most, ``coreset_ratio`` of the candidates below
+that), chosen by greedy k-center at any number of images (``coreset.select_bank``). The search
+is exact (blocked matrix products) or an inverted-file index (``ivf``) whose image scores are
+still exact: a patch's distance from the index is never below the exact one, so re-ranking an
+image's largest patch distances exactly until the largest exact one is above every unchecked
+estimate certifies the maximum. Only the map's other patches can be overstated.
+"""
 
 from __future__ import annotations
 
@@ -16,38 +24,12 @@ from defectflow.backends.base import (
     nearest_index,
     nearest_sq_distances,
 )
+from defectflow.backends.coreset import flat_patches, select_bank
+from defectflow.backends.ivf import IvfIndex, default_lists
 from defectflow.backends.params import PatchcoreParams
 from defectflow.errors import ModelError
 
 log = logging.getLogger(__name__)
-
-
-def _flat(patch: np.ndarray) -> np.ndarray:
-    n, c, h, w = patch.shape
-    return np.ascontiguousarray(patch.transpose(0, 2, 3, 1).reshape(-1, c), dtype=np.float32)
-
-
-def _projected(patch: np.ndarray, keep: np.ndarray | None, proj: np.ndarray | None,
-               chunk_mb: int = 64) -> np.ndarray:  # fmt: skip
-    """The candidate rows (all, or the sorted flat indices ``keep``) of ``[N, C, H, W]`` patch
-    features, flattened and projected one chunk of images at a time."""
-    n, c, h, w = patch.shape
-    hw = h * w
-    m = n * hw if keep is None else len(keep)
-    out = np.empty((m, c if proj is None else proj.shape[1]), np.float32)
-    step = max(1, (chunk_mb << 20) // (hw * c * 4))
-    at = 0
-    for i0 in range(0, n, step):
-        i1 = min(n, i0 + step)
-        block = _flat(patch[i0:i1])
-        if keep is not None:
-            lo, hi = np.searchsorted(keep, [i0 * hw, i1 * hw])
-            block = block[keep[lo:hi] - i0 * hw]
-        if proj is not None:
-            block = block @ proj
-        out[at : at + len(block)] = block
-        at += len(block)
-    return out
 
 
 class PatchcoreBackend(Backend):
@@ -59,38 +41,34 @@ class PatchcoreBackend(Backend):
         self.bank = np.zeros((0, 0), np.float32)
         self.grid = np.zeros(2, np.int64)
         self.source = np.zeros(0, np.int32)  # training row each memory entry comes from
+        self.index: IvfIndex | None = None  # None: exact search
         self._bank_aug: np.ndarray | None = None
+        self._ivf = None
 
     def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
         """Candidates are streamed from the stored ``[N, C, H, W]`` features (float16 as stored)
         into their random projection, image chunk by image chunk: the only large arrays are the
-        features and their projection, never a flattened float32 copy."""
+        features and the projected candidates of the global greedy, never a flattened float32
+        copy of the features."""
         if len(data) == 0:
             raise ModelError("patchcore needs patch features of at least one training image")
+        p = self.params
         n, c, h, w = data.patch.shape
         total = n * h * w
-        limit = self.params.max_memory_mb * 2**20 // (4 * c)
-        keep = None
-        if total > limit:
-            keep = np.sort(np.random.default_rng(seed).permutation(total)[:limit])
-            log.warning(
-                "patchcore: %d candidate patches exceed max_memory_mb; using a random %d",
-                total,
-                limit,
-            )
-        m = total if keep is None else len(keep)
-        target = max(1, int(m * self.params.coreset_ratio))
-        if target >= m:
-            rows = np.arange(total) if keep is None else keep
+        target = min(p.max_bank, max(1, int(total * p.coreset_ratio)))
+        proj_dim = p.projection_dim if 0 < p.projection_dim < c else c
+        if target >= total:
+            rows = np.arange(total)
+            coverage: dict[str, Any] = {"covering_radius": 0.0}
         else:
-            from defectflow.backends.coreset import kcenter, projection
-
-            rng = np.random.default_rng(seed)
-            proj = projection(c, self.params.projection_dim, rng)
-            x = _projected(data.patch, keep, proj)
-            idx = kcenter(x, target, int(rng.integers(m)))
-            del x
-            rows = idx if keep is None else keep[idx]
+            sel = select_bank(data.patch, target, p.projection_dim, seed, p.max_greedy_pairs,
+                              max(target, p.max_memory_mb * 2**20 // (4 * proj_dim)))  # fmt: skip
+            rows = sel.rows
+            coverage = {"covering_radius": round(sel.radius, 6),
+                        "greedy_candidates": sel.global_candidates}  # fmt: skip
+            if sel.image_radius is not None:
+                coverage |= {"per_image_radius": round(sel.image_radius, 6),
+                             "radius_bound": round(sel.radius_bound, 6)}  # fmt: skip
         hw = h * w
         pos = rows % hw
         self.bank = np.ascontiguousarray(
@@ -98,21 +76,82 @@ class PatchcoreBackend(Backend):
         )
         self.source = (rows // hw).astype(np.int32)
         self.grid = np.array([h, w])
-        self._bank_aug = None
+        self.index = None
+        if self.search_method(len(self.bank)) == "ivf":
+            self.index = IvfIndex.build(
+                self.bank, p.ivf_lists or default_lists(len(self.bank)), seed
+            )
+        self._bank_aug = self._ivf = None
         return {
-            "candidates": int(m),
+            "candidates": int(total),
             "bank_size": len(self.bank),
             "dim": c,
             "bank_mb": round(self.bank.nbytes / 2**20, 2),
+            **coverage,
+            "search": self.search_info(),
         }
+
+    def search_method(self, bank_size: int) -> str:
+        """``exact`` or ``ivf``: what ``search`` means for a bank of this size."""
+        if self.params.search == "auto":
+            return "ivf" if bank_size >= self.params.ivf_min_bank else "exact"
+        return self.params.search
+
+    def search_info(self) -> dict[str, Any]:
+        """How scores are searched (model card, checkpoint, infer_config)."""
+        if self.index is None:
+            return {"method": "exact"}
+        return {"method": "ivf", "lists": len(self.index.centroids), "probe": self.params.ivf_probe,
+                "image_scores": "exact (certified by re-ranking)", "maps": "approximate"}  # fmt: skip
+
+    def extra_meta(self) -> dict[str, Any]:
+        return {"search": self.search_info()}
+
+    def _aug(self) -> np.ndarray:
+        if self._bank_aug is None:
+            self._bank_aug = augmented_bank(self.bank)
+        return self._bank_aug
+
+    def _patch_sq_distances(self, q: np.ndarray) -> np.ndarray:
+        if self.index is None:
+            return nearest_sq_distances(q, self.bank, self._aug())
+        if self._ivf is None:
+            self._ivf = self.index.prepare(self.bank)
+        d2 = self._ivf.sq_distances(q, self.params.ivf_probe)
+        lost = np.flatnonzero(~np.isfinite(d2))  # every probed list empty (a fold's bank)
+        if len(lost):
+            d2[lost] = nearest_sq_distances(q[lost], self.bank, self._aug())
+        return d2
+
+    def _certify_maxima(self, q: np.ndarray, d2: np.ndarray, first: int = 8) -> None:
+        """Make each image's largest patch distance exact, in place: the index overstates,
+        never understates, so once the largest exactly re-ranked distance is at least every
+        unchecked estimate, it is the exact maximum."""
+        b, hw = d2.shape
+        order = np.argsort(-d2, axis=1, kind="stable")
+        checked = np.zeros(b, np.int64)
+        todo = np.arange(b)
+        t = first
+        while len(todo):
+            upto = np.minimum(checked[todo] + t, hw)
+            rows = np.concatenate([todo[i] * hw + order[todo[i], checked[todo[i]] : upto[i]]
+                                   for i in range(len(todo))])  # fmt: skip
+            flat = d2.reshape(-1)
+            flat[rows] = nearest_sq_distances(q[rows], self.bank, self._aug())
+            checked[todo] = upto
+            best = np.array([flat[i * hw + order[i, : checked[i]]].max() for i in todo])
+            rest = np.array([flat[i * hw + order[i, checked[i]]] if checked[i] < hw else -np.inf
+                             for i in todo])  # fmt: skip
+            todo = todo[best < rest]
+            t *= 2
 
     def score(self, data: Features) -> tuple[np.ndarray, np.ndarray]:
         b, c, h, w = data.patch.shape
-        q = _flat(data.patch)
-        if self._bank_aug is None:
-            self._bank_aug = augmented_bank(self.bank)
-        d2 = nearest_sq_distances(q, self.bank, self._bank_aug)
-        d = np.sqrt(d2).reshape(b, h * w).astype(np.float64)
+        q = flat_patches(data.patch)
+        d2 = self._patch_sq_distances(q).reshape(b, h * w)
+        if self.index is not None:
+            self._certify_maxima(q, d2)
+        d = np.sqrt(d2).astype(np.float64)
         maps = d.reshape(b, h, w)
         # Image score with the re-weighting of the paper (Eq. 7): the most anomalous patch's
         # distance, damped when its nearest memory entry sits in a dense neighbourhood.
@@ -123,8 +162,8 @@ class PatchcoreBackend(Backend):
         if k <= 1:
             return s_star, maps
         m_test = q.reshape(b, h * w, c)[rows, best].astype(np.float64)
-        m_star = self.bank[nearest_index(m_test, self.bank)]
-        _, nb = knn_distances(m_star, self.bank, k)
+        m_star = self.bank[nearest_index(m_test, self.bank, self._aug())]
+        _, nb = knn_distances(m_star, self.bank, k, self._aug())
         dist_nb = np.linalg.norm(m_test[:, None, :] - self.bank[nb].astype(np.float64), axis=-1)
         e = np.exp(dist_nb - dist_nb.max(1, keepdims=True))
         weight = 1.0 - e[:, 0] / e.sum(1)
@@ -168,13 +207,21 @@ class PatchcoreBackend(Backend):
             self.source[mask],
             self.grid,
         )
+        fold.index = None if self.index is None else self.index.subset(mask)
         return fold
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"bank": self.bank, "grid": self.grid, "source": self.source}
+        state = {"bank": self.bank, "grid": self.grid, "source": self.source}
+        if self.index is not None:
+            state |= {"ivf_centroids": self.index.centroids, "ivf_lists": self.index.lists}
+        return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.bank = np.ascontiguousarray(state["bank"], dtype=np.float32)
         self.grid = state["grid"]
         self.source = state.get("source", np.zeros(0, np.int32))
-        self._bank_aug = None
+        self.index = None
+        if "ivf_centroids" in state:
+            self.index = IvfIndex(np.ascontiguousarray(state["ivf_centroids"], np.float32),
+                                  np.asarray(state["ivf_lists"], np.int32))  # fmt: skip
+        self._bank_aug = self._ivf = None
