@@ -1,18 +1,27 @@
 """Scale: preflight of a 100,000-record manifest (header mode), the workflow's plan for a
-20,000-image dataset, and PatchCore fitting on many images' features, each against a baseline
-measured in the same run.
+20,000-image dataset, and PatchCore train jobs on 2k / 10k / 20k images, each against a
+baseline measured in the same run.
 
-    .venv/bin/python bench/scale.py [--n 100000] [--plan 20000] [--fit-images 10000]
-                                    [--coreset-ratio 0.01] [--keep DIR]
+    .venv/bin/python bench/scale.py [--n 100000] [--plan 20000]
+                                    [--fit-images 2000 10000 20000] [--exact-up-to 2000]
+                                    [--radius-up-to 2000]
+                                    [--only-fit] [--keep DIR]
 
 - preflight (header mode, all cores) against a bare serial loop that opens every image header
   with PIL (the least any check must do);
 - `snakemake -n` of the whole chain for a `--plan`-image dataset whose standardize checkpoint has
   run (so every embed, score and predict shard is planned), against `snakemake -n` of the
   built-in demo's whole chain;
-- PatchCore fit (coreset included) on `--fit-images` synthetic images' stored features in a
-  child process: wall time and peak RSS of its process tree, against the size of the features it
-  reads. Target: peak under 8 GB.
+- PatchCore train jobs with default settings (fit with the coreset, 5-fold cross-fit scoring
+  of every training image, val scored, checkpoint written) on N images' stored features: wall
+  time, the job's own peak RSS against the `mem_mb` the rule declares, bank size and covering
+  radius (projected space; with two stages, the bound global + per-image radius). Baseline:
+  the same fit with the global greedy on every candidate (one stage, `max_greedy_pairs`
+  unbounded) where it is run (`--exact-up-to`), else its time extrapolated from its measured
+  rate (pairs/s) at the largest size run; with the one-stage bank's exact covering radius of
+  all candidates. Features: real battery-weld patch features (36 training images and their
+  mirror images) as prototypes, each synthetic image one of them shifted by up to two
+  positions plus noise (a production line's near-identical parts).
 """
 
 from __future__ import annotations
@@ -28,27 +37,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, run_measured  # noqa: E402
+from common import REPO  # noqa: E402
 from preflight import make_dataset  # noqa: E402
-
-FIT = """
-import sys, time, numpy as np
-from defectflow.backends.base import Features
-from defectflow.backends.params import PatchcoreParams
-from defectflow.backends.patchcore import PatchcoreBackend
-from defectflow.threads import set_threads
-set_threads(2)
-n, ratio = int(sys.argv[1]), float(sys.argv[2])
-rng = np.random.default_rng(0)
-# stored features are float16 [N, C, H, W] (the default backbone: 152 x 28 x 28)
-patch = np.empty((n, 152, 28, 28), np.float16)
-for i in range(0, n, 256):  # made in chunks: the benchmark's own arrays stay small
-    patch[i : i + 256] = rng.standard_normal((min(256, n - i), 152, 28, 28), dtype=np.float32)
-feats = Features([str(i) for i in range(n)], patch, np.zeros((n, 1), np.float32))
-t = time.perf_counter()
-info = PatchcoreBackend(PatchcoreParams(backend="patchcore", coreset_ratio=ratio)).fit(feats)
-print("FIT", time.perf_counter() - t, info)
-"""
 
 
 def header_baseline(paths: list[str]) -> float:
@@ -82,18 +72,96 @@ def dry_run(wf: Path, *args: str) -> tuple[float, int]:
     return dt, jobs
 
 
+def _train(table: Path, files: list[str], params: dict, out: Path) -> dict:
+    from defectflow.memory import measure_train, train_mem_mb
+
+    t = time.perf_counter()
+    peak = measure_train(table, files, params, out, threads=2)
+    wall = time.perf_counter() - t
+    facts = json.loads((out / "card.json").read_text())["facts"]
+    return {"wall": wall, "peak": peak, "mem_mb": train_mem_mb(params, files, fallback=0), **facts}
+
+
+def _exact_radius(files: list[str], table: Path, out: Path) -> float:
+    """Covering radius of every candidate by the bank in ``out`` (the selection's projection)."""
+    import numpy as np
+
+    from defectflow.artifacts.checkpoint import load_checkpoint
+    from defectflow.backends.base import nearest_sq_distances
+    from defectflow.backends.coreset import flat_patches, projection
+    from defectflow.inputs import FIT_SPLITS, load_inputs
+
+    pc = load_checkpoint(out / "c.safetensors")
+    data, _ = load_inputs("features", table, "cat", files, 224, FIT_SPLITS,
+                          select=lambda r: r["split"] != "val")  # fmt: skip
+    proj = projection(data.patch.shape[1], pc.params.projection_dim, np.random.default_rng(0))
+    bank = pc.bank @ proj
+    worst = 0.0
+    for i in range(0, len(data), 256):
+        x = flat_patches(data.patch[i : i + 256]) @ proj
+        worst = max(worst, float(nearest_sq_distances(x, bank).max()))
+    return worst**0.5
+
+
+def fit_bench(args: argparse.Namespace) -> None:
+    """PatchCore train jobs at scale (see the module's docstring)."""
+    from common import patch_features, weld_rows
+
+    from defectflow.config import parse_config
+    from defectflow.memory import synthetic_train_data
+
+    rows = [r["image_path"] for r in weld_rows() if r["split"] != "test"]
+    flat = patch_features(rows, flips=True)
+    protos = flat.reshape(-1, 28, 28, flat.shape[1]).transpose(0, 3, 1, 2)
+    default = parse_config({"datasets": {"big": {"sources": [{"type": "demo"}]}}}).models
+    params = default["patchcore"].model_dump(mode="json")
+    print(f"\n{'images':>7} {'run':<20} {'wall s':>7} {'peak MB':>8} {'mem_mb':>7} {'bank':>6} "
+          f"{'greedy cands':>12} {'radius':>7} {'bound':>7} {'exact radius':>12}")  # fmt: skip
+    rate = None
+    for n in args.fit_images:
+        root = Path(tempfile.mkdtemp(prefix="df-scale-fit-"))
+        try:
+            table, files = synthetic_train_data(root, n, 2000, prototypes=protos)
+            runs = {"default (two-stage)": params}
+            if n <= args.exact_up_to:
+                runs["one-stage greedy"] = params | {
+                    "max_greedy_pairs": 10**18,
+                    "max_memory_mb": 10**6,
+                }
+            for name, p in runs.items():
+                r = _train(table, files, p, root / name)
+                exact = _exact_radius(files, table, root / name) if n <= args.radius_up_to else None
+                print(f"{n:>7} {name:<20} {r['wall']:>7.0f} {r['peak']:>8,.0f} {r['mem_mb']:>7} "
+                      f"{r['bank_size']:>6} {r.get('greedy_candidates', 0):>12,} "
+                      f"{r['covering_radius']:>7.3f} {r.get('radius_bound', r['covering_radius']):>7.3f} "
+                      f"{'-' if exact is None else f'{exact:.3f}':>12}")  # fmt: skip
+                if name == "one-stage greedy":
+                    rate = r["candidates"] * r["bank_size"] / r["wall"]
+            if n > args.exact_up_to and rate:
+                pairs = r["candidates"] * r["bank_size"]
+                print(f"{n:>7} {'one-stage greedy':<20} {pairs / rate:>7.0f} (extrapolated from "
+                      f"its {rate:.3g} pairs/s above; not run)")  # fmt: skip
+        finally:
+            shutil.rmtree(root)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--n", type=int, default=100_000, help="manifest records for preflight")
     ap.add_argument("--plan", type=int, default=20_000, help="images of the planned dataset")
-    ap.add_argument("--fit-images", type=int, default=10_000)
-    ap.add_argument("--coreset-ratio", type=float, default=0.0005,
-                    help="small by default: the memory is the point, the coreset time grows with "
-                    "kept x candidates")  # fmt: skip
+    ap.add_argument("--fit-images", type=int, nargs="+", default=[2000, 10_000, 20_000])
+    ap.add_argument("--exact-up-to", type=int, default=2000,
+                    help="run the one-stage greedy baseline up to this many images")  # fmt: skip
+    ap.add_argument("--radius-up-to", type=int, default=2000,
+                    help="compute every candidate's distance to the bank up to this many images")  # fmt: skip
+    ap.add_argument("--only-fit", action="store_true", help="only the PatchCore train jobs")
     ap.add_argument("--keep", type=Path, help="make the data here and keep it")
     args = ap.parse_args()
+    if args.only_fit:
+        fit_bench(args)
+        return
 
     from defectflow.config import DatasetConfig, PreflightConfig
     from defectflow.ingest import ingest_sources
@@ -148,20 +216,7 @@ def main() -> None:
           f"(188 images): {demo_s:.2f} s for {demo_jobs} jobs; ratio {big_s / demo_s:.2f}x "
           f"(target: under 3 s)")  # fmt: skip
 
-    # 3. PatchCore fit on many images' features
-    feat_mb = args.fit_images * 152 * 28 * 28 * 2 / 2**20
-    res = run_measured([sys.executable, "-c", FIT, str(args.fit_images), str(args.coreset_ratio)],
-                       max_mb=12000)  # fmt: skip
-    fit = next((line for line in res["output"].splitlines() if line.startswith("FIT")), None)
-    status = "killed at 12 GB" if res["killed"] else f"exit {res['rc']}"
-    print(f"patchcore fit, {args.fit_images:,} images (coreset_ratio {args.coreset_ratio}): "
-          f"{res['wall_s']:.0f} s, peak RSS {res['peak_mb']:,.0f} MB ({status}); stored features "
-          f"{feat_mb:,.0f} MB; ratio {res['peak_mb'] / feat_mb:.2f}x; target under 8 GB: "
-          f"{'met' if res['peak_mb'] < 8192 and res['rc'] == 0 else 'NOT met'}")  # fmt: skip
-    if fit:
-        print("  ", fit)
-    elif res["rc"] != 0:
-        print(res["output"][-2000:])
+    fit_bench(args)
     if not args.keep:
         shutil.rmtree(root)
 

@@ -60,6 +60,7 @@ def run_calibrate(crossfit: str | Path, checkpoint: str | Path, backbone_onnx: s
         dataset=dataset, category=category, model=model, backend=e.name, params=meta["params"],
         consumes=e.consumes, backbone=bb_ref, backbone_spec=spec, weights_sha256=wsha, preprocess=pp,
         checkpoint=_ref(checkpoint, out.parent), threshold=thr, map_sigma=map_sigma, seed=seed,
+        search=meta.get("extra", {}).get("search"),
         versions=versions, device=meta.get("device", "cpu"), digest="",
     )  # fmt: skip
     cfg = write_infer_config(cfg, out)

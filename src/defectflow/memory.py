@@ -94,10 +94,15 @@ print("PEAK_KB", [x.split()[1] for x in Path("/proc/self/status").read_text().sp
 
 def synthetic_train_data(root: str | Path, n: int, shard_size: int,
                          patch_shape: tuple[int, int, int] = (152, 28, 28), dim: int = 472,
-                         seed: int = 0) -> tuple[Path, list[str]]:  # fmt: skip
+                         seed: int = 0, prototypes: Any = None) -> tuple[Path, list[str]]:  # fmt: skip
     """A standardized table of ``n`` normal images of category ``cat`` (every tenth held out
     as val) and their synthetic stored features in shards: what a train job reads, for
-    measuring one (``bench/train_memory.py`` and its test). Returns (table, shard files)."""
+    measuring one (``bench/train_memory.py``, ``bench/scale.py`` and a test). Returns (table,
+    shard files).
+
+    Features are one random base plus noise, or, with ``prototypes`` (real ``[K, C, H, W]``
+    patch features), a random prototype shifted by up to two positions plus a little noise:
+    the structure of a production line's near-identical parts."""
     import numpy as np
 
     from defectflow.artifacts.embeddings import shard_name, write_shard
@@ -121,7 +126,16 @@ def synthetic_train_data(root: str | Path, n: int, shard_size: int,
     files = []
     for s in range(k):
         part = rows[s * shard_size : (s + 1) * shard_size]
-        patch = base + 0.3 * rng.standard_normal((len(part), *patch_shape), dtype=np.float32)
+        if prototypes is None:
+            patch = base + 0.3 * rng.standard_normal((len(part), *patch_shape), dtype=np.float32)
+        else:
+            protos = np.asarray(prototypes, np.float32)
+            scale = 0.05 * float(protos.std())
+            patch = np.empty((len(part), *patch_shape), np.float32)
+            for i in range(len(part)):
+                shift = tuple(int(v) for v in rng.integers(-2, 3, 2))
+                patch[i] = np.roll(protos[rng.integers(len(protos))], shift, axis=(1, 2))
+                patch[i] += scale * rng.standard_normal(patch_shape, dtype=np.float32)
         f = root / f"{shard_name(s, k)}.safetensors"
         write_shard(patch, rng.standard_normal((len(part), dim), dtype=np.float32), part, {}, f,
                     f.with_suffix(".parquet"))  # fmt: skip

@@ -160,6 +160,20 @@ def _thr(t) -> str:
     return f"{t.value:.4g} ({html.escape(t.policy)} on {html.escape(on)}: {t.n_normal} normal/{t.n_anomaly} anomalous)"
 
 
+def _search(s: dict) -> str:
+    """What the nearest-neighbour search behind a model's scores is, in words."""
+    if s.get("method") != "ivf":
+        return "Scores from exact nearest-neighbour search (every memory bank entry)."
+    out = (f"Scores from an IVF index ({s.get('lists')} lists, {s.get('probe')} searched per "
+           "patch): image scores are exact (certified by re-ranking); a map patch may be "
+           "overstated when its nearest entry is in a list not searched")  # fmt: skip
+    if "recall" in s:
+        out += (f": on {s['queries']} training patches the index found the nearest entry "
+                f"{s['recall']:.1%} of the time, overstating by {s['mean_overstatement']:.2%} "
+                "on average")  # fmt: skip
+    return html.escape(out + ".")
+
+
 def build_report(dataset: str, metrics_files: list[str], prediction_files: list[str], preflight: str | None,
                  infer_configs: list[str] | None = None, memory: str | None = None,
                  leaderboard: str | None = None, table: str | None = None) -> str:  # fmt: skip
@@ -169,10 +183,11 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
         from defectflow.artifacts.standardized import read_standardized
 
         masks = {r["image_id"]: r["mask_path"] for r in read_standardized(table)}
-    thresholds = {}
+    thresholds, searches = {}, {}
     for f in infer_configs or []:
         ic = read_infer_config(f)
         thresholds[(ic.category, ic.model)] = ic.threshold
+        searches[(ic.category, ic.model)] = ic.search
     preds: dict[str, dict[str, list[PredictionRecord]]] = defaultdict(dict)
     for m, f in zip(metrics, prediction_files, strict=True):
         preds[m.category][m.model] = read_predictions(f)
@@ -261,6 +276,8 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
             thr = thresholds.get((cat, model_name))
             raw_thr = thr.value if thr is not None else None
             parts.append(f"<h3>{html.escape(model_name)}: threshold {_thr(thr)}</h3>")
+            if searches.get((cat, model_name)):
+                parts.append(f"<p class=muted>{_search(searches[(cat, model_name)])}</p>")
             fn = sorted((r for r in recs if r.gt_label == "anomaly" and r.pred_label == "normal"),
                         key=lambda r: r.normalized_score or 0)[:6]  # fmt: skip
             fp = sorted((r for r in recs if r.gt_label == "normal" and r.pred_label == "anomaly"),

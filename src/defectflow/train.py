@@ -18,6 +18,7 @@ from defectflow.artifacts.scores import write_scores
 from defectflow.backends.base import Backend
 from defectflow.errors import ModelError
 from defectflow.inputs import FIT_SPLITS, load_inputs
+from defectflow.progress import Progress
 from defectflow.threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,16 @@ def assign_folds(ids: list[str], groups: list[str | None], k: int, seed: int) ->
     return np.array([fold_by_key[g] for g in keys])
 
 
-def oof_scores(backend: Backend, data: Any, rows: np.ndarray | None = None,
-               batch: int = 32) -> np.ndarray:  # fmt: skip
+def oof_scores(backend: Backend, data: Any, rows: np.ndarray | None = None, batch: int = 32,
+               progress: Progress | None = None) -> np.ndarray:  # fmt: skip
     """Raw image scores of ``data`` (of its ``rows`` only, when given), in batches so memory
     stays bounded (maps are not needed)."""
     idx = np.arange(len(data)) if rows is None else np.asarray(rows)
-    parts = [np.asarray(backend.score(data.subset(idx[s : s + batch]))[0], np.float64)
-             for s in range(0, len(idx), batch)]  # fmt: skip
+    parts = []
+    for s in range(0, len(idx), batch):
+        parts.append(np.asarray(backend.score(data.subset(idx[s : s + batch]))[0], np.float64))
+        if progress is not None:
+            progress.update(len(parts[-1]))
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -80,6 +84,7 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
     fold = assign_folds(fit.ids, [r["group_id"] for r in fit_rows], k, seed)
     oof = np.zeros(len(fit))
     method = "refit"
+    progress = Progress(len(fit), f"{category}/{model}: cross-fit scoring", every=10.0)
     for f in range(k):
         held, kept = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
         b = backend.fold_model(kept, fit)
@@ -88,7 +93,7 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
             b.fit(fit.subset(kept), seed=seed)
         else:
             method = "derived from the delivered model (see the backend's fold_model)"
-        oof[held] = oof_scores(b, fit, held)
+        oof[held] = oof_scores(b, fit, held, progress=progress)
         log.info("%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals", dataset, category, model, f + 1, k, len(held))  # fmt: skip
     out = [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal", "fold": int(fo),
             "score": float(s)} for r, fo, s in zip(fit_rows, fold, oof, strict=True)]  # fmt: skip

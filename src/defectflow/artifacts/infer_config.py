@@ -63,6 +63,11 @@ class InferConfig(ModelArtifact):
     checkpoint: FileRef
     threshold: Threshold
     map_sigma: float
+    search: dict[str, Any] | None = Field(
+        default=None,
+        description="how the scores' nearest-neighbour search runs (`method`: exact | ivf, with "
+        "the index's lists and probe); `defectflow infer` uses the same; null: no such search",
+    )
     seed: int
     versions: dict[str, str]
     device: str = Field(

@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _kcenter(x: np.ndarray, n: int, first: int, out: np.ndarray) -> float:  # pragma: no cover
-    """Greedy k-center of ``n`` rows of ``x`` from ``first`` into ``out``; returns the covering
-    radius (squared) of the rows by the chosen ones."""
+def _kcenter(x: np.ndarray, n: int, first: int, out: np.ndarray,
+             radii: np.ndarray) -> float:  # pragma: no cover  # fmt: skip
+    """Greedy k-center of ``n`` rows of ``x`` from ``first`` into ``out``; ``radii[i]``: the
+    covering radius (squared) by the first ``i + 1`` centres; returns the last one."""
     N, D = x.shape
     mind = np.full(N, np.inf, dtype=np.float32)  # squared distance to the nearest centre
     assign = np.zeros(N, dtype=np.int64)  # index (into out) of that centre
@@ -71,6 +72,7 @@ def _kcenter(x: np.ndarray, n: int, first: int, out: np.ndarray) -> float:  # pr
             if m > best:
                 best = m
                 arg = k
+        radii[i] = max(best, np.float32(0.0))
         idx = arg
     return max(best, np.float32(0.0))
 
@@ -209,25 +211,58 @@ def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, max_p
             x[i0 * hw : i0 * hw + len(block)] = block if proj is None else block @ proj
         idx, radius = kcenter(x, n, int(rng.integers(total)))
         return Selection(idx, total, total, radius, None)
-    m = min(hw, max(1, room // n_img, math.ceil(n / n_img)))
+    # Stage 1: each image's own greedy order, up to m_max patches, with its covering radius
+    # after each; then one radius r for all images, the smallest whose per-image prefixes fit
+    # ``room``: images with unusual patches keep more of them.
+    m_max = min(hw, max(1, 3 * (room // n_img), math.ceil(n / n_img)))
     log.info("coreset: %d candidates x %d entries exceed the greedy's bound (%.3g pairs); each "
-             "image first keeps its own greedy %d of %d patches", total, n, max_pairs, m, hw)  # fmt: skip
+             "image is first reduced by its own greedy k-center (up to %d of %d patches)",
+             total, n, max_pairs, m_max, hw)  # fmt: skip
     firsts = rng.integers(hw, size=n_img)
-    x = np.empty((n_img * m, c if proj is None else proj.shape[1]), np.float32)
-    rows = np.empty(n_img * m, np.int64)
-    out = np.empty(m, np.int64)
-    image_r2 = 0.0
+    order = np.empty((n_img, m_max), np.int32)
+    radii = np.empty((n_img, m_max), np.float32)
+    out = np.empty(m_max, np.int64)
     progress = Progress(n_img, "coreset: per-image greedy", every=10.0)
     for i0 in range(0, n_img, step):
         block = flat_patches(patch[i0 : i0 + step])
         if proj is not None:
             block = block @ proj
         for k in range(len(block) // hw):
-            xi = block[k * hw : (k + 1) * hw]
-            image_r2 = max(image_r2, float(_kcenter(xi, m, int(firsts[i0 + k]), out)))
-            at = (i0 + k) * m
-            x[at : at + m] = xi[out]
-            rows[at : at + m] = (i0 + k) * hw + out
+            _kcenter(block[k * hw : (k + 1) * hw], m_max, int(firsts[i0 + k]), out, radii[i0 + k])
+            order[i0 + k] = out
         progress.update(len(block) // hw)
+    keep = _prefixes(radii, room)
+    starts = np.concatenate([[0], np.cumsum(keep)])
+    x = np.empty((int(starts[-1]), c if proj is None else proj.shape[1]), np.float32)
+    rows = np.empty(len(x), np.int64)
+    for i0 in range(0, n_img, step):  # the kept patches, projected again (cheaper than storing)
+        i1 = min(n_img, i0 + step)
+        sel = np.concatenate([i * hw + order[i, : keep[i]] for i in range(i0, i1)])
+        rows[starts[i0] : starts[i1]] = sel
+        kept = flat_patches(patch[i0:i1])[sel - i0 * hw]
+        x[starts[i0] : starts[i1]] = kept if proj is None else kept @ proj
+    image_r2 = float(radii[np.arange(n_img), keep - 1].max())
+    log.info("coreset: per-image stage kept %d candidates (%d-%d an image; covering radius %.4g)",
+             len(x), keep.min(), keep.max(), np.sqrt(image_r2))  # fmt: skip
     idx, radius = kcenter(x, n, int(rng.integers(len(x))))
     return Selection(rows[idx], total, len(x), radius, float(np.sqrt(image_r2)))
+
+
+def _prefixes(radii: np.ndarray, room: int) -> np.ndarray:
+    """Per image (row of non-increasing covering radii), how many of its greedy centres to
+    keep: the fewest that bring every image to one shared radius, the smallest radius whose
+    total fits ``room`` (every image keeps at least one)."""
+    m_max = radii.shape[1]
+
+    def kept(r: float) -> np.ndarray:
+        return np.minimum((radii > r).sum(axis=1) + 1, m_max)
+
+    values = np.unique(radii)
+    lo, hi = 0, len(values) - 1  # kept(values[hi]) is all ones; find the smallest that fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if kept(values[mid]).sum() <= room:
+            hi = mid
+        else:
+            lo = mid + 1
+    return kept(values[lo])

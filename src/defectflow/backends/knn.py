@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from defectflow.backends.base import Backend, Features, knn_distances
+from defectflow.backends.base import Backend, Features, augmented_bank, knn_distances
 from defectflow.backends.params import KnnParams
 from defectflow.errors import ModelError
 
@@ -23,15 +23,19 @@ class KnnBackend(Backend):
     def __init__(self, params: KnnParams) -> None:
         super().__init__(params)
         self.bank = np.zeros((0, 0), np.float32)
+        self._aug: np.ndarray | None = None
 
     def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
         if len(data) == 0:
             raise ModelError("knn needs image embeddings of at least one training image")
         self.bank = _unit(data.image)
+        self._aug = None
         return {"bank_size": len(self.bank), "dim": int(self.bank.shape[1])}
 
     def score(self, data: Features) -> tuple[np.ndarray, None]:
-        d, _ = knn_distances(_unit(data.image), self.bank, k=self.params.k)
+        if self._aug is None:  # screened in float32, the nearest measured in float64
+            self._aug = augmented_bank(self.bank)
+        d, _ = knn_distances(_unit(data.image), self.bank, self.params.k, self._aug)
         return d.mean(1), None
 
     def torch_scorer(self):
@@ -51,3 +55,4 @@ class KnnBackend(Backend):
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.bank = state["bank"].astype(np.float32)
+        self._aug = None

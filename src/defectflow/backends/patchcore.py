@@ -44,6 +44,7 @@ class PatchcoreBackend(Backend):
         self.index: IvfIndex | None = None  # None: exact search
         self._bank_aug: np.ndarray | None = None
         self._ivf = None
+        self.recall: dict[str, Any] = {}  # the index's recall, measured at fit time
 
     def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
         """Candidates are streamed from the stored ``[N, C, H, W]`` features (float16 as stored)
@@ -77,11 +78,12 @@ class PatchcoreBackend(Backend):
         self.source = (rows // hw).astype(np.int32)
         self.grid = np.array([h, w])
         self.index = None
-        if self.search_method(len(self.bank)) == "ivf":
-            self.index = IvfIndex.build(
-                self.bank, p.ivf_lists or default_lists(len(self.bank)), seed
-            )
         self._bank_aug = self._ivf = None
+        self.recall = {}
+        if self.search_method(len(self.bank)) == "ivf":
+            lists = p.ivf_lists or default_lists(len(self.bank))
+            self.index = IvfIndex.build(self.bank, lists, seed)
+            self.recall = self._measure_recall(data.patch, rows, seed)
         return {
             "candidates": int(total),
             "bank_size": len(self.bank),
@@ -90,6 +92,25 @@ class PatchcoreBackend(Backend):
             **coverage,
             "search": self.search_info(),
         }
+
+    def _measure_recall(self, patch: np.ndarray, rows: np.ndarray, seed: int,
+                        n: int = 2000) -> dict[str, Any]:  # fmt: skip
+        """How often the index finds a training patch's nearest bank entry, on up to ``n``
+        training patches that are not in the bank, and by how much it overstates the rest."""
+        _, _, h, w = patch.shape
+        total = len(patch) * h * w
+        pick = np.random.default_rng(seed + 1).choice(total, min(n, total), replace=False)
+        pick = np.setdiff1d(pick, rows)
+        if len(pick) == 0:
+            return {}
+        pos = pick % (h * w)
+        q = np.ascontiguousarray(patch[pick // (h * w), :, pos // w, pos % w], dtype=np.float32)
+        exact = np.sqrt(nearest_sq_distances(q, self.bank, self._aug()))
+        found = np.sqrt(self._patch_sq_distances(q))
+        over = found / np.maximum(exact, 1e-12) - 1.0
+        return {"recall": round(float(np.mean(over <= 1e-4)), 4), "queries": len(q),
+                "mean_overstatement": round(float(over.mean()), 5),
+                "p99_overstatement": round(float(np.quantile(over, 0.99)), 5)}  # fmt: skip
 
     def search_method(self, bank_size: int) -> str:
         """``exact`` or ``ivf``: what ``search`` means for a bank of this size."""
@@ -102,10 +123,16 @@ class PatchcoreBackend(Backend):
         if self.index is None:
             return {"method": "exact"}
         return {"method": "ivf", "lists": len(self.index.centroids), "probe": self.params.ivf_probe,
-                "image_scores": "exact (certified by re-ranking)", "maps": "approximate"}  # fmt: skip
+                "image_scores": "exact (certified by re-ranking)", "maps": "approximate",
+                **self.recall}  # fmt: skip
 
     def extra_meta(self) -> dict[str, Any]:
         return {"search": self.search_info()}
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        search = meta.get("search", {})
+        self.recall = {k: search[k] for k in ("recall", "queries", "mean_overstatement",
+                                              "p99_overstatement") if k in search}  # fmt: skip
 
     def _aug(self) -> np.ndarray:
         if self._bank_aug is None:
