@@ -151,7 +151,7 @@ def main() -> None:
     )
     ap.add_argument("--n", type=int, default=100_000, help="manifest records for preflight")
     ap.add_argument("--plan", type=int, default=20_000, help="images of the planned dataset")
-    ap.add_argument("--fit-images", type=int, nargs="+", default=[2000, 10_000, 20_000])
+    ap.add_argument("--fit-images", type=int, nargs="*", default=[2000, 10_000, 20_000])
     ap.add_argument("--exact-up-to", type=int, default=2000,
                     help="run the one-stage greedy baseline up to this many images")  # fmt: skip
     ap.add_argument("--radius-up-to", type=int, default=2000,
