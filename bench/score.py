@@ -1,7 +1,8 @@
 """Scoring speed and what the default search costs in accuracy, measured in one run.
 
     .venv/bin/python bench/score.py [--banks 5000 50000 200000] [--knn-banks 100000]
-                                    [--threads 2] [--skip-accuracy]
+                                    [--threads 2] [--skip-accuracy] [--skip-speed]
+                                    [--demo-train 500]
 
 1. Speed: test images/s of the delivered PatchCore path (ONNX backbone + nearest-neighbour
    search against the memory bank + smoothed maps) with banks of 5k, 50k and 200k entries, with
@@ -12,7 +13,8 @@
 2. Accuracy: the default chain's PatchCore fitted with `coreset_ratio: 1.0` (banks of 28k
    entries on battery weld, 47k on the demo categories) and scored once with `search: exact`
    and once with `search: ivf`, in one `snakemake` run per dataset (shared embeddings): image
-   AUROC, pixel AUROC and AUPRO of both, and their differences.
+   AUROC, pixel AUROC and AUPRO of both, and their differences. `--demo-train N` adds the demo
+   texture with N training images at the default coreset ratio.
 """
 
 from __future__ import annotations
@@ -95,21 +97,30 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def accuracy(args: argparse.Namespace) -> None:
-    models = {f"pc_{s}": {"backend": "patchcore", "coreset_ratio": 1.0, "search": s}
-              for s in ("exact", "ivf")}  # fmt: skip
+    def models(ratio: float) -> dict:
+        return {f"pc_{s}": {"backend": "patchcore", "coreset_ratio": ratio, "search": s}
+                for s in ("exact", "ivf")}  # fmt: skip
+
     runs = {
         "battery weld": (
             {"weld": {"sources": [
                 {"type": "manifest", "path": str(WELD / "train_welding.json"), "split": "train"},
                 {"type": "manifest", "path": str(WELD / "test_welding.json"), "split": "test"}]},
              "demo": {"enabled": False, "sources": [{"type": "demo"}]}},
-            {"severity": {"LEAKAGE_EXACT": "warning"}},
+            {"severity": {"LEAKAGE_EXACT": "warning"}}, models(1.0), {},
         ),
-        "demo": ({"demo": {"sources": [{"type": "demo"}]}}, {}),
+        "demo": ({"demo": {"sources": [{"type": "demo"}]}}, {}, models(1.0), {}),
     }  # fmt: skip
+    if args.demo_train:  # a texture of several hundred images, at the default coreset ratio
+        runs[f"tile x{args.demo_train}"] = (
+            {"demo": {"sources": [{"type": "demo"}]}}, {}, models(0.1),
+            {"n_train": args.demo_train, "n_test_normal": 40, "n_test_per_defect": 15,
+             "categories": ["tile"]})  # fmt: skip
     print(f"\n{'data':<13} {'category':<9} {'bank':>6} {'search':<6} {'image AUROC':>11} "
           f"{'pixel AUROC':>11} {'AUPRO':>7}")  # fmt: skip
-    for name, (datasets, preflight) in runs.items():
+    for name, (datasets, preflight, pcs, demo) in runs.items():
+        if args.accuracy_on and not any(name.startswith(a) for a in args.accuracy_on):
+            continue
         if name == "battery weld" and not WELD.is_dir():
             print(f"{name}: data not found at {WELD}; skipped")
             continue
@@ -118,17 +129,18 @@ def accuracy(args: argparse.Namespace) -> None:
             for part in ("Snakefile", "rules", "scripts", "config", "schemas", "envs", "profiles"):
                 (shutil.copytree if (REPO / part).is_dir() else shutil.copy)(REPO / part, wf / part)
             cfg = yaml.safe_load((wf / "config/config.yaml").read_text())
-            cfg["datasets"], cfg["models"] = datasets, models
+            cfg["datasets"], cfg["models"] = datasets, pcs
             cfg["preflight"].update(preflight)
+            cfg["demo"].update(demo)
             (wf / "config/config.yaml").write_text(yaml.safe_dump(cfg))
             r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.threads)],
                                cwd=wf, capture_output=True, text=True)  # fmt: skip
             if r.returncode != 0:
                 sys.exit(f"{name}: the chain failed:\n{r.stderr[-3000:]}")
-            for ds in (wf / "results").iterdir():
+            for ds in sorted(d.parent.parent for d in (wf / "results").glob("*/models/pc_exact")):
                 for cat in sorted(p.name for p in (ds / "models/pc_exact").iterdir()):
                     got = {}
-                    for m in models:
+                    for m in pcs:
                         met = json.loads((ds / "models" / m / cat / "metrics.json").read_text())
                         card = json.loads((ds / "models" / m / cat / "model_card.json").read_text())
                         got[m] = (met["image"]["auroc"], met["pixel"].get("auroc"),
@@ -154,12 +166,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--accuracy-on", nargs="*", help="only these runs: battery, demo, tile")
+    ap.add_argument("--demo-train", type=int, default=0,
+                    help="also the demo texture with this many training images (default ratio)")  # fmt: skip
     args = ap.parse_args()
 
     from defectflow.threads import set_threads
 
     set_threads(args.threads)
-    speed(args)
+    if not args.skip_speed:
+        speed(args)
     if not args.skip_accuracy:
         accuracy(args)
 

@@ -516,6 +516,27 @@ def test_delivered_model_runs_from_a_copied_folder(demo_run, tmp_path):
     ckpt.write_bytes(good)
 
 
+def test_indexed_patchcore_states_its_search_and_infer_reproduces_it(demo_run, tmp_path):
+    model = "{'pc_ivf': {'backend': 'patchcore', 'coreset_ratio': 0.5, 'search': 'ivf'}}"
+    rel = Path("results/demo/models/pc_ivf/bracket")
+    snakemake(demo_run, str(rel / "predictions.jsonl"), "--config", f"models={model}")
+    card = json.loads((demo_run / rel / "model_card.json").read_text())
+    ic = json.loads((demo_run / rel / "infer_config.json").read_text())
+    assert card["facts"]["search"]["method"] == "ivf" and ic["search"] == card["facts"]["search"]
+    assert 0 < ic["search"]["recall"] <= 1 and ic["search"]["lists"] > 1
+    delivered = _deliver(demo_run / rel, tmp_path / "deliver")
+    images = demo_run / "resources" / "demo" / "bracket" / "test"
+    r = _infer("--infer-config", str(delivered), str(images), "--out", str(tmp_path / "p.jsonl"))
+    assert r.returncode == 0, r.stderr
+    ours = {json.loads(x)["image_path"]: json.loads(x)["score"]
+            for x in (tmp_path / "p.jsonl").read_text().splitlines()}  # fmt: skip
+    pipeline = [
+        json.loads(x) for x in (demo_run / rel / "predictions.jsonl").read_text().splitlines()
+    ]
+    for p in pipeline:
+        assert ours[p["image_path"]] == pytest.approx(p["score"], rel=1e-4)
+
+
 def test_edited_threshold_is_refused_until_sealed_as_a_new_model(demo_run, tmp_path):
     ic = _deliver(demo_run / "results/demo/models/padim/tile", tmp_path / "d")
     data = json.loads(ic.read_text())

@@ -95,6 +95,12 @@ class Backend(ABC):
         """Counterpart of :meth:`extra_meta` at load time."""
 
 
+def flat_patches(patch: np.ndarray) -> np.ndarray:
+    """``[N, C, H, W]`` patch features as float32 rows ``[N*H*W, C]`` (image-major)."""
+    n, c, h, w = patch.shape
+    return np.ascontiguousarray(patch.transpose(0, 2, 3, 1).reshape(-1, c), dtype=np.float32)
+
+
 def augmented_bank(bank: np.ndarray) -> np.ndarray:
     """``[C + 1, N]``: the bank's rows times -2, then their squared norms, so that one matrix
     product with ``[q, 1]`` gives ``|b|^2 - 2 q.b`` (no separate pass adding the norms)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from defectflow.backends.base import flat_patches
 from defectflow.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,6 @@ def projection(dim: int, projection_dim: int, rng: np.random.Generator) -> np.nd
         proj /= np.sqrt(projection_dim)
         return proj
     return None
-
-
-def flat_patches(patch: np.ndarray) -> np.ndarray:
-    """``[N, C, H, W]`` patch features as float32 rows ``[N*H*W, C]`` (image-major)."""
-    n, c, h, w = patch.shape
-    return np.ascontiguousarray(patch.transpose(0, 2, 3, 1).reshape(-1, c), dtype=np.float32)
 
 
 def greedy_coreset(

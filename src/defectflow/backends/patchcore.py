@@ -12,7 +12,7 @@ estimate certifies the maximum. Only the map's other patches can be overstated.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,14 +20,16 @@ from defectflow.backends.base import (
     Backend,
     Features,
     augmented_bank,
+    flat_patches,
     knn_distances,
     nearest_index,
     nearest_sq_distances,
 )
-from defectflow.backends.coreset import flat_patches, select_bank
-from defectflow.backends.ivf import IvfIndex, default_lists
 from defectflow.backends.params import PatchcoreParams
 from defectflow.errors import ModelError
+
+if TYPE_CHECKING:
+    from defectflow.backends.ivf import IvfIndex
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ class PatchcoreBackend(Backend):
             rows = np.arange(total)
             coverage: dict[str, Any] = {"covering_radius": 0.0}
         else:
+            # training code, imported here so that the delivery path never loads it
+            from defectflow.backends.coreset import select_bank
+
             sel = select_bank(data.patch, target, p.projection_dim, seed, p.max_greedy_pairs,
                               max(target, p.max_memory_mb * 2**20 // (4 * proj_dim)))  # fmt: skip
             rows = sel.rows
@@ -81,6 +86,9 @@ class PatchcoreBackend(Backend):
         self._bank_aug = self._ivf = None
         self.recall = {}
         if self.search_method(len(self.bank)) == "ivf":
+            # the index (and numba, for its probes) is imported where a model uses one
+            from defectflow.backends.ivf import IvfIndex, default_lists
+
             lists = p.ivf_lists or default_lists(len(self.bank))
             self.index = IvfIndex.build(self.bank, lists, seed)
             self.recall = self._measure_recall(data.patch, rows, seed)
@@ -249,6 +257,8 @@ class PatchcoreBackend(Backend):
         self.source = state.get("source", np.zeros(0, np.int32))
         self.index = None
         if "ivf_centroids" in state:
+            from defectflow.backends.ivf import IvfIndex
+
             self.index = IvfIndex(np.ascontiguousarray(state["ivf_centroids"], np.float32),
                                   np.asarray(state["ivf_lists"], np.int32))  # fmt: skip
         self._bank_aug = self._ivf = None
