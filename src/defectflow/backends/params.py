@@ -122,34 +122,27 @@ class PatchcoreParams(BackendParams):
         default=8, ge=1, description="lists searched per patch (more: slower, fewer misses)"
     )
 
-    def bank_entries(self, n_train: int, patch_shape: list[int]) -> int:
+    def sizes(self, n_train: int, patch_shape: list[int]) -> tuple[int, int, int]:
+        """(bank entries, projected dimension, candidates the global greedy holds) when
+        fitting on ``n_train`` images: what the fit's memory follows from."""
         c, h, w = patch_shape
-        return min(self.max_bank, max(1, int(n_train * h * w * self.coreset_ratio)))
+        proj = self.projection_dim if 0 < self.projection_dim < c else c
+        bank = min(self.max_bank, max(1, int(n_train * h * w * self.coreset_ratio)))
+        room = min(self.max_memory_mb * 2**20 // (4 * proj), self.max_greedy_pairs // bank)
+        return bank, proj, min(n_train * h * w, max(bank, room))
 
     def memory_mb(
         self, n_train: int, patch_shape: list[int], embedding_dim: int
     ) -> dict[str, float]:
-        c, h, w = patch_shape
-        proj = self.projection_dim if 0 < self.projection_dim < c else c
-        bank = self.bank_entries(n_train, patch_shape)
-        rows = min(n_train * h * w, self._greedy_rows(bank, proj))
-        return {"candidates_mb": _mb(rows * proj * 4), "model_mb": _mb(bank * c * 4)}
-
-    def _greedy_rows(self, bank: int, proj: int) -> int:
-        """Candidates the global greedy holds at most."""
-        return max(
-            bank, min(self.max_memory_mb * 2**20 // (4 * proj), self.max_greedy_pairs // bank)
-        )
+        bank, proj, rows = self.sizes(n_train, patch_shape)
+        return {"candidates_mb": _mb(rows * proj * 4), "model_mb": _mb(bank * patch_shape[0] * 4)}
 
     def fit_mb(self, n_train: int, patch_shape: list[int], embedding_dim: int) -> float | None:
-        c, h, w = patch_shape
-        proj = self.projection_dim if 0 < self.projection_dim < c else c
-        bank = self.bank_entries(n_train, patch_shape)
-        rows = min(n_train * h * w, self._greedy_rows(bank, proj))
+        bank, proj, rows = self.sizes(n_train, patch_shape)
         # the projected candidates, their distances and norms; the delivered bank, one fold bank
         # and the index's sorted copy; a projected chunk; a greedy pass's block; a scored batch
         chunks = 64 * 2**20 + 32768 * 1024 * 4 + 2 * 64 * 2**20
-        return _mb(rows * (proj * 4 + 16) + 3 * bank * (c + 1) * 4 + chunks)
+        return _mb(rows * (proj * 4 + 16) + 3 * bank * (patch_shape[0] + 1) * 4 + chunks)
 
 
 class PadimParams(BackendParams):
