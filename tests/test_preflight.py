@@ -360,10 +360,11 @@ def test_memory_projection_from_backbone_shape_and_model_settings(mvtec_tree, tm
                            models, "t", 30, tmp_path / "m.json", default_backbone="base")  # fmt: skip
     feats = 12 * 28 * 28 * 152 * 4 / 2**20  # 12 normal training images of float32 patch features
     assert rep.fit_images == {"widget": 12}
-    assert rep.models["widget"]["pc"]["candidates_mb"] == pytest.approx(feats, abs=0.1)
+    # the coreset holds the candidates in their 128-d random projection; the bank, full features
+    assert rep.models["widget"]["pc"]["candidates_mb"] == pytest.approx(feats * 128 / 152, abs=0.1)
     assert rep.models["widget"]["pc2"]["model_mb"] == pytest.approx(0.5 * feats, abs=0.1)
     assert rep.models["widget"]["pc-deep"]["candidates_mb"] == pytest.approx(
-        12 * 14 * 14 * 432 * 4 / 2**20, abs=0.1
+        12 * 14 * 14 * 128 * 4 / 2**20, abs=0.1
     )
     assert rep.patch_shapes == {"base": [152, 28, 28], "deep": [432, 14, 14]}
     assert rep.models["widget"]["pd"]["model_mb"] == pytest.approx(
