@@ -4,6 +4,7 @@ the inverted-file search, on constructed data where the answer is known."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from defectflow import backends
 from defectflow.artifacts.checkpoint import load_checkpoint, save_checkpoint
@@ -70,15 +71,24 @@ def test_indexed_search_keeps_image_scores_exact_and_reports_its_recall():
     assert hit < 1.0 and abs(hit - search["recall"]) < 0.2  # misses happen, about as measured
 
 
-def test_exact_search_is_the_brute_force_distance():
+def test_exact_search_gives_the_brute_force_maps_and_image_scores():
     train, test = _images(20), _images(5, seed=2)
     pc = backends.build({"backend": "patchcore", "coreset_ratio": 0.3, "search": "exact"})
     pc.fit(_features(train))
-    _, maps = pc.score(_features(test))
+    scores, maps = pc.score(_features(test))
     q = flat_patches(test).astype(np.float64)
     b = pc.bank.astype(np.float64)
-    ref = np.sqrt(((q[:, None, :] - b[None]) ** 2).sum(-1).min(1)).reshape(maps.shape)
-    np.testing.assert_allclose(maps, ref, rtol=1e-4, atol=1e-4)
+    d = np.sqrt(((q[:, None, :] - b[None]) ** 2).sum(-1))  # every patch to every entry
+    np.testing.assert_allclose(maps, d.min(1).reshape(maps.shape), rtol=1e-4, atol=1e-4)
+    # the image score as the paper writes it, all in float64 over the whole bank
+    per_image = d.min(1).reshape(len(test), -1)
+    for i, s in enumerate(scores):
+        worst = i * per_image.shape[1] + per_image[i].argmax()
+        m_star = b[d[worst].argmin()]
+        nb = np.argsort(np.sqrt(((b - m_star) ** 2).sum(-1)), kind="stable")[:9]
+        dist_nb = np.sqrt(((b[nb] - q[worst]) ** 2).sum(-1))
+        weight = 1 - np.exp(dist_nb[0]) / np.exp(dist_nb).sum()
+        assert s == pytest.approx(weight * per_image[i].max(), rel=1e-5)
 
 
 def test_two_stage_bank_covers_within_its_stated_bound_and_near_the_exact_greedy():
