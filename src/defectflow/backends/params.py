@@ -110,7 +110,7 @@ class PatchcoreParams(BackendParams):
         default="auto",
         description="nearest-neighbour search: `exact` (every bank entry), `ivf` (inverted-file "
         "index: image scores stay exact, map patches may be overstated), `auto` (ivf from "
-        "`ivf_min_bank` entries)",
+        "`ivf_min_bank` entries on the CPU; exact on a GPU)",
     )
     ivf_min_bank: int = Field(
         default=10000, ge=1, description="bank size from which `search: auto` uses the index"

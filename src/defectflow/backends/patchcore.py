@@ -122,7 +122,11 @@ class PatchcoreBackend(Backend):
 
     def search_method(self, bank_size: int) -> str:
         """``exact`` or ``ivf``: what ``search`` means for a bank of this size."""
-        if self.params.search == "auto":
+        if self.params.search == "auto":  # on a GPU exact search is fast enough at any size
+            from defectflow import device
+
+            if device.current() == "cuda":
+                return "exact"
             return "ivf" if bank_size >= self.params.ivf_min_bank else "exact"
         return self.params.search
 
