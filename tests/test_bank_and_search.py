@@ -94,8 +94,8 @@ def test_exact_search_gives_the_brute_force_maps_and_image_scores():
 def test_two_stage_bank_covers_within_its_stated_bound_and_near_the_exact_greedy():
     patch = _images(60)
     n, total = 200, 60 * 64
-    one = select_bank(patch, n, 0, seed=0, max_pairs=10**12, max_rows=10**9)
-    two = select_bank(patch, n, 0, seed=0, max_pairs=1200 * n, max_rows=10**9)
+    one = select_bank(patch, n, 0, seed=0, room=10**9)
+    two = select_bank(patch, n, 0, seed=0, room=1200)
     assert one.image_radius is None and one.global_candidates == total
     assert two.image_radius is not None and two.global_candidates <= 1200
     assert len(set(two.rows.tolist())) == n

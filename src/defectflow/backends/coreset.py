@@ -13,9 +13,10 @@ centres, until the budget is met. Two exact implementations of that same selecti
   on the small candidate sets of single images.
 
 At scale (``select_bank``) the global greedy's cost, candidates x bank entries, is bounded: when
-it would exceed ``max_pairs``, each image's patches are first reduced to its own greedy k-center
-coreset (composable coresets: the union of per-image coresets covers every candidate within
-the per-image radius), and the global greedy runs on that union. The covering radii of both
+it would exceed its bound (``max_greedy_pairs``, ``max_memory_mb``), each image's patches are
+first reduced to its own greedy k-center coreset (composable coresets: the union of per-image
+coresets covers every candidate within the per-image radius), and the global greedy runs on
+that union. The covering radii of both
 stages are returned, so the cost in coverage is measured, not assumed.
 """
 
@@ -171,7 +172,6 @@ class Selection:
     """A memory bank chosen from patch candidates, with what it cost in coverage."""
 
     rows: np.ndarray  # flat candidate indices (image * H * W + position), selection order
-    candidates: int  # every patch of every training image
     global_candidates: int  # candidates the global greedy saw (all, or the per-image union)
     radius: float  # covering radius of the global greedy's candidates (projected space)
     image_radius: float | None  # largest per-image covering radius (two stages), else None
@@ -182,14 +182,14 @@ class Selection:
         return self.radius + (self.image_radius or 0.0)
 
 
-def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, max_pairs: int,
-                max_rows: int, chunk_mb: int = 64) -> Selection:  # fmt: skip
+def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, room: int,
+                chunk_mb: int = 64) -> Selection:  # fmt: skip
     """Greedy k-center bank of ``n`` entries from ``[N, C, H, W]`` patch features (float16 as
     stored), streamed into their random projection one chunk of images at a time.
 
-    One stage when the global greedy costs at most ``max_pairs`` (candidates x ``n``) and its
-    candidates fit ``max_rows``; else each image is first reduced to its own greedy coreset of
-    ``m`` patches, ``m`` as large as those bounds allow.
+    One stage when every candidate fits ``room`` (the global greedy's bound, from
+    ``PatchcoreParams.sizes``); else each image first keeps the prefix of its own greedy order
+    that brings it to one radius shared by all images, the smallest whose prefixes fit ``room``.
     """
     n_img, c, h, w = patch.shape
     hw = h * w
@@ -197,7 +197,7 @@ def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, max_p
     n = max(1, min(n, total))
     rng = np.random.default_rng(seed)
     proj = projection(c, projection_dim, rng)
-    room = max(n, min(max_rows, max_pairs // n))
+    room = max(n, room)
     step = max(1, (chunk_mb << 20) // (hw * c * 4))
     if total <= room:
         x = np.empty((total, c if proj is None else proj.shape[1]), np.float32)
@@ -205,14 +205,14 @@ def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, max_p
             block = flat_patches(patch[i0 : i0 + step])
             x[i0 * hw : i0 * hw + len(block)] = block if proj is None else block @ proj
         idx, radius = kcenter(x, n, int(rng.integers(total)))
-        return Selection(idx, total, total, radius, None)
+        return Selection(idx, total, radius, None)
     # Stage 1: each image's own greedy order, up to m_max patches, with its covering radius
     # after each; then one radius r for all images, the smallest whose per-image prefixes fit
     # ``room``: images with unusual patches keep more of them.
     m_max = min(hw, max(1, 3 * (room // n_img), math.ceil(n / n_img)))
-    log.info("coreset: %d candidates x %d entries exceed the greedy's bound (%.3g pairs); each "
-             "image is first reduced by its own greedy k-center (up to %d of %d patches)",
-             total, n, max_pairs, m_max, hw)  # fmt: skip
+    log.info("coreset: %d candidates exceed the global greedy's bound (%d); each image is first "
+             "reduced by its own greedy k-center (up to %d of %d patches)", total, room, m_max,
+             hw)  # fmt: skip
     firsts = rng.integers(hw, size=n_img)
     order = np.empty((n_img, m_max), np.int32)
     radii = np.empty((n_img, m_max), np.float32)
@@ -240,7 +240,7 @@ def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, max_p
     log.info("coreset: per-image stage kept %d candidates (%d-%d an image; covering radius %.4g)",
              len(x), keep.min(), keep.max(), np.sqrt(image_r2))  # fmt: skip
     idx, radius = kcenter(x, n, int(rng.integers(len(x))))
-    return Selection(rows[idx], total, len(x), radius, float(np.sqrt(image_r2)))
+    return Selection(rows[idx], len(x), radius, float(np.sqrt(image_r2)))
 
 
 def _prefixes(radii: np.ndarray, room: int) -> np.ndarray:

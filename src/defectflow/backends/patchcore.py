@@ -58,8 +58,7 @@ class PatchcoreBackend(Backend):
         p = self.params
         n, c, h, w = data.patch.shape
         total = n * h * w
-        target = min(p.max_bank, max(1, int(total * p.coreset_ratio)))
-        proj_dim = p.projection_dim if 0 < p.projection_dim < c else c
+        target, _, room = p.sizes(n, [c, h, w])
         if target >= total:
             rows = np.arange(total)
             coverage: dict[str, Any] = {"covering_radius": 0.0}
@@ -67,8 +66,7 @@ class PatchcoreBackend(Backend):
             # training code, imported here so that the delivery path never loads it
             from defectflow.backends.coreset import select_bank
 
-            sel = select_bank(data.patch, target, p.projection_dim, seed, p.max_greedy_pairs,
-                              max(target, p.max_memory_mb * 2**20 // (4 * proj_dim)))  # fmt: skip
+            sel = select_bank(data.patch, target, p.projection_dim, seed, room)
             rows = sel.rows
             coverage = {"covering_radius": round(sel.radius, 6),
                         "greedy_candidates": sel.global_candidates}  # fmt: skip
