@@ -4,23 +4,15 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from defectflow.backends import entry
-from defectflow.config import parse_config
+from defectflow.config import parse_workflow_config
 from defectflow.errors import ConfigError
 from defectflow.ingest import DEMO_DIR
 from defectflow.sharding import n_shards
 
-try:
-    CFG = parse_config(
-        config, where="config (config/config.yaml and --config/--configfile)"
-    )
+try:  # every config mistake answered here, before any job, naming the file that makes it
+    CFG = parse_workflow_config(config, workflow.configfiles, workflow.overwrite_configfiles)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-_MISSING = CFG.missing_sources()
-if _MISSING:
-    raise WorkflowError(
-        "invalid config (config/config.yaml and --config/--configfile):\n  "
-        + "\n  ".join(_MISSING)
-    )
 
 validate(
     CFG.model_dump(mode="json"), "../schemas/config.schema.json", set_default=False

@@ -92,7 +92,9 @@ def test_misspelt_backbone_is_refused_at_parse_with_a_suggestion():
     with pytest.raises(ConfigError) as exc:
         parse_config({"datasets": demo, "backbone": {"name": "tf_efficientnet_lit0"}})
     assert "backbone.name" in str(exc.value) and "'tf_efficientnet_lite0'" in str(exc.value)
-    ok = parse_config({"datasets": demo, "backbone": {"name": "resnet18.a1_in1k"}})  # a timm tag
+    ok = parse_config(
+        {"datasets": demo, "backbone": {"name": "resnet18.a1_in1k", "weights": "pretrained"}}
+    )  # a timm tag
     assert ok.backbone.name == "resnet18.a1_in1k"
 
 
@@ -186,3 +188,55 @@ def test_sweeps_expand_into_named_variants():
     with pytest.raises(ConfigError, match="seeds: give a list"):
         parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}},
                       "models": {"p": {"backend": "patchcore", "seeds": 3}}})  # fmt: skip
+
+
+def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "datasets:\n  parts: {sources: [{type: demo}]}\n  parts: {sources: [{type: demo}]}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"line 3: .*key 'parts' is written twice \(lines 2 and 3\)"
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"treshold": {}}, "treshold: unknown key; did you mean `threshold`?"),
+    ({"models": {"knn": {"backend": "knn", "kk": 3}}}, "models.knn.kk: unknown key; did you mean `k`?"),
+    ({"models": {"knn": {"backend": "knn", "k": 0}}}, "models.knn.k: Input should be greater"),
+    ({"backbone": {"layers": [2, 7]}}, "backbone.layers: tf_efficientnet_lite0 has 5 feature levels (0-4)"),
+    ({"backbone": {"name": "resnet18"}}, "backbone.weights: packaged (`builtin`) weights exist for"),
+])  # fmt: skip
+def test_config_mistakes_name_the_file_and_the_key_once(tmp_path, extra, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"datasets": {"d": {"sources": [{"type": "demo"}]}}, **extra}))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    text = str(exc.value)
+    assert text.startswith(f"invalid {path}:") and message in text
+    assert "models.knn.knn" not in text
+
+
+def test_dry_run_names_the_users_config_file_for_each_mistake(workflow_dir, tmp_path):
+    """Snakemake merges config/config.yaml and --configfile: each mistake is named with the
+    file that makes it, before any job, and a weights file that does not exist is one."""
+    import subprocess
+    import sys
+
+    def dry_run(content: dict) -> str:
+        mine.write_text(yaml.safe_dump(content))
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(mine)],
+                           cwd=workflow_dir, capture_output=True, text=True)  # fmt: skip
+        assert r.returncode != 0
+        return r.stdout + r.stderr
+
+    mine = tmp_path / "mine.yaml"
+    out = dry_run({"models": {"knn": {"backend": "knn", "k": 0}}})
+    assert f"invalid {mine}:\n  models.knn.k:" in out, out[-2000:]
+    out = dry_run({"backbone": {"weights": str(tmp_path / "nope.pth")}})
+    assert (
+        f"invalid {mine}:\n  backbone.weights: weights file {tmp_path / 'nope.pth'} does not exist"
+        in out
+    )
+    assert "invalid config/config.yaml" not in out

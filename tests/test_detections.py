@@ -1,4 +1,4 @@
-"""COCO and YOLO detection labels as sources (read with FiftyOne's importers), their bad input,
+"""COCO and YOLO labels as sources (boxes, polygons, RLE; YOLO images without labels), their bad input,
 and a COCO dataset through the workflow."""
 
 from __future__ import annotations
@@ -168,3 +168,124 @@ def test_coco_dataset_through_the_workflow(workflow_dir, tmp_path):
     assert m["image"]["n_anomaly"] == 3 and m["pixel"]["status"] == "ok"
     assert set(m["per_defect_type"]) == {"scratch", "stain", "missing_part"}
     assert len(list((workflow_dir / "results/boxes/box_masks/source-1").glob("*.png"))) == 6
+
+
+def _yolo(root: Path, labels: dict[str, str | None], split: str = "train", size=(40, 40)) -> Path:
+    """images/<split>/<stem>.png, labels/<split>/<stem>.txt (None: no label file) and data.yaml."""
+    (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+    for k, (stem, txt) in enumerate(sorted(labels.items())):
+        save_image(root / "images" / split / f"{stem}.png", seed=k, size=size)
+        if txt is not None:
+            (root / "labels" / split / f"{stem}.txt").write_text(txt)
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": "/elsewhere/moved", split: f"images/{split}",
+                                                    "names": ["crack", "hole"]}))  # fmt: skip
+    return root
+
+
+def test_yolo_images_without_label_file_are_normal_and_orphan_labels_are_reported(tmp_path):
+    """Ultralytics' convention: no label file (or an empty one) = no objects = a normal image. A
+    label file whose image is gone is reported (LABEL_ORPHAN), not dropped in silence. The YAML's
+    stale `path:` (the dataset was moved) falls back to the YAML's folder."""
+    root = _yolo(
+        tmp_path / "parts", {"n0": None, "n1": None, "n2": "", "d0": "0 0.5 0.5 0.5 0.5\n"}
+    )
+    (root / "labels/train/gone.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    recs = _ingest({"type": "yolo", "path": str(root)}, tmp_path)
+    images = {Path(r.image_path).stem: r.label for r in recs if r.image_path}
+    assert images == {"n0": "normal", "n1": "normal", "n2": "normal", "d0": "anomaly"}
+    orphans = [r for r in recs if r.image_path is None]
+    assert len(orphans) == 1 and orphans[0].meta["orphan_label"].endswith("gone.txt")
+    report = _preflight_cli(root, tmp_path)
+    codes = {i["code"]: i for i in report["issues"]}
+    assert "LABEL_ORPHAN" in codes and "gone.txt" in codes["LABEL_ORPHAN"]["message"]
+    assert report["n_images"] == 4  # read as YOLO, not as an MVTec layout of `images`/`labels`
+
+
+def test_yolo_segmentation_and_oriented_box_lines_become_polygon_masks(tmp_path):
+    tri = "0 0.1 0.1 0.9 0.1 0.1 0.9\n"  # a right triangle: half the image's upper-left
+    obb = "1 0.6 0.6 0.9 0.6 0.9 0.9 0.6 0.9\n"  # 4 corners (YOLO-OBB)
+    root = _yolo(
+        tmp_path / "segs", {"t": tri, "o": obb, "b": "1 0.5 0.5 0.2 0.2 0.87\n"}, size=(100, 100)
+    )
+    recs = {
+        Path(r.image_path).stem: r for r in _ingest({"type": "yolo", "path": str(root)}, tmp_path)
+    }
+    assert all(r.label == "anomaly" for r in recs.values())
+    t = np.asarray(Image.open(recs["t"].mask_path)) > 0
+    assert t[15, 15] and t[20, 70] and not t[80, 80] and abs(t.sum() - 3200) < 200  # a triangle
+    o = np.asarray(Image.open(recs["o"].mask_path)) > 0
+    assert o[75, 75] and not o[50, 50] and abs(o.sum() - 900) < 100
+    b = np.asarray(Image.open(recs["b"].mask_path)) > 0  # a box with a confidence column
+    assert b.sum() == 20 * 20
+
+
+@pytest.mark.parametrize("line, message", [
+    ("0 0.5 0.5 0.2\n", "3 coordinates"),
+    ("0 0.5 0.5 1.8 0.2\n", "outside the image"),
+    ("x 0.5 0.5 0.2 0.2\n", "not numbers"),
+    ("7 0.1 0.1 0.2 0.2\n", "class id 7 is not in"),
+])  # fmt: skip
+def test_bad_yolo_lines_are_refused_with_file_line_and_code(tmp_path, line, message):
+    root = _yolo(tmp_path / "bad", {"a": line, "b": None})
+    report = _preflight_cli(root, tmp_path)
+    (issue,) = report["issues"]
+    assert issue["code"] == "LABELS_INVALID" and message in issue["message"]
+    assert issue["context"]["file"].endswith("a.txt") and issue["context"]["line"] == 1
+
+
+def test_coco_polygons_rle_and_rotated_boxes_become_masks(tmp_path):
+    """Segmentation-only annotations (no bbox) are defects with polygon masks; RLE (crowd)
+    masks are decoded; a 5-number (rotated) box is drawn as its rotated rectangle."""
+    root = tmp_path / "c"
+    for k, name in enumerate(["poly.png", "rle.png", "rot.png", "ok.png"]):
+        save_image(root / "images" / name, seed=k, size=(50, 40))
+    rle = np.zeros((40, 50), bool)
+    rle[10:20, 5:15] = True
+    flat = rle.T.ravel()  # column-major runs, starting with background
+    runs, cur, n = [], False, 0
+    for v in flat:
+        if v != cur:
+            runs.append(n)
+            cur, n = v, 0
+        n += 1
+    runs.append(n)
+    data = {
+        "images": [{"id": i + 1, "file_name": n, "width": 50, "height": 40}
+                   for i, n in enumerate(["poly.png", "rle.png", "rot.png", "ok.png"])],
+        "categories": [{"id": 1, "name": "scratch"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 20, 0, 0, 20]]},
+            {"id": 2, "image_id": 2, "category_id": 1, "iscrowd": 1,
+             "segmentation": {"size": [40, 50], "counts": runs}},
+            {"id": 3, "image_id": 3, "category_id": 1, "bbox": [25, 20, 20, 10, 90]},
+        ],
+    }  # fmt: skip
+    labels = root / "annotations.json"
+    labels.write_text(json.dumps(data))
+    recs = {Path(r.image_path).name: r for r in _ingest(
+        {"type": "coco", "path": str(root / "images"), "labels": str(labels)}, tmp_path)}  # fmt: skip
+    assert {k: r.label for k, r in recs.items()} == {"poly.png": "anomaly", "rle.png": "anomaly",
+                                                     "rot.png": "anomaly", "ok.png": "normal"}  # fmt: skip
+    poly = np.asarray(Image.open(recs["poly.png"].mask_path)) > 0
+    assert poly[2, 2] and not poly[15, 15] and abs(poly.sum() - 200) < 40
+    assert ((np.asarray(Image.open(recs["rle.png"].mask_path)) > 0) == rle).all()
+    rot = np.asarray(Image.open(recs["rot.png"].mask_path)) > 0  # 20 x 10 turned upright
+    ys, xs = np.nonzero(rot)
+    assert abs((ys.max() - ys.min()) - 20) <= 1 and abs((xs.max() - xs.min()) - 10) <= 1
+
+
+def test_coco_missing_image_files_are_reported_per_image(tmp_path):
+    labels = _coco(tmp_path / "w", {"a.png": [("scratch", [1, 1, 5, 5])], "b.png": []})
+    (tmp_path / "w/images/b.png").unlink()
+    report = _preflight_cli(labels, tmp_path)
+    missing = [i for i in report["issues"] if i["code"] == "IMAGE_MISSING"]
+    assert len(missing) == 1 and "b.png" in missing[0]["message"]
+
+
+def _preflight_cli(path: Path, tmp_path: Path) -> dict:
+    out = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "defectflow.cli", "preflight", str(path), "--json", str(out)],
+                       capture_output=True, text=True)  # fmt: skip
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode in (0, 2), r.stdout + r.stderr
+    return json.loads(out.read_text())

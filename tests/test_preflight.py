@@ -296,6 +296,67 @@ def test_unreadable_manifest_still_gives_a_report_with_file_and_line(tmp_path, n
     TRIGGERED.add(issue.code)
 
 
+def test_records_without_a_valid_image_path_are_coded_at_their_line_by_the_cli(tmp_path):
+    """A record with no image field, a path with a NUL byte, a name longer than the filesystem
+    allows: each a coded issue at its line in the JSON report, never a traceback; a truncated
+    Parquet manifest: MANIFEST_UNREADABLE."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    img = save_image(tmp_path / "a.png")
+    rows = [{"category": "c", "label": "good"}, {"image": "a\u0000b.png", "category": "c"},
+            {"image": "x" * 300 + ".png", "category": "c"}, {"image": str(img), "category": "c"}]  # fmt: skip
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pq.write_table(
+        pa.table({"image": [str(img)] * 20, "category": ["c"] * 20}), tmp_path / "m.parquet"
+    )
+    data = (tmp_path / "m.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    found = {}
+    for name in ("m.jsonl", "cut.parquet"):
+        out = tmp_path / f"{name}.report.json"
+        r = subprocess.run([sys.executable, "-m", "defectflow.cli", "preflight", str(tmp_path / name),
+                            "--json", str(out)], capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        found[name] = [(i["code"], i["context"].get("line")) for i in json.loads(out.read_text())["issues"]
+                       if i["severity"] == "error"]  # fmt: skip
+    assert ("IMAGE_PATH_MISSING", 1) in found["m.jsonl"]
+    assert ("IMAGE_MISSING", 2) in found["m.jsonl"] and ("IMAGE_MISSING", 3) in found["m.jsonl"]
+    assert found["cut.parquet"] == [("MANIFEST_UNREADABLE", None)]
+    TRIGGERED.update({"IMAGE_PATH_MISSING", "IMAGE_MISSING", "MANIFEST_UNREADABLE"})
+
+
+def test_yolo_label_problems_have_codes(tmp_path):
+    """A label file without its image (LABEL_ORPHAN, a warning) and a line that is no YOLO
+    object (LABELS_INVALID, an error at its file and line)."""
+    import yaml
+
+    from defectflow.errors import ManifestError
+    from defectflow.preflight import unreadable_manifest_report
+
+    root = tmp_path / "y"
+    save_image(root / "images/train/a.png")
+    (root / "labels/train").mkdir(parents=True)
+    (root / "labels/train/orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (root / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "names": ["dent"]}))
+    src = DatasetConfig.model_validate({"sources": [{"type": "yolo", "path": str(root)}]}).sources
+    by = _by_code(_run(ingest_sources(src, "t", mask_dir=tmp_path / "m")))
+    assert [i.context["path"] for i in by["LABEL_ORPHAN"]] == [
+        str(root / "labels/train/orphan.txt")
+    ]
+    TRIGGERED.add("LABEL_ORPHAN")
+    (root / "labels/train/a.txt").write_text("0 0.5 0.5\n")
+    with pytest.raises(ManifestError) as exc:
+        ingest_sources(src, "t", mask_dir=tmp_path / "m")
+    (issue,) = unreadable_manifest_report(exc.value, "t", str(root), PreflightConfig()).issues
+    assert issue.code == "LABELS_INVALID" and issue.context["line"] == 1
+    assert issue.context["file"] == str(root / "labels/train/a.txt")
+    TRIGGERED.add(issue.code)
+
+
 def test_a_byte_order_mark_and_a_json_array_are_read(tmp_path):
     img = save_image(tmp_path / "a.png")
     row = {"image": str(img), "category": "c", "split": "train"}

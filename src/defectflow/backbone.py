@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from defectflow.backends.params import BUILTIN_ARCHS  # ImageNet weights shipped in pip packages
 from defectflow.errors import ModelError
 from defectflow.io import sha256_file
 
@@ -17,8 +18,6 @@ log = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
 BUILTIN_ARCH = "tf_efficientnet_lite0"
-# timm names whose ImageNet weights ship in a pip package (mapped in order onto timm's network)
-BUILTIN_ARCHS = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 
 
 class BackboneSpec(BaseModel):

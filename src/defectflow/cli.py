@@ -15,21 +15,49 @@ log = logging.getLogger("defectflow")
 EXIT_OK, EXIT_INTERNAL, EXIT_ERRORS = 0, 1, 2
 
 
-def source_for_path(path: Path) -> dict:
-    """Guess the source type of a path given on the command line."""
+def _coco_file(path: Path) -> bool:
+    """Whether a JSON file is COCO labels (an object with an `images` list), not a manifest."""
+    import json
+
+    if path.suffix.lower() != ".json" or path.stat().st_size > 2**30:
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("images"), list)
+
+
+def sources_for_path(path: Path) -> list[dict]:
+    """Guess the sources of a path given on the command line: a manifest or COCO labels file; a
+    YOLO dataset (a data.yaml, or images/ beside labels/); a folder with COCO labels (at its top
+    or in annotations/); an MVTec layout; else a good/ + defect-folder layout."""
+    from defectflow.detections import _yolo_yaml
     from defectflow.ingest import _mvtec_categories
 
     if path.is_file():
-        return {"type": "manifest", "path": str(path)}
+        if _coco_file(path):
+            images = path.parent / "images"
+            return [{"type": "coco", "labels": str(path),
+                     "path": str(images if images.is_dir() else path.parent)}]  # fmt: skip
+        return [{"type": "manifest", "path": str(path)}]
     if not path.is_dir():
         raise DefectflowError(
-            f"{path} does not exist; give a manifest file (JSONL/CSV/Parquet) or a folder"
+            f"{path} does not exist; give a manifest file (JSONL/CSV/Parquet), COCO labels or a folder"
         )
+    if _yolo_yaml(path, None) is not None or (
+        (path / "images").is_dir() and (path / "labels").is_dir()
+    ):
+        return [{"type": "yolo", "path": str(path)}]
+    coco = [p for d in (path, path / "annotations") if d.is_dir() for p in sorted(d.glob("*.json"))
+            if _coco_file(p)]  # fmt: skip
+    if coco:
+        images = path / "images"
+        return [{"type": "coco", "labels": str(p), "path": str(images if images.is_dir() else path)}
+                for p in coco]  # fmt: skip
     if _mvtec_categories(path):
-        return {"type": "mvtec", "path": str(path)}
-    if (path / "data.yaml").is_file():
-        return {"type": "yolo", "path": str(path)}
-    return {"type": "folder", "path": str(path)}
+        return [{"type": "mvtec", "path": str(path)}]
+    return [{"type": "folder", "path": str(path)}]
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
@@ -48,18 +76,26 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     if args.verify:
         updates["verify"] = args.verify
     checks = checks.model_copy(update=updates)
-    src = source_for_path(Path(args.path))
-    if args.category:
-        src["category"] = args.category
-    ds = DatasetConfig.model_validate({"sources": [src]})
     import tempfile
 
     try:
+        sources = sources_for_path(Path(args.path))
+        for src in sources:
+            if args.category:
+                src["category"] = args.category
+        ds = DatasetConfig.model_validate({"sources": sources})
         with tempfile.TemporaryDirectory(prefix="defectflow-masks-") as masks:
             records = ingest_sources(ds.sources, dataset=args.dataset, mask_dir=masks)
             report, _ = preflight_records(records, checks, args.dataset, str(args.path))
-    except ManifestError as exc:  # the manifest itself is unreadable: still a report
+    except ManifestError as exc:  # the input itself is unreadable: still a report
         report = unreadable_manifest_report(exc, args.dataset, str(args.path), checks)
+    except (OSError, ValueError) as exc:  # a path the filesystem refuses (NUL, too long), ...
+        report = unreadable_manifest_report(
+            ManifestError(f"{args.path}: cannot be read: {exc}"),
+            args.dataset,
+            str(args.path),
+            checks,
+        )
     print(format_summary(report, examples=args.examples))
     if args.json:
         write_report(report, args.json)

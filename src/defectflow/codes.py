@@ -13,6 +13,9 @@ E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 #: code -> (default severity, what it means, what to do)
 CODES: dict[str, tuple[Severity, str, str]] = {
     "MANIFEST_UNREADABLE": (E, "the manifest itself cannot be read: not UTF-8, not valid JSON/CSV, empty, or no image column", "fix the file at the line the report names (JSON lines or a JSON array of objects, CSV with a header, Parquet)"),
+    "LABELS_INVALID": (E, "a detection label cannot be read as its format defines it: a YOLO line that is neither `class cx cy w h` nor a polygon, coordinates outside the image, a class id the YAML does not name, a COCO annotation of an unknown image or class, a box or polygon that is not numbers", "fix the label at the file and line (or annotation) the report names"),
+    "LABEL_ORPHAN": (W, "a label file (YOLO .txt) has no image of the same name in the split's image folder: its objects are not used", "add the image or delete the label file"),
+    "IMAGE_PATH_MISSING": (E, "a record names no image: its image path field is absent or empty", "fill the image path (or map your column with `fields: {image_path: <column>}`), or drop the record"),
     "CATEGORY_MISSING": (E, "a record has no category", "add a category column, or set `category:` on the source"),
     "CATEGORY_INVALID": (E, "a category name cannot be a folder name (it contains / or \\, or is . or ..)", "rename the category"),
     "SPLIT_INVALID": (E, "a split value is not train/val/test (or a known alias)", "fix the value, or leave it empty to let defectflow assign one"),

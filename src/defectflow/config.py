@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -111,9 +112,9 @@ class _DetectionSource(_Strict):
 
 
 class CocoSource(_DetectionSource):
-    """COCO detection labels: an image with a box of a defect class is an anomaly (its mask is
-    the union of those boxes, its defect type the class of the largest); without one, normal.
-    Read with FiftyOne's COCO importer."""
+    """COCO labels: an image with an annotation of a defect class is an anomaly (its mask is
+    the union of their polygons or RLE masks, boxes where an annotation has no outline; its
+    defect type the class of the largest); without one, normal."""
 
     type: Literal["coco"] = Field(description="source type")
     path: str = Field(description="folder of the images (`file_name` is relative to it)")
@@ -121,13 +122,18 @@ class CocoSource(_DetectionSource):
 
 
 class YoloSource(_DetectionSource):
-    """YOLO (v5/v8) detection labels: `data.yaml` naming the classes and the image folders of
-    each split, `labels/*.txt` beside `images/`. Boxes of a defect class make an anomaly, as for
-    COCO. Read with FiftyOne's YOLOv5 importer."""
+    """YOLO (Ultralytics) labels: `data.yaml` naming the classes and the image folders (or list
+    files) of each split, `labels/*.txt` beside `images/`. Boxes, segmentation polygons and
+    oriented boxes of a defect class make an anomaly, as for COCO; an image with an empty label
+    file or none is normal; a label file without its image is reported (LABEL_ORPHAN)."""
 
     type: Literal["yolo"] = Field(description="source type")
     path: str = Field(description="dataset folder holding `data.yaml`")
-    yaml: str = Field(default="data.yaml", description="the dataset YAML, relative to `path`")
+    yaml: str = Field(
+        default="data.yaml",
+        description="the dataset YAML, relative to `path` (if absent: dataset.yaml, the one YAML "
+        "naming classes, or none: images/ and labels/ with class ids as names)",
+    )
     splits: list[str] = Field(
         default_factory=lambda: ["train", "val", "test"],
         description="YOLO splits to read (those data.yaml names); they do not become defectflow splits",
@@ -319,6 +325,33 @@ class BackboneConfig(_Strict):
             raise ValueError(
                 f"timm has no model {arch!r}.{hint} Any name from `timm.list_models()` works."
             )
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _builtin_exists(cls, v: str, info: ValidationInfo) -> str:
+        from defectflow.backends.params import BUILTIN_ARCHS
+
+        name = info.data.get("name")
+        if v == "builtin" and name is not None and name.split(".", 1)[0] not in BUILTIN_ARCHS:
+            raise ValueError(
+                f"packaged (`builtin`) weights exist for {', '.join(BUILTIN_ARCHS)}, not {name!r}: "
+                "give a .safetensors/.pth state dict path, or `pretrained` (a timm hub download: "
+                "needs a network), or pick one of those backbones"
+            )
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_exist(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        from defectflow.backends.params import feature_stages
+
+        if not v or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError("give distinct feature levels 0, 1, 2, ... (timm out_indices)")
+        name = info.data.get("name")
+        stages = feature_stages(name.split(".", 1)[0]) if name and max(v) > 3 else None
+        if stages is not None and max(v) >= stages:  # 0-3 exist in every timm CNN
+            raise ValueError(f"{name} has {stages} feature levels (0-{stages - 1})")
         return v
 
     @property
@@ -518,44 +551,121 @@ class Config(_Strict):
     def split_for(self, dataset: str) -> SplitConfig:
         return self.datasets[dataset].split or self.split
 
-    def missing_sources(self, base: str | Path = ".") -> list[str]:
-        """One line for each source path of an enabled dataset that does not exist (relative
-        paths are relative to ``base``, the workflow folder). Checked before any job runs, so a
-        misspelt path is not answered with "nothing to be done" over old results."""
-        problems = []
+    def missing_files(self, base: str | Path = ".") -> list[tuple[list[Any], str]]:
+        """(key path, problem) for each file an enabled dataset's sources or the backbone names
+        that does not exist (relative paths are relative to ``base``, the workflow folder).
+        Checked before any job runs, so a misspelt path is not answered with "nothing to be
+        done" over old results, nor found in the export job."""
+        problems: list[tuple[list[Any], str]] = []
         for name in self.active_datasets:
             for i, src in enumerate(self.datasets[name].sources):
                 path = getattr(src, "path", None)
                 if path is None:
                     continue
+                key = ["datasets", name, "sources", i]
                 full = Path(base) / path
                 if not full.exists():
-                    problems.append(
-                        f"datasets.{name}.sources[{i}].path: {path} does not exist "
-                        f"(looked for {full.resolve()}); fix the path or set "
-                        f"`enabled: false` on dataset {name!r}"
-                    )
+                    problems.append((key + ["path"], f"{path} does not exist (looked for "
+                                     f"{full.resolve()}); fix the path or set `enabled: false` on "
+                                     f"dataset {name!r}"))  # fmt: skip
                 elif src.type == "coco" and not (Path(base) / src.labels).is_file():
-                    problems.append(
-                        f"datasets.{name}.sources[{i}].labels: {src.labels} does not exist "
-                        f"(looked for {(Path(base) / src.labels).resolve()})"
-                    )
+                    problems.append((key + ["labels"], f"{src.labels} does not exist (looked for "
+                                     f"{(Path(base) / src.labels).resolve()})"))  # fmt: skip
                 elif src.type == "manifest" and not full.is_file():
-                    problems.append(
-                        f"datasets.{name}.sources[{i}].path: {path} is a folder; a manifest "
-                        "source names a file (use type: mvtec or folder for a folder of images)"
-                    )
-        return problems
+                    problems.append((key + ["path"], f"{path} is a folder; a manifest source names "
+                                     "a file (use type: mvtec or folder for a folder of images)"))  # fmt: skip
+        for bb in self.backbones.values():
+            if (
+                bb.weights not in ("builtin", "pretrained")
+                and not (Path(base) / bb.weights).is_file()
+            ):
+                problems.append((["backbone", "weights"], f"weights file {bb.weights} does not exist "
+                                 f"(looked for {(Path(base) / bb.weights).resolve()}); give a "
+                                 ".safetensors/.pth state dict, `builtin` or `pretrained`"))  # fmt: skip
+        return list({text: (k, text) for k, text in problems}.values())
+
+    def missing_sources(self, base: str | Path = ".") -> list[str]:
+        """:meth:`missing_files` as lines ``key: problem``."""
+        return [f"{format_key(k)}: {text}" for k, text in self.missing_files(base)]
 
 
-def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+def _members(annotation: Any) -> list[Any]:
+    """The types a field may hold: Optional and unions opened, Annotated stripped."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _members(a) if m is not type(None)]
+    return [annotation]
+
+
+def _tag_member(members: list[Any], tag: Any) -> Any:
+    """The member of a discriminated union whose Literal discriminator is ``tag``."""
+    for m in members:
+        if isinstance(m, type) and issubclass(m, BaseModel):
+            for f in m.model_fields.values():
+                if typing.get_origin(f.annotation) is Literal and tag in typing.get_args(
+                    f.annotation
+                ):
+                    return m
+    return None
+
+
+def key_path(loc: tuple[Any, ...]) -> tuple[list[Any], list[str]]:
+    """A pydantic error location as the user's keys (the union tags pydantic inserts dropped:
+    ``models.knn.knn.k`` -> ``models.knn.k``) and the keys allowed where the last one stands."""
+    path: list[Any] = []
+    current: list[Any] = [Config]
+    allowed: list[str] = []
+    for e in loc:
+        models = [m for m in current if isinstance(m, type) and issubclass(m, BaseModel)]
+        model = next((m for m in models if e in m.model_fields), None)
+        if model is not None:
+            path.append(e)
+            allowed = list(model.model_fields)
+            current = _members(model.model_fields[e].annotation)
+            continue
+        tagged = _tag_member(current, e) if isinstance(e, str) else None
+        if tagged is not None and len(current) > 1:
+            current = [tagged]  # the tag pydantic put in the location, not a key of the user
+            continue
+        named = [m for m in current if getattr(m, "__name__", None) == e]
+        if named:
+            current = named
+            continue
+        containers = [m for m in current if typing.get_origin(m) in (dict, list)]
+        if containers:
+            path.append(e)
+            current = _members(typing.get_args(containers[0])[-1])
+            continue
+        path.append(e)
+        allowed = sorted({k for m in models for k in m.model_fields})
+        current = []
+    return path, allowed
+
+
+def format_key(path: list[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _describe(err: dict[str, Any]) -> tuple[list[Any], str]:
+    """(key path, what is wrong there) of one pydantic error."""
+    import difflib
+
+    path, allowed = key_path(tuple(err["loc"]))
+    loc = format_key(path)
     given = err.get("input")
     if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key (given {given!r}); check the spelling against config/README.md"
+        close = difflib.get_close_matches(str(path[-1]), allowed, n=1, cutoff=0.6) if path else []
+        hint = f"; did you mean `{close[0]}`?" if close else f"; known keys: {', '.join(allowed)}"
+        return path, f"{loc}: unknown key{hint}"
     if err["type"] == "missing":
-        return f"{loc}: required key is missing"
-    return f"{loc}: {err['msg']} (given {given!r})"
+        return path, f"{loc}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    return path, f"{loc}: {msg}" + ("" if isinstance(given, dict) else f" (given {given!r})")
 
 
 def _sweep_value(v: Any) -> str:
@@ -653,44 +763,136 @@ def expand_sweeps(models: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_config(data: dict[str, Any] | None, where: str = "config") -> Config:
+def _expand(data: dict[str, Any]) -> dict[str, Any]:
+    """Backbone and model sweeps expanded into variants."""
+    if isinstance(data.get("backbone"), dict):
+        sweep = expand_backbone_sweep(data["backbone"])
+        data["backbone"] = sweep[0][1]  # a one-value list is that value
+        if len(sweep) > 1:
+            ids = {}
+            for label, settings in sweep:
+                bb = BackboneConfig.model_validate(settings)
+                ids[label] = bb.id
+                data.setdefault("backbone_variants", {})[bb.id] = settings
+            models = data.get("models")
+            if models is None:
+                models = {k: v.model_dump(mode="json") for k, v in _default_models().items()}
+            if isinstance(models, dict):
+                data["models"] = cross_backbones(models, ids)
+    if isinstance(data.get("models"), dict):
+        data["models"] = expand_sweeps(data["models"])
+    return data
+
+
+def _defined_in(path: list[Any], files: list[tuple[str, Any]]) -> str | None:
+    """The last file that sets ``path`` (or the longest part of it): later files override."""
+    best, depth = None, 0
+    for name, doc in files:
+        node, d = doc, 0
+        for key in path:
+            listed = isinstance(node, list) and isinstance(key, int) and key < len(node)
+            if listed or (isinstance(node, dict) and key in node):
+                node, d = node[key], d + 1
+            else:
+                break
+        if d >= depth and d > 0:
+            best, depth = name, d
+    return best
+
+
+def parse_config(data: dict[str, Any] | None, where: str = "config",
+                 files: list[tuple[str, Any]] | None = None) -> Config:  # fmt: skip
     """Validate a config mapping (sweeps expanded into model variants). Raises
-    :class:`ConfigError` naming each bad key, the value given and what is allowed."""
-    data = dict(data or {})
+    :class:`ConfigError` naming each bad key once, the file that sets it (``files``: name and
+    content of the YAML files the mapping was merged from), the value given and what is allowed
+    (a did-you-mean for a misspelt key)."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(
+            f"invalid {where}: the top level must be a mapping of keys, not {type(data).__name__}"
+        )
     try:
-        if isinstance(data.get("backbone"), dict):
-            sweep = expand_backbone_sweep(data["backbone"])
-            data["backbone"] = sweep[0][1]  # a one-value list is that value
-            if len(sweep) > 1:
-                ids = {}
-                for label, settings in sweep:
-                    bb = BackboneConfig.model_validate(settings)
-                    ids[label] = bb.id
-                    data.setdefault("backbone_variants", {})[bb.id] = settings
-                models = data.get("models")
-                if models is None:
-                    models = {k: v.model_dump(mode="json") for k, v in _default_models().items()}
-                if isinstance(models, dict):
-                    data["models"] = cross_backbones(models, ids)
-        if isinstance(data.get("models"), dict):
-            data["models"] = expand_sweeps(data["models"])
-        return Config.model_validate(data)
+        return Config.model_validate(_expand(dict(data or {})))
     except ValidationError as exc:
-        prefix = "backbone." if exc.title == "BackboneConfig" else ""
-        lines = [prefix + _describe(e) for e in exc.errors(include_url=False)]
-        raise ConfigError(f"invalid {where}:\n  " + "\n  ".join(lines)) from None
+        prefix = ["backbone"] if exc.title == "BackboneConfig" else []
+        by_file: dict[str, list[str]] = {}
+        for e in exc.errors(include_url=False):
+            path, text = _describe({**e, "loc": (*prefix, *e["loc"])})
+            by_file.setdefault(_defined_in(path, files or []) or where, []).append(text)
+        parts = [
+            f"invalid {w}:\n  " + "\n  ".join(dict.fromkeys(lines)) for w, lines in by_file.items()
+        ]
+        raise ConfigError("\n".join(parts)) from None
+
+
+def parse_workflow_config(data: dict[str, Any], configfiles: list[Any], overrides: list[Any] = ()) -> Config:  # fmt: skip
+    """The config Snakemake merged from ``configfiles`` (and ``--config``): each file is read
+    again to refuse a key written twice (YAML keeps the last silently) and to name, in each
+    error, the file that sets the bad key. ``overrides``: the ``--configfile`` files, which take
+    precedence over the Snakefile's ``configfile:``."""
+    late = [str(f) for f in overrides]
+    ordered = [str(f) for f in configfiles if str(f) not in late] + late
+    files = [(f, load_yaml(f)) for f in dict.fromkeys(ordered)]
+    where = "config (from --config or defaults)"
+    cfg = parse_config(data, where=where, files=files)
+    by_file: dict[str, list[str]] = {}
+    for key, text in cfg.missing_files():
+        by_file.setdefault(_defined_in(key, files) or where, []).append(
+            f"{format_key(key)}: {text}"
+        )
+    if by_file:
+        raise ConfigError(
+            "\n".join(f"invalid {w}:\n  " + "\n  ".join(lines) for w, lines in by_file.items())
+        )
+    return cfg
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the
+    last one silently: a dataset or model written twice would lose the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base loader reports it
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice (lines {first} and {line}); "
+                    "the second would replace the first: merge them or rename one",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(
+    path: str | Path, what: str = "config file", error: type[Exception] = ConfigError
+) -> Any:
+    """A YAML file's content; ``error`` names the file (and line) when it is missing, not
+    UTF-8, not YAML, or writes a key twice."""
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path} cannot be read as UTF-8 text: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(f"{what} {path}{at}: not valid YAML: {problem}") from None
 
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    return parse_config(data, where=str(path))
+    return parse_config(load_yaml(path), where=str(path))
 
 
 def _type_name(annotation: Any) -> str:

@@ -13,7 +13,9 @@ class ConfigError(DefectflowError):
 
 class ManifestError(DefectflowError):
     """A data source (manifest file or folder) cannot be read or mapped to records; ``file`` and
-    ``line`` say where, when known."""
+    ``line`` say where, when known; ``code`` is the preflight code a report gives it."""
+
+    code = "MANIFEST_UNREADABLE"
 
     def __init__(self, message: str, file: str | None = None, line: int | None = None) -> None:
         super().__init__(message)

@@ -97,12 +97,16 @@ def dhash(img: Image.Image) -> str:
 def inspect_file(path: str, kind: str, full: bool) -> ImageFacts:
     """Facts about one file. Never raises for bad files: problems are recorded in the result."""
     p = Path(path)
-    if not p.is_file():
+    try:
+        found = p.is_file()
         why = (
             "a symlink that leads nowhere (broken or a loop)"
             if p.is_symlink()
             else "file not found"
         )
+    except (OSError, ValueError) as exc:  # a NUL byte, a name longer than the filesystem allows
+        found, why = False, f"not a valid path here: {exc}"
+    if not found:
         return ImageFacts(path=path, kind=kind, exists=False, readable=False, error=why)
     try:
         data = p.read_bytes()

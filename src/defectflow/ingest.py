@@ -55,7 +55,7 @@ def _resolve(base: Path, value: str | None) -> str | None:
     p = p if p.is_absolute() else base / p
     try:
         return str(p.resolve())
-    except (OSError, RuntimeError):  # a symlink loop: keep the path, preflight reports it
+    except (OSError, RuntimeError, ValueError):  # a loop, a NUL byte: kept, preflight reports it
         return os.path.abspath(p)
 
 
@@ -145,6 +145,8 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
         raise ManifestError(f"{where}: not valid CSV: {exc}", file=str(path)) from None
     except OSError as exc:
         raise ManifestError(f"{where}: cannot read: {exc}", file=str(path)) from None
+    except ValueError as exc:  # Arrow's complaint about a truncated or foreign Parquet file
+        raise ManifestError(f"{where}: not a readable {fmt} file: {exc}", file=str(path)) from None
 
 
 def _starts_with(path: Path, char: str) -> bool:

@@ -72,6 +72,8 @@ class _Collector:
         if code in self.cfg.ignore:
             return
         sev = self.cfg.severity.get(code, default_severity(code))
+        if not message.isprintable():  # a NUL or newline in a path: shown escaped, not raw
+            message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         self.issues.append(
             Issue(
                 code=code,
@@ -129,7 +131,14 @@ def check_records(
     for i, r in enumerate(records):
         ctx = _ctx(i, r)
         if r.image_path is None:
-            col.add("MASK_ORPHAN", f"mask {r.mask_path} has no image", **ctx)
+            if r.mask_path is not None:
+                col.add("MASK_ORPHAN", f"mask {r.mask_path} has no image", **ctx)
+            elif r.meta.get("orphan_label"):
+                col.add("LABEL_ORPHAN", f"label file {r.meta['orphan_label']} has no image "
+                        f"({r.meta.get('why', 'none found')})", **{**ctx, "path": r.meta["orphan_label"]})  # fmt: skip
+            else:
+                col.add("IMAGE_PATH_MISSING", "record names no image (its image path field is "
+                        "absent or empty)", **ctx)  # fmt: skip
             continue
         if not r.category:
             col.add("CATEGORY_MISSING", f"record has no category ({r.image_path})", **ctx)
@@ -486,7 +495,8 @@ def unreadable_manifest_report(
     the file and line, so a CI gate reading the JSON has it too."""
     col = _Collector(cfg)
     ctx = {"file": getattr(exc, "file", None) or manifest, "line": getattr(exc, "line", None)}
-    col.add("MANIFEST_UNREADABLE", str(exc), **{k: v for k, v in ctx.items() if v is not None})
+    code = getattr(exc, "code", "MANIFEST_UNREADABLE")
+    col.add(code, str(exc), **{k: v for k, v in ctx.items() if v is not None})
     counts = {s.value: sum(1 for x in col.issues if x.severity == s) for s in Severity}
     return PreflightReport(dataset=dataset, manifest=manifest, verify=cfg.verify, ok=counts["error"] == 0, counts=counts,
                            n_records=0, n_images=0, categories={}, issues=col.issues, ignored_codes=sorted(cfg.ignore))  # fmt: skip
