@@ -21,9 +21,13 @@ import yaml
 from conftest import REPO
 from PIL import Image
 
+from defectflow.review import LabelStudio
+
 pytestmark = pytest.mark.slow
 LS_BIN = REPO / ".venv-labelstudio" / "bin" / "label-studio"
-TOKEN = "0123456789abcdef0123456789abcdef01234567"
+LEGACY = "0123456789abcdef0123456789abcdef01234567"  # a legacy token: off on a default server
+EMAIL, PASSWORD = "reviewer@example.com", "review-pass-123"
+TOKENS: dict[str, str] = {}  # the reviewer's Personal Access Token, made at the fixture
 SMALL = {
     "demo": {"n_train": 12, "n_test_normal": 4, "n_test_per_defect": 2},
     "threshold": {"folds": 3},
@@ -49,9 +53,9 @@ def label_studio(tmp_path_factory):
     home = tmp_path_factory.mktemp("ls")
     port = _free_port()
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_DATA_HOME": str(home / ".local/share"), "LABEL_STUDIO_USERNAME": "reviewer@example.com",
-           "LABEL_STUDIO_PASSWORD": "review-pass-123", "LABEL_STUDIO_USER_TOKEN": TOKEN,
-           "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+           "XDG_DATA_HOME": str(home / ".local/share"), "LABEL_STUDIO_USERNAME": EMAIL,
+           "LABEL_STUDIO_PASSWORD": PASSWORD, "LABEL_STUDIO_USER_TOKEN": LEGACY,
+           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "/"}  # fmt: skip
     log = open(home / "ls.log", "w")  # noqa: SIM115 - the server writes it while we run
     proc = subprocess.Popen([str(LS_BIN), "start", "--no-browser", "--internal-host", "127.0.0.1",
@@ -72,6 +76,7 @@ def label_studio(tmp_path_factory):
             pytest.fail(
                 "Label Studio did not become healthy: " + (home / "ls.log").read_text()[-3000:]
             )
+        TOKENS["pat"] = _personal_access_token(url)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -83,11 +88,35 @@ def label_studio(tmp_path_factory):
         log.close()
 
 
+def _personal_access_token(url: str) -> str:
+    """What a new user does in the browser: log in, Account & Settings > Personal Access Token >
+    Create (the server's default token kind)."""
+    import http.cookiejar
+    import urllib.parse
+
+    jar = http.cookiejar.CookieJar()
+    web = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+    def csrf() -> str:
+        return next(c.value for c in jar if c.name == "csrftoken")
+
+    web.open(f"{url}/user/login/", timeout=30).read()
+    form = urllib.parse.urlencode(
+        {"email": EMAIL, "password": PASSWORD, "csrfmiddlewaretoken": csrf()}
+    )
+    web.open(urllib.request.Request(f"{url}/user/login/", data=form.encode(),
+                                    headers={"Referer": f"{url}/user/login/"}), timeout=30).read()  # fmt: skip
+    req = urllib.request.Request(f"{url}/api/token/", data=b"{}", method="POST", headers={
+        "X-CSRFToken": csrf(), "Content-Type": "application/json", "Referer": f"{url}/"})  # fmt: skip
+    with web.open(req, timeout=30) as resp:
+        token = json.loads(resp.read())["token"]
+    assert token.startswith("eyJ") and token.count(".") == 2  # a JWT refresh token
+    return token
+
+
 def _api(url: str, method: str, path: str, body=None):
     """The reviewer's side of the API, through the package's own client."""
-    from defectflow.review import LabelStudio
-
-    return LabelStudio(url, TOKEN).call(method, path, body)
+    return LabelStudio(url, TOKENS["pat"]).call(method, path, body)
 
 
 def test_review_roundtrip(label_studio, workflow_dir):
@@ -109,11 +138,11 @@ def test_review_roundtrip(label_studio, workflow_dir):
     assert {"choices", "rectanglelabels", "brushlabels"} <= kinds
     assert "<BrushLabels" in (wf / "results/demo/review/labeling_config.xml").read_text()
 
-    env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": TOKEN}
+    env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": TOKENS["pat"]}
     push = subprocess.run([*DEFECTFLOW, "review", "push", "--dataset", "demo"], cwd=wf, env=env,
                           capture_output=True, text=True)  # fmt: skip
     assert push.returncode == 0 and "12 tasks imported" in push.stdout, push.stdout + push.stderr
-    assert TOKEN not in push.stdout + push.stderr
+    assert TOKENS["pat"] not in push.stdout + push.stderr
     again = subprocess.run([*DEFECTFLOW, "review", "push", "--dataset", "demo"], cwd=wf, env=env,
                            capture_output=True, text=True)  # fmt: skip
     assert "0 tasks imported, 12 already there" in again.stdout
@@ -122,7 +151,7 @@ def test_review_roundtrip(label_studio, workflow_dir):
     assert len(ls_tasks) == 12 and all(t["total_predictions"] == 1 for t in ls_tasks)
     # Label Studio serves the images themselves
     with urllib.request.urlopen(urllib.request.Request(url + ls_tasks[0]["data"]["image"],
-                                headers={"Authorization": f"Token {TOKEN}"}), timeout=30) as resp:  # fmt: skip
+                                headers={"Authorization": LabelStudio(url, TOKENS["pat"]).auth_header()}), timeout=30) as resp:  # fmt: skip
         assert resp.status == 200 and resp.read(8).startswith(b"\x89PNG")
 
     # a reviewer marks a normal bracket image as anomalous, painting the defect
@@ -177,8 +206,10 @@ def test_review_errors_change_nothing(label_studio, workflow_dir, tmp_path):
     review.mkdir(parents=True)
     (review / "tasks.json").write_text("[]")
     (review / "labeling_config.xml").write_text("<View/>")
-    base = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": TOKEN}
-    for env, message in (({"LABEL_STUDIO_API_KEY": "not-the-token"}, "refused the token"),
+    base = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": TOKENS["pat"]}
+    for env, message in (({"LABEL_STUDIO_API_KEY": "not-the-token"}, "legacy tokens off by default"),
+                         ({"LABEL_STUDIO_API_KEY": LEGACY}, "create a Personal Access Token"),
+                         ({"LABEL_STUDIO_API_KEY": TOKENS["pat"][:-4] + "AAAA"}, "Personal Access Token was refused"),
                          ({"LABEL_STUDIO_URL": f"http://127.0.0.1:{_free_port()}"}, "does not answer")):  # fmt: skip
         r = subprocess.run([*DEFECTFLOW, "review", "push", "--dataset", "demo"], cwd=wf,
                            env={**base, **env}, capture_output=True, text=True)  # fmt: skip

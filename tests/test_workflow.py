@@ -502,6 +502,19 @@ def test_delivered_model_runs_from_a_copied_folder(demo_run, tmp_path):
     )
     assert r.returncode == 2 and "no image could be scored" in r.stderr
 
+    # --out an existing folder: predictions.jsonl is written into it
+    (tmp_path / "outdir").mkdir()
+    r = _infer("--infer-config", str(ic), str(images / "good" / "001.png"), "--out", str(tmp_path / "outdir"))
+    assert r.returncode == 0 and (tmp_path / "outdir/predictions.jsonl").is_file(), r.stderr
+
+    # an infer_config of a newer schema version is refused, not half-understood
+    newer = json.loads(ic.read_text())
+    newer["schema_version"] += 1
+    (ic.parent / "newer.json").write_text(json.dumps(newer))
+    r = _infer("--infer-config", str(ic.parent / "newer.json"), str(images), "--out", str(tmp_path / "n.jsonl"))
+    assert r.returncode == 2 and "written by a newer defectflow" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "n.jsonl").exists()
+
     # a changed checkpoint is refused with a clear message
     ckpt = ic.parent / "checkpoint.safetensors"
     good = ckpt.read_bytes()

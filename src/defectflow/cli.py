@@ -150,10 +150,23 @@ def _gather_images(inputs: list[Path], category: str | None) -> list[dict]:
     return items
 
 
+def _predictions_path(out: Path) -> Path:
+    """``--out``: a file to write, or an existing folder to write ``predictions.jsonl`` into."""
+    if out.is_dir():
+        out = out / "predictions.jsonl"
+        if out.is_dir():
+            raise DefectflowError(f"--out: {out} is a folder; name a file to write")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise DefectflowError(f"--out {out}: {parent} is a file, not a folder")
+    return out
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from defectflow.artifacts.predictions import write_predictions
     from defectflow.detector import Detector
 
+    out = _predictions_path(args.out)  # before any work: a bad --out is found at once
     det = Detector.load(args.infer_config, threads=args.threads, device=args.device)
     if args.category and args.category != det.cfg.category:
         raise DefectflowError(
@@ -161,11 +174,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
         )
     items = _gather_images(args.inputs, det.cfg.category)
     records, _ = det.predict(items, batch_size=args.batch_size, maps_dir=args.maps)
-    write_predictions(records, args.out)
+    write_predictions(records, out)
     n_an = sum(r.pred_label == "anomaly" for r in records)
     failed = [r for r in records if r.error is not None]
     print(f"{len(records) - len(failed)} of {len(records)} images scored with {det.cfg.model_id}: {n_an} anomalous, "
-          f"{len(failed)} could not be read -> {args.out}")  # fmt: skip
+          f"{len(failed)} could not be read -> {out}")  # fmt: skip
     for r in failed[:5]:
         print(f"  {r.image_path}: {r.error}", file=sys.stderr)
     if failed and len(failed) == len(records):
@@ -487,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=Path("predictions.jsonl"),
-        help="predictions JSONL (default: predictions.jsonl)",
+        help="predictions JSONL, or a folder to write predictions.jsonl into (default: predictions.jsonl)",
     )
     s.add_argument("--maps", type=Path, help="write PNG heatmaps into this folder")
     s.add_argument("--category", help="refuse to run if the model is of another category")

@@ -62,7 +62,19 @@ def _validator(name: str) -> Draft202012Validator:
 
 
 def validate(name: str, obj: Any, where: str = "") -> None:
-    """Validate ``obj`` against schema ``name``; raise :class:`SchemaValidationError` saying where."""
+    """Validate ``obj`` against schema ``name``; raise :class:`SchemaValidationError` saying where.
+    A ``schema_version`` above the one this defectflow writes is refused first: the fields may
+    mean something else now."""
+    known = schema_for(name).get("properties", {}).get("schema_version", {}).get("default")
+    given = obj.get("schema_version") if isinstance(obj, dict) else None
+    if isinstance(known, int) and isinstance(given, int) and not isinstance(given, bool) and given > known:
+        from defectflow import __version__
+
+        raise SchemaValidationError(
+            f"{where or 'artifact'} is a {name!r} of schema version {given}, written by a newer "
+            f"defectflow; this one ({__version__}) reads up to version {known}. Upgrade defectflow "
+            "(`pip install -U defectflow`), or re-run the stage that makes it with this version."
+        )
     err = next(iter(sorted(_validator(name).iter_errors(obj), key=lambda e: list(e.path))), None)
     if err is not None:
         loc = "/".join(str(p) for p in err.absolute_path) or "(top level)"

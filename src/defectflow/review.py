@@ -185,39 +185,93 @@ def run_review_tasks(dataset: str, table: str | Path, preflight: str | Path,
 # -- the Label Studio HTTP API ------------------------------------------------------------------
 
 
+def _is_jwt(token: str) -> bool:
+    """A Personal Access Token (Label Studio 1.18+: a JWT refresh token), not a legacy token."""
+    parts = token.split(".")
+    return len(parts) == 3 and token.startswith("eyJ") and all(parts)
+
+
 class LabelStudio:
-    """Minimal client over urllib: URL and token from the environment, the token never shown."""
+    """Minimal client over urllib: URL and token from the environment, the token never shown.
+
+    Both of Label Studio's token kinds work: a Personal Access Token (the default since 1.18) is
+    exchanged at ``/api/token/refresh/`` for a short-lived access token sent as ``Bearer`` (and
+    exchanged again when it expires); a legacy token is sent as ``Token``."""
 
     def __init__(self, url: str | None = None, token: str | None = None) -> None:
         self.url = (url or os.environ.get("LABEL_STUDIO_URL") or "").rstrip("/")
-        self._token = token or os.environ.get("LABEL_STUDIO_API_KEY") or ""
+        self._token = (token or os.environ.get("LABEL_STUDIO_API_KEY") or "").strip()
+        self._access: str | None = None
         if not self.url:
             raise ReviewError(
                 "set LABEL_STUDIO_URL to your Label Studio (e.g. http://127.0.0.1:8080)"
             )
         if not self._token:
-            raise ReviewError("set LABEL_STUDIO_API_KEY to your Access Token (Label Studio: "
-                              "Account & Settings)")  # fmt: skip
+            raise ReviewError("set LABEL_STUDIO_API_KEY to your Personal Access Token (Label "
+                              "Studio: Account & Settings > Personal Access Token)")  # fmt: skip
 
-    def call(self, method: str, path: str, body: Any = None, timeout: float = 120) -> Any:
+    @property
+    def personal(self) -> bool:
+        return _is_jwt(self._token)
+
+    def _refused(self, code: int) -> ReviewError:
+        if self.personal:
+            why = "the Personal Access Token was refused (revoked, expired, or of another server)"
+        else:
+            why = ("the legacy token was refused: Label Studio 1.18+ turns legacy tokens off by "
+                   "default; create a Personal Access Token (Account & Settings) and use that")  # fmt: skip
+        return ReviewError(f"Label Studio at {self.url}: {why} (HTTP {code}); set "
+                           "LABEL_STUDIO_API_KEY to a valid token")  # fmt: skip
+
+    def _refresh(self) -> str:
+        """A fresh access token for the Personal Access Token."""
+        try:
+            got = self._request("POST", "/api/token/refresh/", {"refresh": self._token}, None, 60)
+        except urllib.error.HTTPError as exc:
+            raise self._refused(exc.code) from None
+        access = got.get("access") if isinstance(got, dict) else None
+        if not access:
+            raise ReviewError(f"Label Studio at {self.url} gave no access token for the Personal "
+                              "Access Token; is it Label Studio 1.18 or later?")  # fmt: skip
+        self._access = access
+        return access
+
+    def _request(self, method: str, path: str, body: Any, auth: str | None, timeout: float) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers={
-            "Authorization": f"Token {self._token}", "Content-Type": "application/json"})  # fmt: skip
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = auth
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                raise ReviewError(f"Label Studio at {self.url} refused the token (HTTP {exc.code}); "
-                                  "set LABEL_STUDIO_API_KEY to a valid Access Token") from None  # fmt: skip
-            detail = exc.read()[:300].decode(errors="replace")
-            raise ReviewError(f"Label Studio at {self.url}: {method} {path.split('?')[0]} failed "
-                              f"(HTTP {exc.code}): {detail}") from None  # fmt: skip
+        except urllib.error.HTTPError:
+            raise
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ReviewError(f"Label Studio at {self.url} does not answer ({reason}); start it, "
                               "or set LABEL_STUDIO_URL") from None  # fmt: skip
         return json.loads(raw) if raw else None
+
+    def auth_header(self) -> str:
+        if not self.personal:
+            return f"Token {self._token}"
+        return f"Bearer {self._access or self._refresh()}"
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 120) -> Any:
+        for attempt in (0, 1):
+            try:
+                return self._request(method, path, body, self.auth_header(), timeout)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and self.personal and attempt == 0:
+                    self._access = None  # the access token expired: exchange the PAT again
+                    continue
+                if exc.code in (401, 403):
+                    raise self._refused(exc.code) from None
+                detail = exc.read()[:300].decode(errors="replace")
+                raise ReviewError(f"Label Studio at {self.url}: {method} {path.split('?')[0]} failed "
+                                  f"(HTTP {exc.code}): {detail}") from None  # fmt: skip
+        raise AssertionError("unreachable")
 
     def tasks(self, project: int) -> list[dict[str, Any]]:
         out, page = [], 1
