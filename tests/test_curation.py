@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,17 +28,42 @@ SMALL = {
 DEFECTFLOW = [sys.executable, "-m", "defectflow.cli"]
 
 
+DECOY = """
+import sys, time
+import fiftyone as fo
+if fo.dataset_exists("demo"):
+    fo.delete_dataset("demo")
+ds = fo.Dataset("demo", persistent=True)
+ds.add_sample(fo.Sample(filepath="/decoy.png"))
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+def curated(tmp_path_factory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A pipeline's FiftyOne dataset, built while another FiftyOne of the same user runs with
+    its own database service and a dataset of the same name (another checkout, an App open)."""
     from test_workflow import copy_workflow
 
     wf = copy_workflow(tmp_path_factory.mktemp("curate") / "wf")
     (wf / "small.yaml").write_text(yaml.safe_dump(SMALL))
     env = {**os.environ, "HOME": str(wf / "home")}  # FiftyOne's own files stay in the run
-    r = subprocess.run([sys.executable, "-m", "snakemake", "fiftyone", "--cores", "2",
-                        "--configfile", "small.yaml"], cwd=wf, env=env, capture_output=True, text=True)  # fmt: skip
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return wf, env
+    other = tmp_path_factory.mktemp("other")
+    decoy = subprocess.Popen([sys.executable, "-c", DECOY], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "HOME": str(other), "FIFTYONE_DATABASE_DIR": str(other / "db")},
+                             start_new_session=True)  # fmt: skip
+    try:
+        assert decoy.stdout.readline().strip() == "ready"
+        r = subprocess.run([sys.executable, "-m", "snakemake", "fiftyone", "--cores", "2",
+                            "--configfile", "small.yaml"], cwd=wf, env=env, capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        yield wf, env
+    finally:
+        os.killpg(decoy.pid, signal.SIGKILL)
+        decoy.wait()
+        for pid in _service_pids(b"--51-service", str(other / "db").encode()):
+            os.kill(pid, signal.SIGKILL)  # the decoy's database service outlives it
 
 
 def test_fiftyone_dataset_holds_the_pipelines_results(curated):
@@ -62,8 +88,11 @@ print(json.dumps({
   "similar": ds.sort_by_similarity(s.id, k=3, brain_key="similarity").values("image_id"),
 }))
 """
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                       env={**env, "FIFTYONE_DATABASE_DIR": str(db)})  # fmt: skip
+    assert not (db.parent / "mongod.json").exists()  # the build job stopped its database
+    probe = f"from defectflow.curation import database\nwith database({str(db)!r}):\n" + "\n".join(
+        "    " + line for line in probe.strip().splitlines()
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["n"] == 30
@@ -80,6 +109,9 @@ print(json.dumps({
     assert set(got["views"]) >= {"patchcore_false_positives", "patchcore_false_negatives",
                                  "knn_false_positives", "most_unique_normals"}  # fmt: skip
     assert got["tags"].get("LEAKAGE_NEAR", 0) > 0  # preflight issues are sample tags
+    # near-duplicates relative to how alike the images are: not every sample of one product
+    assert 0 < summary["near_duplicate_distance"] <= 0.05
+    assert got["tags"].get("near_duplicate", 0) <= 30 // 3
     assert len(got["similar"]) == 3
     # the prediction is the pipeline's, not recomputed
     preds = {json.loads(x)["image_id"]: json.loads(x) for x in
@@ -95,14 +127,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _service_pids(port: int) -> list[int]:
+def _service_pids(*words: bytes) -> list[int]:
+    """Processes whose command line holds every word (FiftyOne's services, a mongod)."""
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"--51-service" in cmd and str(port).encode() in cmd:
+        if all(w in cmd for w in words):
             pids.append(int(pid))
     return pids
 
@@ -136,9 +169,12 @@ def test_app_serves_the_dataset(curated):
         except subprocess.TimeoutExpired:
             os.killpg(app.pid, signal.SIGKILL)
             out, _ = app.communicate()
-        for pid in _service_pids(port):  # the App's server outlives its launcher
-            os.kill(pid, signal.SIGKILL)
+        for pid in _service_pids(b"--51-service", str(port).encode()):  # the App's server
+            os.kill(pid, signal.SIGKILL)  # outlives its launcher
     assert f"http://127.0.0.1:{port}/" in out
+    db = wf / "results/demo/fiftyone/db"
+    assert not (db.parent / "mongod.json").exists()  # the App stopped its database on SIGTERM
+    assert not _service_pids(b"mongod", str(db.resolve()).encode())
 
 
 def test_app_without_a_built_dataset_says_what_to_do(tmp_path):
@@ -176,3 +212,23 @@ def test_similar_asks_which_backbone_after_a_backbone_sweep(tmp_path):
         find_similar(tmp_path / "q.png", "demo", results=tmp_path)
     with pytest.raises(DefectflowError, match="no embeddings of backbone 'resnet18'"):
         find_similar(tmp_path / "q.png", "demo", results=tmp_path, backbone="resnet18")
+
+
+def test_near_duplicate_cut_tags_copies_not_look_alikes():
+    """Images of one product are all alike: the cut follows the dataset's own nearest-neighbour
+    distances, so a re-shot (a copy with a little noise) is under it and ordinary neighbours
+    are not."""
+    import numpy as np
+
+    from defectflow.curation import near_duplicate_cut
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=64)
+    emb = base + 0.15 * rng.normal(size=(40, 64))  # alike: nearest neighbours at cosine ~0.02
+    emb = np.vstack([emb, emb[0] + 0.001 * rng.normal(size=64)]).astype(np.float32)
+    cut = near_duplicate_cut(emb)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    d = 1 - unit @ unit.T
+    np.fill_diagonal(d, np.inf)
+    assert d[0, 40] < cut < 0.05
+    assert (d.min(axis=1) < cut).sum() == 2  # the copy and its original, nothing else

@@ -226,6 +226,20 @@ def test_end_to_end_artifacts_are_valid(demo_run):
     assert (
         "f1_optimal on out-of-fold training normals (5 folds) and val" in html and "best F1" in html
     )
+    assert "= 0.50 normalized" in html and "over seeds" not in html  # one seed: no empty column
+    # every model's mistakes are named by image, maps or not (kNN makes none)
+    for pred in sorted(res.glob("models/*/*/predictions.jsonl")):
+        category = html.split(f"<h2>{pred.parent.name}</h2>")[1].split("<h2>")[0]
+        section = category.split(f"<h3>{pred.parent.parent.name}: threshold")[1].split("<h3>")[0]
+        recs = [json.loads(x) for x in pred.read_text().splitlines()]
+        wrong = [
+            r
+            for r in recs
+            if r["gt_label"] in ("normal", "anomaly") and r["pred_label"] != r["gt_label"]
+        ]
+        assert all(r["image_id"] in section for r in wrong), pred
+        if not wrong:
+            assert "No misses" in section
 
 
 def test_leaderboard_and_run_registry(demo_run):
@@ -504,15 +518,31 @@ def test_delivered_model_runs_from_a_copied_folder(demo_run, tmp_path):
 
     # --out an existing folder: predictions.jsonl is written into it
     (tmp_path / "outdir").mkdir()
-    r = _infer("--infer-config", str(ic), str(images / "good" / "001.png"), "--out", str(tmp_path / "outdir"))
+    r = _infer(
+        "--infer-config",
+        str(ic),
+        str(images / "good" / "001.png"),
+        "--out",
+        str(tmp_path / "outdir"),
+    )
     assert r.returncode == 0 and (tmp_path / "outdir/predictions.jsonl").is_file(), r.stderr
 
     # an infer_config of a newer schema version is refused, not half-understood
     newer = json.loads(ic.read_text())
     newer["schema_version"] += 1
     (ic.parent / "newer.json").write_text(json.dumps(newer))
-    r = _infer("--infer-config", str(ic.parent / "newer.json"), str(images), "--out", str(tmp_path / "n.jsonl"))
-    assert r.returncode == 2 and "written by a newer defectflow" in r.stderr and "Traceback" not in r.stderr
+    r = _infer(
+        "--infer-config",
+        str(ic.parent / "newer.json"),
+        str(images),
+        "--out",
+        str(tmp_path / "n.jsonl"),
+    )
+    assert (
+        r.returncode == 2
+        and "written by a newer defectflow" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     assert not (tmp_path / "n.jsonl").exists()
 
     # a changed checkpoint is refused with a clear message
@@ -566,6 +596,13 @@ def test_edited_threshold_is_refused_until_sealed_as_a_new_model(demo_run, tmp_p
     r = _infer("--infer-config", str(ic), img, "--out", str(tmp_path / "p.jsonl"))
     rec = json.loads((tmp_path / "p.jsonl").read_text())
     assert r.returncode == 0 and not rec["model_id"].endswith(old_id)
+    # the normalization follows the new threshold: 0.5 there, 0 at the calibration minimum
+    t = json.loads(ic.read_text())["threshold"]
+    assert t["low"] + t["spread"] == pytest.approx(t["value"])
+    assert t["low"] == pytest.approx(min(data["threshold"]["low"], t["value"]))
+    expect = min(max(0.5 + 0.5 * (rec["score"] - t["value"]) / t["spread"], 0.0), 1.0)
+    assert rec["normalized_score"] == pytest.approx(expect, abs=1e-6)
+    assert (rec["pred_label"] == "anomaly") == (rec["normalized_score"] >= 0.5)
 
 
 def test_whole_model_onnx_export_matches_the_delivered_model(demo_run, tmp_path):

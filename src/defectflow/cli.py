@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -206,7 +207,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from defectflow.curation import database_dir, use_database
+    from defectflow.curation import database, database_dir
 
     db = database_dir(args.results, args.dataset)
     if not db.is_dir():
@@ -214,21 +215,21 @@ def cmd_app(args: argparse.Namespace) -> int:
             f"no FiftyOne database for dataset {args.dataset!r} at {db}; build it with "
             "`snakemake fiftyone` (or export: {fiftyone: true} in the config)"
         )
-    use_database(db)
-    import fiftyone as fo
+    with database(db):
+        import fiftyone as fo
 
-    logging.getLogger("fiftyone").setLevel(logging.WARNING)  # it prints its banner itself
-
-    if not fo.dataset_exists(args.dataset):
-        raise DefectflowError(
-            f"the FiftyOne database {db} holds no dataset {args.dataset!r} "
-            f"(it has {fo.list_datasets()}); run `snakemake fiftyone`"
-        )
-    session = fo.launch_app(fo.load_dataset(args.dataset), remote=True, address=args.address,
-                            port=args.port)  # fmt: skip
-    print(f"FiftyOne App for {args.dataset!r}: http://{args.address}:{args.port}/  (Ctrl-C stops it)",
-          flush=True)  # fmt: skip
-    session.wait(-1)
+        logging.getLogger("fiftyone").setLevel(logging.WARNING)  # it prints its banner itself
+        if not fo.dataset_exists(args.dataset):
+            raise DefectflowError(
+                f"the FiftyOne database {db} holds no dataset {args.dataset!r} "
+                f"(it has {fo.list_datasets()}); run `snakemake fiftyone`"
+            )
+        session = fo.launch_app(fo.load_dataset(args.dataset), remote=True, address=args.address,
+                                port=args.port)  # fmt: skip
+        print(f"FiftyOne App for {args.dataset!r}: http://{args.address}:{args.port}/  (Ctrl-C stops it)",
+              flush=True)  # fmt: skip
+        with contextlib.suppress(KeyboardInterrupt):
+            session.wait(-1)
     return EXIT_OK
 
 
@@ -327,15 +328,21 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def cmd_seal(args: argparse.Namespace) -> int:
     from defectflow.artifacts.infer_config import read_infer_config, write_infer_config
 
+    from defectflow.thresholds import follow_threshold
+
     for f in args.files:
         old = read_infer_config(f, verify=False)
-        new = write_infer_config(old, f)
+        t = follow_threshold(old.threshold)
+        new = write_infer_config(old.model_copy(update={"threshold": t}), f)
         what = (
             "unchanged"
             if new.digest == old.digest
             else f"edited content sealed: new model id {new.model_id}"
         )
         print(f"{f}: {what}")
+        if t is not old.threshold:
+            print(f"  threshold {old.threshold.low + old.threshold.spread:.6g} -> {t.value:.6g}: normalized "
+                  f"scores follow (0.5 at {t.value:.6g}, 0 at {t.low:.6g})")  # fmt: skip
     return EXIT_OK
 
 

@@ -67,7 +67,12 @@ def validate(name: str, obj: Any, where: str = "") -> None:
     mean something else now."""
     known = schema_for(name).get("properties", {}).get("schema_version", {}).get("default")
     given = obj.get("schema_version") if isinstance(obj, dict) else None
-    if isinstance(known, int) and isinstance(given, int) and not isinstance(given, bool) and given > known:
+    if (
+        isinstance(known, int)
+        and isinstance(given, int)
+        and not isinstance(given, bool)
+        and given > known
+    ):
         from defectflow import __version__
 
         raise SchemaValidationError(

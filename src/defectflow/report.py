@@ -110,23 +110,32 @@ def _triptych(rec: PredictionRecord, mask_path: str | None, side: int = 180) -> 
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _cases(
-    title: str, recs: list[PredictionRecord], masks: dict[str, str | None], raw_thr: float | None
-) -> list[str]:
+def _cases(title: str, recs: list[PredictionRecord], masks: dict[str, str | None],
+           raw_thr: float | None, shown: int = 6, maps: bool = True) -> list[str]:  # fmt: skip
+    """The first ``shown`` cases as pictures (image, mask, heatmap where the model makes maps),
+    then every case by image in a table (a model without maps still names its mistakes)."""
     if not recs:
         return [f"<h4>{html.escape(title)}: none</h4>"]
-    out = [f"<h4>{html.escape(title)} ({len(recs)}): image, mask, heatmap</h4><div class=cases>"]
-    for r in recs:
+    what = "image, mask, heatmap" if maps else "image, mask (this model makes no anomaly maps)"
+    out = [f"<h4>{html.escape(title)} ({len(recs)}): {what}</h4><div class=cases>"]
+    for r in recs[:shown]:
         raw = (
             f", raw {r.score:.4g} vs {raw_thr:.4g}"
             if r.score is not None and raw_thr is not None
             else ""
         )
-        cap = (f"{html.escape(Path(r.image_path).name)} ({html.escape(r.defect_type or r.gt_label or '')}): "
+        cap = (f"{html.escape(r.image_id)} ({html.escape(r.defect_type or r.gt_label or '')}): "
                f"score {r.normalized_score:.2f} vs threshold 0.50{raw}")  # fmt: skip
         out.append(f"<figure><img src='{_triptych(r, masks.get(r.image_id))}'><figcaption title='{html.escape(r.image_path)}'>"
                    f"{cap}</figcaption></figure>")  # fmt: skip
     out.append("</div>")
+    if len(recs) > shown:
+        out.append("<details><summary>all of them by image</summary><table><tr><th class=l>image</th>"
+                   "<th class=l>label</th><th>normalized score</th><th>raw score</th></tr>")  # fmt: skip
+        for r in recs:
+            out.append(f"<tr><td class=l>{html.escape(r.image_id)}</td><td class=l>{html.escape(r.defect_type or r.gt_label or '')}</td>"
+                       f"<td>{_fmt(r.normalized_score)}</td><td>{_fmt(r.score)}</td></tr>")  # fmt: skip
+        out.append("</table></details>")
     return out
 
 
@@ -157,7 +166,8 @@ def _thr(t) -> str:
         return "–"
     on = {"val": "held-out val images", "crossfit": f"out-of-fold training normals, {t.folds} folds",
           "crossfit+val": f"out-of-fold training normals ({t.folds} folds) and val"}.get(t.calibration, t.calibration)  # fmt: skip
-    return f"{t.value:.4g} ({html.escape(t.policy)} on {html.escape(on)}: {t.n_normal} normal/{t.n_anomaly} anomalous)"
+    return (f"raw {t.value:.4g} = 0.50 normalized ({html.escape(t.policy)} on {html.escape(on)}: "
+            f"{t.n_normal} normal/{t.n_anomaly} anomalous)")  # fmt: skip
 
 
 def _search(s: dict) -> str:
@@ -219,14 +229,17 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
                 f"<td>{c.get('tp', 0)}/{c.get('fp', 0)}/{c.get('tn', 0)}/{c.get('fn', 0)}</td><td>{pix[0]}</td><td>{pix[1]}</td><td>{m.n_errors}</td></tr>"
             )
     parts.append(
-        "</table><p class=muted>Scores are normalized so the calibrated threshold is 0.5. Bold: best image AUROC of the category.</p>"
+        "</table><p class=muted>Scores are normalized so the calibrated threshold is 0.5 (its raw value is in the threshold column). Bold: best image AUROC of the category.</p>"
     )
     if leaderboard and Path(leaderboard).exists():
         from defectflow.tables import read_parquet
 
         rows = read_parquet(leaderboard).to_pylist()
+        seeded = any(
+            (r.get("n_seeds") or 1) > 1 for r in rows
+        )  # the column only where it says something
         parts.append("<h2>Leaderboard</h2><table><tr><th class=l>category</th><th class=l>model</th><th class=l>backbone</th>"
-                     "<th>image AUROC</th><th>over seeds</th><th>F1 / best F1</th><th>pixel AUROC</th><th>fit s</th><th>score s</th>"
+                     "<th>image AUROC</th>" + ("<th>over seeds</th>" if seeded else "") + "<th>F1 / best F1</th><th>pixel AUROC</th><th>fit s</th><th>score s</th>"
                      "<th>peak MB</th><th>model MB</th><th class=l>chosen</th></tr>")  # fmt: skip
         for r in rows:
             marks = [m for m, on in (("best on test", r.get("best_on_test")),
@@ -236,7 +249,7 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
             cls = " class=best" if r.get("best_on_test") else ""
             parts.append(f"<tr{cls}><td class=l>{html.escape(r['category'])}</td><td class=l>{html.escape(r['model'])}</td>"
                          f"<td class=l>{html.escape(r.get('backbone') or 'own network')}</td>"
-                         f"<td>{_fmt(r['image_auroc'])}</td><td>{seeds}</td><td>{_fmt(r['f1'])} / {_fmt(r['best_f1'])}</td><td>{_fmt(r['pixel_auroc'])}</td>"
+                         f"<td>{_fmt(r['image_auroc'])}</td>" + (f"<td>{seeds}</td>" if seeded else "") + f"<td>{_fmt(r['f1'])} / {_fmt(r['best_f1'])}</td><td>{_fmt(r['pixel_auroc'])}</td>"
                          f"<td>{_fmt(r['fit_s'])}</td><td>{_fmt(r['score_s'])}</td><td>{_fmt(r['peak_mb'])}</td><td>{_fmt(r['model_mb'])}</td>"
                          f"<td class=l>{html.escape(', '.join(marks))}</td></tr>")  # fmt: skip
         parts.append("</table><p class=muted>Bold: best image AUROC of the category on the test split. "
@@ -270,30 +283,28 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
             parts.append("</table>")
         for model_name in sorted(by_model):
             recs = by_model[model_name]
-            if not any(r.map_path and Path(r.map_path).exists() for r in recs):
-                parts.append(f"<p class=muted>{html.escape(model_name)} makes no anomaly maps.</p>")
-                continue
+            has_maps = any(r.map_path and Path(r.map_path).exists() for r in recs)
             thr = thresholds.get((cat, model_name))
             raw_thr = thr.value if thr is not None else None
             parts.append(f"<h3>{html.escape(model_name)}: threshold {_thr(thr)}</h3>")
             if searches.get((cat, model_name)):
                 parts.append(f"<p class=muted>{_search(searches[(cat, model_name)])}</p>")
             fn = sorted((r for r in recs if r.gt_label == "anomaly" and r.pred_label == "normal"),
-                        key=lambda r: r.normalized_score or 0)[:6]  # fmt: skip
+                        key=lambda r: r.normalized_score or 0)  # fmt: skip
             fp = sorted((r for r in recs if r.gt_label == "normal" and r.pred_label == "anomaly"),
-                        key=lambda r: -(r.normalized_score or 0))[:6]  # fmt: skip
-            parts += _cases(
-                "Missed defects (false negatives), lowest scores first", fn, masks, raw_thr
-            )
-            parts += _cases(
-                "False alarms (false positives), highest scores first", fp, masks, raw_thr
-            )
+                        key=lambda r: -(r.normalized_score or 0))  # fmt: skip
+            parts += _cases("Missed defects (false negatives), lowest scores first", fn, masks,
+                            raw_thr, maps=has_maps)  # fmt: skip
+            parts += _cases("False alarms (false positives), highest scores first", fp, masks,
+                            raw_thr, maps=has_maps)  # fmt: skip
             if not fn and not fp:
                 hits = sorted(
                     (r for r in recs if r.gt_label == "anomaly"),
                     key=lambda r: -(r.normalized_score or 0),
                 )[:3]
-                parts += _cases("No misses: the highest-scored defects", hits, masks, raw_thr)
+                parts += _cases(
+                    "No misses: the highest-scored defects", hits, masks, raw_thr, maps=has_maps
+                )
     if preflight and Path(preflight).exists():
         pf = read_json(preflight)
         parts.append(

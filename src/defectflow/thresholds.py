@@ -96,3 +96,16 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
 def normalize(raw: Any, t: Threshold) -> np.ndarray:
     """Map raw scores (or maps) so the threshold is 0.5 and the calibration minimum 0; clip to [0, 1]."""
     return np.clip(0.5 + 0.5 * (np.asarray(raw, dtype=np.float64) - t.value) / t.spread, 0.0, 1.0)
+
+
+def follow_threshold(t: Threshold) -> Threshold:
+    """The normalization of a hand-edited threshold: 0.5 at the new value, 0 at the lowest
+    calibration score (or at the value, when it is lower), as :func:`calibrate` would set it.
+    The calibrated value is ``low + spread``; where ``value`` differs, it was edited."""
+    calibrated = t.low + t.spread
+    if abs(t.value - calibrated) <= 1e-9 * max(1.0, abs(calibrated)):
+        return t
+    floor = t.low if t.low < calibrated else t.normal_scores.get("min", t.low)
+    low = min(floor, t.value)
+    return t.model_copy(update={"low": low, "spread": max(t.value - low, 1e-6 * max(abs(t.value), 1.0))})
+
