@@ -327,7 +327,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def cmd_seal(args: argparse.Namespace) -> int:
     from defectflow.artifacts.infer_config import read_infer_config, write_infer_config
-
     from defectflow.thresholds import follow_threshold
 
     for f in args.files:

@@ -107,5 +107,6 @@ def follow_threshold(t: Threshold) -> Threshold:
         return t
     floor = t.low if t.low < calibrated else t.normal_scores.get("min", t.low)
     low = min(floor, t.value)
-    return t.model_copy(update={"low": low, "spread": max(t.value - low, 1e-6 * max(abs(t.value), 1.0))})
-
+    return t.model_copy(
+        update={"low": low, "spread": max(t.value - low, 1e-6 * max(abs(t.value), 1.0))}
+    )
