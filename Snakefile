@@ -38,3 +38,4 @@ rule all:
     default_target: True
     input:
         all_targets(),
+        chain_files,

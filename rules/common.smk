@@ -72,6 +72,28 @@ def all_targets():
     return targets
 
 
+def chain_files(wildcards):
+    """Every file of the chain, not only its last ones. Snakemake does not remake a missing
+    intermediate file while the files made from it exist; a run killed while it redoes a job
+    (a `--forcerun`, a changed input) leaves that job's old outputs deleted and its consumers'
+    in place. As targets, they are made again, and what follows from them reruns."""
+    from types import SimpleNamespace
+
+    files = []
+    for dataset in DATASETS:
+        for category in category_counts(dataset):
+            for model in MODELS:
+                w = SimpleNamespace(dataset=dataset, category=category, model=model)
+                base = f"results/{dataset}/models/{model}/{category}"
+                files += [f"{base}/{name}" for name in ("checkpoint.safetensors", "model_card.json",
+                          "crossfit.parquet", "infer_config.json", "predictions.jsonl", "metrics.json")]  # fmt: skip
+                files += score_files(w, "scores.parquet") + score_files(w, "maps.safetensors")
+                if entry(CFG.models[model].backend).consumes == "features":
+                    shards = feature_files(w, model_backbone(w))
+                    files += shards + [f.removesuffix(".safetensors") + ".parquet" for f in shards]
+    return sorted(set(files))
+
+
 def backbone_files(backbone):
     """A backbone's ONNX graph and card (exported once, shared by every dataset)."""
     return {

@@ -54,7 +54,12 @@ def curated(tmp_path_factory) -> Iterator[tuple[Path, dict[str, str]]]:
                              env={**os.environ, "HOME": str(other), "FIFTYONE_DATABASE_DIR": str(other / "db")},
                              start_new_session=True)  # fmt: skip
     try:
-        assert decoy.stdout.readline().strip() == "ready"
+        lines = []  # FiftyOne may print notices before
+        for line in decoy.stdout:
+            lines.append(line)
+            if line.strip() == "ready":
+                break
+        assert lines and lines[-1].strip() == "ready", "".join(lines)
         r = subprocess.run([sys.executable, "-m", "snakemake", "fiftyone", "--cores", "2",
                             "--configfile", "small.yaml"], cwd=wf, env=env, capture_output=True, text=True)  # fmt: skip
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

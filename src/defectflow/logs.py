@@ -13,6 +13,62 @@ from defectflow.errors import DefectflowError
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+def _proc(pid: int) -> tuple[int, str, str] | None:
+    """(parent pid, state, start time) of a process, from /proc; None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return int(fields[1]), fields[0], fields[19]
+
+
+def _snakemake_ancestor() -> tuple[int, str] | None:
+    """The Snakemake process that runs this job (pid and start time), if it is an ancestor."""
+    import os
+
+    pid = os.getppid()
+    for _ in range(8):
+        info = _proc(pid)
+        if info is None or pid <= 1:
+            return None
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if b"snakemake" in cmd and b".snakemake/scripts/" not in cmd:
+            return pid, info[2]
+        pid = info[0]
+    return None
+
+
+def stop_with_snakemake(poll: float = 0.5) -> None:
+    """End this job when the Snakemake that started it is killed (``kill -9`` of Snakemake
+    alone leaves its jobs running; one finishing after it would leave outputs Snakemake never
+    recorded, which the rerun reports as missing metadata). Outputs are written atomically, so
+    stopping leaves nothing half-written; the rerun does the job again."""
+    import os
+    import threading
+    import time
+
+    ancestor = _snakemake_ancestor()
+    if ancestor is None:  # not under a local Snakemake (a test, the CLI)
+        return
+    pid, started = ancestor
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll)
+            info = _proc(pid)
+            if info is None or info[1] == "Z" or info[2] != started:
+                logging.getLogger("defectflow").error(
+                    "Snakemake (pid %d) is gone: stopping this job; run the same command again", pid
+                )
+                os._exit(1)
+
+    threading.Thread(target=watch, name="stop-with-snakemake", daemon=True).start()
+
+
 @contextlib.contextmanager
 def log_to(path: str | Path | None, level: int = logging.INFO) -> Iterator[logging.Logger]:
     """Send defectflow logs to ``path`` (the rule's log) and to stderr for the block's duration.
@@ -31,6 +87,8 @@ def log_to(path: str | Path | None, level: int = logging.INFO) -> Iterator[loggi
     for h in handlers:
         h.setFormatter(fmt)
         root.addHandler(h)
+    if path:  # a Snakemake job
+        stop_with_snakemake()
     try:
         yield root
     except DefectflowError as exc:
