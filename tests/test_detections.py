@@ -289,3 +289,49 @@ def _preflight_cli(path: Path, tmp_path: Path) -> dict:
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode in (0, 2), r.stdout + r.stderr
     return json.loads(out.read_text())
+
+
+def test_roboflow_and_darknet_yolo_layouts_are_read(tmp_path):
+    """Roboflow's export: data.yaml names `../train/images` (relative to the dataset root once
+    the `../` is dropped, as Ultralytics reads it) and a split that is not there; a Darknet-style
+    folder: no YAML, images/ beside labels/, class names in classes.txt."""
+    rf = tmp_path / "rf"
+    save_image(rf / "train/images/a.png", size=(40, 40))
+    save_image(rf / "train/images/b.png", seed=1, size=(40, 40))
+    (rf / "train/labels").mkdir(parents=True)
+    (rf / "train/labels/a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (rf / "data.yaml").write_text(yaml.safe_dump({"train": "../train/images", "val": "../valid/images",
+                                                  "nc": 1, "names": ["scratch"]}))  # fmt: skip
+    recs = {
+        Path(r.image_path).stem: r for r in _ingest({"type": "yolo", "path": str(rf)}, tmp_path)
+    }
+    assert {k: r.label for k, r in recs.items()} == {"a": "anomaly", "b": "normal"}
+    assert recs["a"].defect_type == "scratch"
+    dk = tmp_path / "dk"
+    save_image(dk / "images/a.png", size=(40, 40))
+    (dk / "labels").mkdir(parents=True)
+    (dk / "labels/a.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    (dk / "classes.txt").write_text("dent\nhole\n")
+    (rec,) = _ingest({"type": "yolo", "path": str(dk)}, tmp_path)
+    assert rec.label == "anomaly" and rec.defect_type == "hole"
+
+
+def test_coco_export_quirks_are_read(tmp_path):
+    """`annotations: null` (no objects), Windows separators in `file_name`, a `width` that is
+    not a number, an empty outline beside a box."""
+    root = tmp_path / "q"
+    save_image(root / "images/sub/a.png", size=(30, 20))
+    save_image(root / "images/b.png", seed=1, size=(30, 20))
+    data = {"images": [{"id": 1, "file_name": "sub\\a.png", "width": "abc", "height": 20},
+                       {"id": 2, "file_name": "b.png"}],
+            "categories": [{"id": 1, "name": "dent"}], "annotations": None}  # fmt: skip
+    (root / "l.json").write_text(json.dumps(data))
+    src = {"type": "coco", "path": str(root / "images"), "labels": str(root / "l.json")}
+    assert {r.label for r in _ingest(src, tmp_path)} == {"normal"}
+    data["annotations"] = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10], "segmentation": [[]]}
+    ]
+    (root / "l.json").write_text(json.dumps(data))
+    recs = {Path(r.image_path).name: r for r in _ingest(src, tmp_path)}
+    assert recs["a.png"].label == "anomaly" and recs["b.png"].label == "normal"
+    assert (np.asarray(Image.open(recs["a.png"].mask_path)) > 0).sum() == 100

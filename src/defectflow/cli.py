@@ -151,6 +151,27 @@ def _gather_images(inputs: list[Path], category: str | None) -> list[dict]:
     return items
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    return value
+
+
+def _maps_dir(maps: Path | None) -> Path | None:
+    """``--maps``: a folder, made if missing; refused at once when a file is in the way."""
+    if maps is None:
+        return None
+    for p in (maps, *maps.parents):
+        if p.exists() and not p.is_dir():
+            raise DefectflowError(f"--maps {maps}: {p} is a file, not a folder")
+    maps.mkdir(parents=True, exist_ok=True)
+    return maps
+
+
 def _predictions_path(out: Path) -> Path:
     """``--out``: a file to write, or an existing folder to write ``predictions.jsonl`` into."""
     if out.is_dir():
@@ -167,7 +188,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from defectflow.artifacts.predictions import write_predictions
     from defectflow.detector import Detector
 
-    out = _predictions_path(args.out)  # before any work: a bad --out is found at once
+    out = _predictions_path(args.out)  # before any work: a bad --out or --maps is found at once
+    _maps_dir(args.maps)
     det = Detector.load(args.infer_config, threads=args.threads, device=args.device)
     if args.category and args.category != det.cfg.category:
         raise DefectflowError(
@@ -510,8 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--maps", type=Path, help="write PNG heatmaps into this folder")
     s.add_argument("--category", help="refuse to run if the model is of another category")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--threads", type=int, default=2, help="backbone threads")
+    s.add_argument("--batch-size", type=_positive, default=16)
+    s.add_argument("--threads", type=_positive, default=2, help="backbone threads")
     s.add_argument(
         "--device",
         default="cpu",
@@ -566,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERRORS
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a path of the user's the system refuses (a folder for a file, ...)
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"defectflow {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERRORS
     except Exception:
         log.exception("internal error (a bug in defectflow; please report it with this output)")
         return EXIT_INTERNAL

@@ -208,6 +208,8 @@ def _coco_object(ann: dict[str, Any], cls: str, W: float, H: float, where: str,
     elif isinstance(seg, list) and seg:
         polys = seg if isinstance(seg[0], list) else [seg]  # some exporters drop the outer list
         for k, poly in enumerate(polys):
+            if poly == []:  # an empty outline (some exporters write one for box-only objects)
+                continue
             xy = _numbers(poly, where, f"segmentation[{k}]")
             if len(xy) < 6 or len(xy) % 2:
                 raise LabelsInvalid(f"{where}: polygon segmentation[{k}] has {len(xy)} numbers; "
@@ -239,7 +241,7 @@ def _coco_file(root: Path, labels: Path, name: str) -> Path:
     """Where an image named ``file_name`` is: under the image folder, else beside the labels file
     or in its ``images/`` folder, else by its bare name (exports differ); the first candidate
     when none exists (preflight reports it missing)."""
-    p = Path(name)
+    p = Path(name.replace("\\", "/"))  # a Windows export's separators
     if p.is_absolute():
         return p
     candidates = [root / p, labels.parent / p, labels.parent / "images" / p, root / p.name]
@@ -247,6 +249,17 @@ def _coco_file(root: Path, labels: Path, name: str) -> Path:
         if c.is_file():
             return c
     return candidates[0]
+
+
+def _declared_size(im: dict[str, Any]) -> tuple[float, float]:
+    """An image's `width` and `height` as the JSON states them (0 where absent or not numbers)."""
+    out = []
+    for key in ("width", "height"):
+        try:
+            out.append(max(0.0, float(im.get(key) or 0)))
+        except (TypeError, ValueError):
+            out.append(0.0)
+    return out[0], out[1]
 
 
 def _load_coco(labels: Path) -> dict[str, Any]:
@@ -264,7 +277,9 @@ def _load_coco(labels: Path) -> dict[str, Any]:
             f"{labels}: no `images` list; is this a COCO instances file?", file=str(labels)
         )
     for key in ("annotations", "categories"):
-        if not isinstance(data.get(key, []), list):
+        if data.get(key) is None:
+            data[key] = []  # absent or null: no objects (every image normal), no classes
+        if not isinstance(data[key], list):
             raise ManifestError(f"{labels}: `{key}` is not a list", file=str(labels))
     return data
 
@@ -310,7 +325,7 @@ def ingest_coco(src: CocoSource, mask_dir: str | Path) -> list[ManifestRecord]:
         i = ann["image_id"]
         if i not in sizes:
             sizes[i] = _image_size(paths[i])
-        W, H = sizes[i] or (float(im.get("width") or 0), float(im.get("height") or 0))
+        W, H = sizes[i] or _declared_size(im)
         try:
             objects[i].append(
                 _coco_object(ann, classes[ann["category_id"]], W, H, where, im["file_name"])
@@ -322,7 +337,7 @@ def ingest_coco(src: CocoSource, mask_dir: str | Path) -> list[ManifestRecord]:
     for i, im in images.items():
         size = None
         if objects[i]:  # drawn at the file's size; the JSON's when the file is missing
-            json_size = (int(im.get("width") or 0), int(im.get("height") or 0))
+            json_size = tuple(int(v) for v in _declared_size(im))
             size = sizes.get(i) or _image_size(paths[i]) or (json_size if all(json_size) else None)
         out.append(_record(paths[i].resolve() if paths[i].exists() else paths[i], objects[i], size,
                            src, root, "coco", where, Path(mask_dir), {"coco_id": i}))  # fmt: skip
@@ -388,25 +403,42 @@ def _split_images(base: Path, entry: Any, yaml_path: Path | None, split: str) ->
             raise ManifestError(
                 f"{yaml_path}: split {split!r} must name folders or list files, not {e!r}"
             )
-        p = Path(e) if Path(e).is_absolute() else base / e
-        if p.is_dir():
+        p = _split_path(base, e)
+        if p is None:
+            log.warning(
+                "%s: split %r names %r, which is not under %s: skipped", yaml_path, split, e, base
+            )
+        elif p.is_dir():
             out += sorted(
                 f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
             )
-        elif p.is_file() and p.suffix.lower() == ".txt":
-            for line in p.read_text(encoding="utf-8").splitlines():
-                line = line.strip()
-                if line:
-                    q = Path(line)
+        elif p.suffix.lower() == ".txt":
+            for line in p.read_text(encoding="utf-8-sig").splitlines():
+                q = Path(line.strip())
+                if line.strip():
                     out.append(
                         q
                         if q.is_absolute()
                         else (p.parent / q if line.startswith(".") else base / q)
                     )
         else:
-            raise ManifestError(f"{yaml_path}: split {split!r} names {e!r}, which is neither a folder "
-                                f"nor a list file under {base}")  # fmt: skip
+            raise ManifestError(
+                f"{yaml_path}: split {split!r} names {e!r}, which is neither a folder "
+                "nor a list file of images (.txt)"
+            )
     return out
+
+
+def _split_path(base: Path, entry: str) -> Path | None:
+    """Where a split entry is, as Ultralytics finds it: relative to the dataset root, or with a
+    leading ``../`` dropped (Roboflow's exports); an absolute path of another machine is looked
+    for under the root by its last parts. None when it is nowhere."""
+    p = Path(entry)
+    candidates = [p] if p.is_absolute() else [base / p]
+    if entry.startswith("../"):
+        candidates.append(base / entry[3:])
+    candidates += [base.joinpath(*p.parts[-k:]) for k in (3, 2, 1) if len(p.parts) > k]
+    return next((c for c in candidates if c.exists()), None)
 
 
 def _label_file(img: Path) -> Path:
@@ -497,6 +529,14 @@ def ingest_yolo(src: YoloSource, mask_dir: str | Path) -> list[ManifestRecord]:
         raise ManifestError(f"YOLO dataset folder {root} does not exist; check the source `path`")
     yaml_path, doc, base = _yolo_layout(root, src)
     names = yolo_names(yaml_path, doc)
+    if names is None:  # Darknet-style exports name their classes in classes.txt
+        listed = [p for p in (root / "classes.txt", root / "labels" / "classes.txt") if p.is_file()]
+        if listed:
+            names = [
+                n.strip()
+                for n in listed[0].read_text(encoding="utf-8-sig").splitlines()
+                if n.strip()
+            ]
     pose = "kpt_shape" in doc
     declared = [s for s in src.splits if doc.get(s)]
     if yaml_path is None:  # no YAML: images/<split>/ (or images/) with labels/ beside
@@ -510,8 +550,14 @@ def ingest_yolo(src: YoloSource, mask_dir: str | Path) -> list[ManifestRecord]:
     where = SourceRef(file=str(yaml_path or root), type="yolo")
     category = src.category or root.name
     out, seen, label_dirs = [], set(), set()
-    for split, entry in entries.items():
-        for img in _split_images(base, entry, yaml_path, split):
+    images = {
+        split: _split_images(base, entry, yaml_path, split) for split, entry in entries.items()
+    }
+    if not any(images.values()):
+        raise ManifestError(f"{yaml_path or root}: no image in the splits it names "
+                            f"({', '.join(f'{k}: {v}' for k, v in entries.items())}) under {base}")  # fmt: skip
+    for split, found in images.items():
+        for img in found:
             key = os.path.abspath(img)
             if key in seen:
                 continue
