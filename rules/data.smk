@@ -22,9 +22,10 @@ rule ingest:
         manifest="results/{dataset}/manifest.jsonl",
         box_masks=directory("results/{dataset}/box_masks"),
     log:
-        "logs/{dataset}/ingest.log",
+        log="logs/{dataset}/ingest.log",
+        report="logs/{dataset}/ingest_report.json",
     conda:
-        "../envs/curate.yaml"
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -3,11 +3,12 @@
 from defectflow.ingest import run_ingest
 from defectflow.logs import log_to
 
-with log_to(snakemake.log[0]):
+with log_to(snakemake.log.log):
     run_ingest(
         snakemake.params.dataset_config,
         snakemake.wildcards.dataset,
         snakemake.output.manifest,
         demo_dir=snakemake.params.demo_dir,
         mask_dir=snakemake.output.box_masks,
+        report=snakemake.log.report,
     )

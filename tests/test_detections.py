@@ -335,3 +335,20 @@ def test_coco_export_quirks_are_read(tmp_path):
     recs = {Path(r.image_path).name: r for r in _ingest(src, tmp_path)}
     assert recs["a.png"].label == "anomaly" and recs["b.png"].label == "normal"
     assert (np.asarray(Image.open(recs["a.png"].mask_path)) > 0).sum() == 100
+
+
+def test_a_bad_label_stops_the_workflow_at_ingest_with_a_coded_report(workflow_dir, tmp_path):
+    root = _yolo(tmp_path / "parts", {"a": "0 0.5 0.5 0.2\n", "b": None})
+    cfg = {"datasets": {"demo": {"enabled": False, "sources": [{"type": "demo"}]},
+                        "parts": {"sources": [{"type": "yolo", "path": str(root)}]}}}  # fmt: skip
+    (workflow_dir / "parts.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "snakemake", "results/parts/manifest.jsonl", "--cores", "1",
+                        "--configfile", "parts.yaml"], cwd=workflow_dir, capture_output=True, text=True)  # fmt: skip
+    assert (
+        r.returncode != 0
+        and "a.txt:1: 3 coordinates" in (workflow_dir / "logs/parts/ingest.log").read_text()
+    )
+    report = json.loads((workflow_dir / "logs/parts/ingest_report.json").read_text())
+    (issue,) = report["issues"]
+    assert issue["code"] == "LABELS_INVALID" and issue["context"]["line"] == 1 and not report["ok"]
+    assert not (workflow_dir / "results/parts/manifest.jsonl").exists()

@@ -464,9 +464,12 @@ def run_ingest(
     out: str | Path,
     demo_dir: str | Path = DEMO_DIR,
     mask_dir: str | Path | None = None,
+    report: str | Path | None = None,
 ) -> int:
     """Snakemake entry point: one dataset's config -> ``manifest.jsonl`` (and the box masks of
-    detection sources under ``mask_dir``)."""
+    detection sources under ``mask_dir``). A source that cannot be read is also written as a
+    preflight report with its code to ``report`` (a log file: CI gates read the same JSON as
+    from preflight)."""
     cfg = (
         dataset_config
         if isinstance(dataset_config, DatasetConfig)
@@ -474,6 +477,16 @@ def run_ingest(
     )
     if mask_dir is not None:
         Path(mask_dir).mkdir(parents=True, exist_ok=True)
-    n = write_manifest(ingest_sources(cfg.sources, dataset, demo_dir, mask_dir), out)
+    try:
+        records = ingest_sources(cfg.sources, dataset, demo_dir, mask_dir)
+    except ManifestError as exc:
+        if report is not None:
+            from defectflow.config import PreflightConfig
+            from defectflow.preflight import unreadable_manifest_report, write_report
+
+            write_report(unreadable_manifest_report(exc, dataset, str(out), PreflightConfig()), report)
+            raise ManifestError(f"{exc}\nReport: {report}", file=exc.file, line=exc.line) from None
+        raise
+    n = write_manifest(records, out)
     log.info("wrote %d records to %s", n, out)
     return n
