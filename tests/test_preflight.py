@@ -329,6 +329,28 @@ def test_records_without_a_valid_image_path_are_coded_at_their_line_by_the_cli(t
     TRIGGERED.update({"IMAGE_PATH_MISSING", "IMAGE_MISSING", "MANIFEST_UNREADABLE"})
 
 
+def test_an_unusable_config_or_path_still_writes_a_coded_report(tmp_path):
+    import subprocess
+    import sys
+
+    img = save_image(tmp_path / "a.png")
+    (tmp_path / "bad.yaml").write_text("preflight:\n  ignor: [SIZE_MIX]\n")
+    said = {}
+    for args, code in (([str(img), "--config", str(tmp_path / "bad.yaml")], "CONFIG_INVALID"),
+                       ([str(tmp_path / "nowhere")], "MANIFEST_UNREADABLE")):  # fmt: skip
+        out = tmp_path / f"{code}.json"
+        r = subprocess.run([sys.executable, "-m", "defectflow.cli", "preflight", *args, "--json", str(out)],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        (issue,) = json.loads(out.read_text())["issues"]
+        assert issue["code"] == code, issue
+        said[code] = issue["message"]
+        TRIGGERED.add(code)
+    assert str(tmp_path / "bad.yaml") in said["CONFIG_INVALID"]
+    assert "preflight.ignor: unknown key; did you mean `ignore`?" in said["CONFIG_INVALID"]
+    assert "nowhere does not exist" in said["MANIFEST_UNREADABLE"]
+
+
 def test_yolo_label_problems_have_codes(tmp_path):
     """A label file without its image (LABEL_ORPHAN, a warning) and a line that is no YOLO
     object (LABELS_INVALID, an error at its file and line)."""

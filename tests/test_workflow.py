@@ -755,7 +755,7 @@ def _kill_job_midway(
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=wf,
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--cores", "2"], cwd=wf,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     killed, seen = False, {}
     while proc.poll() is None and not killed:
@@ -801,9 +801,13 @@ def test_kill_9_in_embed_train_predict_then_rerun_gives_identical_files(tmp_path
 
     wf = copy_workflow(tmp_path / "crash")
     write_config(wf, **small)
-    for rule, bench in (("embed", "embed/*/bracket-000-of-001.tsv"), ("train", "train/patchcore-bracket.tsv"),
-                        ("predict", "predict/padim-bracket.tsv")):  # fmt: skip
-        r = _kill_job_midway(wf, [], rule, 0.4 * took(bench))
+    (shard,) = (ref / "results/demo/embeddings").glob("*/bracket/shard-000-of-001.safetensors")
+    for rule, bench, target in (  # one job each: the one whose wall time was measured
+        ("embed", "embed/*/bracket-000-of-001.tsv", str(shard.relative_to(ref))),
+        ("train", "train/patchcore-bracket.tsv", "results/demo/models/patchcore/bracket/checkpoint.safetensors"),
+        ("predict", "predict/padim-bracket.tsv", "results/demo/models/padim/bracket/predictions.jsonl"),
+    ):  # fmt: skip
+        r = _kill_job_midway(wf, [target], rule, 0.4 * took(bench))
         assert r.returncode != 0, (rule, r.stdout[-2000:])
         assert f"Error in rule {rule}" in r.stdout, (rule, r.stdout[-2000:])
     snakemake(wf)

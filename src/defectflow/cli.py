@@ -62,8 +62,10 @@ def sources_for_path(path: Path) -> list[dict]:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
+    import tempfile
+
     from defectflow.config import DatasetConfig, PreflightConfig, load_config
-    from defectflow.errors import ManifestError
+    from defectflow.errors import ConfigError, ManifestError
     from defectflow.ingest import ingest_sources
     from defectflow.preflight import (
         format_summary,
@@ -72,31 +74,36 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    checks = load_config(args.config).preflight if args.config else PreflightConfig()
+    report, checks = None, PreflightConfig()
+    try:  # a config that cannot be used is a report too (a CI gate reads the JSON)
+        if args.config:
+            checks = load_config(args.config).preflight
+    except ConfigError as exc:
+        report = unreadable_manifest_report(exc, args.dataset, str(args.config), checks)
     updates: dict = {"threads": args.threads}
     if args.verify:
         updates["verify"] = args.verify
     checks = checks.model_copy(update=updates)
-    import tempfile
-
     try:
-        sources = sources_for_path(Path(args.path))
-        for src in sources:
-            if args.category:
-                src["category"] = args.category
-        ds = DatasetConfig.model_validate({"sources": sources})
-        with tempfile.TemporaryDirectory(prefix="defectflow-masks-") as masks:
-            records = ingest_sources(ds.sources, dataset=args.dataset, mask_dir=masks)
-            report, _ = preflight_records(records, checks, args.dataset, str(args.path))
+        if report is None:
+            sources = sources_for_path(Path(args.path))
+            for src in sources:
+                if args.category:
+                    src["category"] = args.category
+            ds = DatasetConfig.model_validate({"sources": sources})
+            with tempfile.TemporaryDirectory(prefix="defectflow-masks-") as masks:
+                records = ingest_sources(ds.sources, dataset=args.dataset, mask_dir=masks)
+                report, _ = preflight_records(records, checks, args.dataset, str(args.path))
     except ManifestError as exc:  # the input itself is unreadable: still a report
         report = unreadable_manifest_report(exc, args.dataset, str(args.path), checks)
-    except (OSError, ValueError) as exc:  # a path the filesystem refuses (NUL, too long), ...
+    except (DefectflowError, OSError, ValueError) as exc:  # no such path, one the system refuses
         report = unreadable_manifest_report(
             ManifestError(f"{args.path}: cannot be read: {exc}"),
             args.dataset,
             str(args.path),
             checks,
         )
+    assert report is not None
     print(format_summary(report, examples=args.examples))
     if args.json:
         write_report(report, args.json)

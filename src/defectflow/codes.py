@@ -13,6 +13,7 @@ E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 #: code -> (default severity, what it means, what to do)
 CODES: dict[str, tuple[Severity, str, str]] = {
     "MANIFEST_UNREADABLE": (E, "the manifest itself cannot be read: not UTF-8, not valid JSON/CSV, empty, or no image column", "fix the file at the line the report names (JSON lines or a JSON array of objects, CSV with a header, Parquet)"),
+    "CONFIG_INVALID": (E, "the config given to `defectflow preflight --config` cannot be used (not YAML, a key written twice, an unknown key or value)", "fix the key the message names (config/README.md lists every key)"),
     "LABELS_INVALID": (E, "a detection label cannot be read as its format defines it: a YOLO line that is neither `class cx cy w h` nor a polygon, coordinates outside the image, a class id the YAML does not name, a COCO annotation of an unknown image or class, a box or polygon that is not numbers", "fix the label at the file and line (or annotation) the report names"),
     "LABEL_ORPHAN": (W, "a label file (YOLO .txt) has no image of the same name in the split's image folder: its objects are not used", "add the image or delete the label file"),
     "IMAGE_PATH_MISSING": (E, "a record names no image: its image path field is absent or empty", "fill the image path (or map your column with `fields: {image_path: <column>}`), or drop the record"),

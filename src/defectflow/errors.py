@@ -8,7 +8,9 @@ class DefectflowError(Exception):
 
 
 class ConfigError(DefectflowError):
-    """The workflow configuration is invalid."""
+    """The workflow configuration is invalid; ``code``: the preflight code a report gives it."""
+
+    code = "CONFIG_INVALID"
 
 
 class ManifestError(DefectflowError):

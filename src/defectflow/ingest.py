@@ -484,7 +484,9 @@ def run_ingest(
             from defectflow.config import PreflightConfig
             from defectflow.preflight import unreadable_manifest_report, write_report
 
-            write_report(unreadable_manifest_report(exc, dataset, str(out), PreflightConfig()), report)
+            write_report(
+                unreadable_manifest_report(exc, dataset, str(out), PreflightConfig()), report
+            )
             raise ManifestError(f"{exc}\nReport: {report}", file=exc.file, line=exc.line) from None
         raise
     n = write_manifest(records, out)
