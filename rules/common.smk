@@ -10,7 +10,9 @@ from defectflow.ingest import DEMO_DIR
 from defectflow.sharding import n_shards
 
 try:  # every config mistake answered here, before any job, naming the file that makes it
-    CFG = parse_workflow_config(config, workflow.configfiles, workflow.overwrite_configfiles)
+    CFG = parse_workflow_config(
+        config, workflow.configfiles, workflow.overwrite_configfiles
+    )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -87,10 +89,14 @@ def chain_files(wildcards):
                 base = f"results/{dataset}/models/{model}/{category}"
                 files += [f"{base}/{name}" for name in ("checkpoint.safetensors", "model_card.json",
                           "crossfit.parquet", "infer_config.json", "predictions.jsonl", "metrics.json")]  # fmt: skip
-                files += score_files(w, "scores.parquet") + score_files(w, "maps.safetensors")
+                files += score_files(w, "scores.parquet") + score_files(
+                    w, "maps.safetensors"
+                )
                 if entry(CFG.models[model].backend).consumes == "features":
                     shards = feature_files(w, model_backbone(w))
-                    files += shards + [f.removesuffix(".safetensors") + ".parquet" for f in shards]
+                    files += shards + [
+                        f.removesuffix(".safetensors") + ".parquet" for f in shards
+                    ]
     return sorted(set(files))
 
 
