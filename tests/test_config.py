@@ -207,6 +207,9 @@ def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
     ({"models": {"knn": {"backend": "knn", "k": 0}}}, "models.knn.k: Input should be greater"),
     ({"backbone": {"layers": [2, 7]}}, "backbone.layers: tf_efficientnet_lite0 has 5 feature levels (0-4)"),
     ({"backbone": {"name": "resnet18"}}, "backbone.weights: packaged (`builtin`) weights exist for"),
+    ({"models": {"knn": {"backend": "knnn"}}}, "models.knn.backend: 'knnn' is not one of knn, patchcore"),
+    ({"models": {"knn": {"k": 3}}}, "models.knn: needs `backend:`, one of knn, patchcore, padim"),
+    ({"models": {"pc": {"backend": "patchcore", "seeds": "x"}}}, "models.pc.seeds: give a list"),
 ])  # fmt: skip
 def test_config_mistakes_name_the_file_and_the_key_once(tmp_path, extra, message):
     path = tmp_path / "mine.yaml"

@@ -664,6 +664,18 @@ def _describe(err: dict[str, Any]) -> tuple[list[Any], str]:
         return path, f"{loc}: unknown key{hint}"
     if err["type"] == "missing":
         return path, f"{loc}: required key is missing"
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        ctx = err.get("ctx", {})
+        key = str(ctx.get("discriminator", "type")).strip("'")
+        tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+        if err["type"] == "union_tag_not_found":
+            kinds = list(REGISTRY) if key == "backend" else [
+                typing.get_args(m.model_fields["type"].annotation)[0] for m in _members(Source)
+            ]  # fmt: skip
+            return path, f"{loc}: needs `{key}:`, one of {', '.join(kinds)}"
+        close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.6)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        return path, f"{loc}.{key}: {ctx.get('tag')!r} is not one of {', '.join(tags)}{hint}"
     msg = err["msg"].removeprefix("Value error, ")
     return path, f"{loc}: {msg}" + ("" if isinstance(given, dict) else f" (given {given!r})")
 
@@ -812,6 +824,10 @@ def parse_config(data: dict[str, Any] | None, where: str = "config",
         )
     try:
         return Config.model_validate(_expand(dict(data or {})))
+    except ConfigError as exc:  # a sweep that cannot be expanded
+        raise ConfigError(
+            f"invalid {_defined_in(['models'], files or []) or where}:\n  {exc}"
+        ) from None
     except ValidationError as exc:
         prefix = ["backbone"] if exc.title == "BackboneConfig" else []
         by_file: dict[str, list[str]] = {}
