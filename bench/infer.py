@@ -48,7 +48,9 @@ def _wall(cmd: list[str], rounds: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--infer-config", type=Path,
                     default=REPO / "results/demo/models/patchcore/tile/infer_config.json")  # fmt: skip
     ap.add_argument("--image", type=Path, default=REPO / "resources/demo/tile/test/good/000.png")
@@ -70,7 +72,9 @@ def main() -> None:
     model = json.loads(args.infer_config.read_text())["model"]
     print(f"defectflow infer, one image, model {model} (median of {args.rounds} runs)")
     print(f"  whole command            {wall:6.2f} s   (target < 1.5 s)")
-    print(f"  baseline: python + numpy + onnxruntime imports {floor:5.2f} s  (bare python {bare:.2f} s)")
+    print(
+        f"  baseline: python + numpy + onnxruntime imports {floor:5.2f} s  (bare python {bare:.2f} s)"
+    )
     print(f"  ratio command / baseline {wall / floor:6.2f}x")
     print("  where the time goes, in one process:")
     for k in ("import", "load", "score", "write"):
