@@ -213,3 +213,25 @@ def test_battery_weld_folder_layout(battery_weld):
     assert len(imgs) == 165
     assert sum(r.mask_path is not None for r in imgs) == 93
     assert sum(r.image_path is None for r in recs) == 40  # masks without an image
+
+
+def test_spreadsheet_exports_are_read_as_meant(tmp_path):
+    """A semicolon CSV (a European spreadsheet), paths with spaces around them, a file:// URI
+    and Windows separators all name the image; a URL is said to be one."""
+    save_image(tmp_path / "img" / "a.png", 1)
+    save_image(tmp_path / "img" / "b.png", 2)
+    save_image(tmp_path / "img" / "c.png", 3)
+    (tmp_path / "m.csv").write_text(
+        "image;category;label\n img/a.png ;cap;OK\n"
+        f"file://{tmp_path}/img/b.png;cap;NG\nimg\\c.png;cap;OK\nhttps://example.com/d.png;cap;OK\n"
+    )
+    recs = _ingest({"type": "manifest", "path": str(tmp_path / "m.csv")})
+    paths = [r.image_path for r in recs]
+    assert paths[:3] == [str((tmp_path / "img" / n).resolve()) for n in ("a.png", "b.png", "c.png")]
+    assert [r.label for r in recs] == ["normal", "anomaly", "normal", "normal"]
+    from defectflow.imagefacts import inspect_file
+
+    assert "a URL" in inspect_file(paths[3], "image", full=False).error
+    with pytest.raises(ManifestError, match="a spreadsheet: save it as CSV"):
+        (tmp_path / "m.xlsx").write_bytes(b"PK")
+        _ingest({"type": "manifest", "path": str(tmp_path / "m.xlsx")})

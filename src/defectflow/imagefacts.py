@@ -107,6 +107,8 @@ def inspect_file(path: str, kind: str, full: bool) -> ImageFacts:
     except (OSError, ValueError) as exc:  # a NUL byte, a name longer than the filesystem allows
         found, why = False, f"not a valid path here: {exc}"
     if not found:
+        if "://" in path:
+            why = "a URL: defectflow reads local files only; download the images first"
         return ImageFacts(path=path, kind=kind, exists=False, readable=False, error=why)
     try:
         data = p.read_bytes()

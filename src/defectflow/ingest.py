@@ -49,14 +49,32 @@ DEMO_DIR = "resources/demo"
 
 
 def _resolve(base: Path, value: str | None) -> str | None:
+    """An absolute path for a manifest's path value (relative to ``base``). What other tools
+    write is read as meant where the literal path does not exist: surrounding spaces, a
+    ``file://`` URI, Windows separators."""
     if value is None or str(value).strip() == "":
         return None
-    p = Path(str(value))
+    text = str(value)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", text) and not text.startswith("file://"):
+        return text  # a URL: kept as given, preflight says it is not a local file
+    p = Path(text)
     p = p if p.is_absolute() else base / p
+    if not _exists(p):
+        alt = text.strip().removeprefix("file://").replace("\\", "/")
+        q = Path(alt) if Path(alt).is_absolute() else base / alt
+        if alt != text and _exists(q):
+            p = q
     try:
         return str(p.resolve())
     except (OSError, RuntimeError, ValueError):  # a loop, a NUL byte: kept, preflight reports it
         return os.path.abspath(p)
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except (OSError, ValueError):  # a NUL byte, a name too long: preflight reports it
+        return False
 
 
 def _rel(base: Path, resolved: str) -> str:
@@ -108,12 +126,15 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
             ".json": "jsonl",
             ".ndjson": "jsonl",
             ".csv": "csv",
+            ".tsv": "csv",
+            ".txt": "csv",
             ".parquet": "parquet",
             ".pq": "parquet",
         }.get(ext, "")
         if not fmt:
+            hint = " (a spreadsheet: save it as CSV)" if ext in (".xlsx", ".xls", ".ods") else ""
             raise ManifestError(
-                f"{where}: cannot tell the format from extension {ext!r}; set `format: jsonl|csv|parquet`"
+                f"{where}: cannot tell the format from extension {ext!r}{hint}; set `format: jsonl|csv|parquet`"
             )
     try:
         if fmt == "jsonl" and _starts_with(path, "["):
@@ -128,7 +149,7 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield lineno, obj
         elif fmt == "csv":
             with path.open(newline="", encoding="utf-8-sig") as fh:
-                reader = csv.DictReader(fh)
+                reader = csv.DictReader(fh, dialect=_csv_dialect(path))
                 for row in reader:
                     yield reader.line_num, dict(row)
         else:
@@ -147,6 +168,22 @@ def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
         raise ManifestError(f"{where}: cannot read: {exc}", file=str(path)) from None
     except ValueError as exc:  # Arrow's complaint about a truncated or foreign Parquet file
         raise ManifestError(f"{where}: not a readable {fmt} file: {exc}", file=str(path)) from None
+
+
+def _csv_dialect(path: Path) -> type[csv.Dialect] | str:
+    """Commas, or the delimiter the header plainly uses instead (semicolons from a European
+    spreadsheet, tabs, pipes)."""
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        header = fh.readline()
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    delim = max(counts, key=counts.get)
+    if counts[delim] == 0 or delim == ",":
+        return "excel"
+
+    class Found(csv.excel):
+        delimiter = delim
+
+    return Found
 
 
 def _starts_with(path: Path, char: str) -> bool:
