@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 sys.path.insert(0, sys.argv[1])
 from common import weld_rows
-from defectflow.backends.anomalib import builtin_pretrained
+from defectflow.models.backends.anomalib import builtin_pretrained
 torch.set_num_threads(int(sys.argv[2]))
 from anomalib.data import Folder
 from anomalib.engine import Engine
@@ -103,7 +103,7 @@ def _data(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str]:
     """(MVTec-layout folder or None for battery weld, category)."""
     if args.demo_train:
         from defectflow.config import DemoConfig
-        from defectflow.demo import generate_demo
+        from defectflow.data.demo import generate_demo
 
         data = tmp / "demo"
         generate_demo(data, DemoConfig(n_train=args.demo_train, n_test_normal=40,

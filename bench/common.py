@@ -22,9 +22,9 @@ def weld_rows(data: Path = WELD) -> list[dict]:
     """Standardized rows of the battery-weld data (leaked test copies dropped), in the data's own
     train/test split: nothing held out as val, so `split != "test"` is the training set."""
     from defectflow.config import DatasetConfig, PreflightConfig, SplitConfig
-    from defectflow.ingest import ingest_sources
-    from defectflow.preflight import preflight_records
-    from defectflow.standardize import standardize_records
+    from defectflow.data.ingest import ingest_sources
+    from defectflow.data.preflight import preflight_records
+    from defectflow.data.standardize import standardize_records
 
     if not data.is_dir():
         sys.exit(
@@ -41,9 +41,9 @@ def weld_rows(data: Path = WELD) -> list[dict]:
 
 def onnx_backbone(tmp: Path, image_size: int = 224, threads: int = 2):
     """(backbone, preprocess spec) of the default backbone, exported into ``tmp``."""
-    from defectflow.backbone_export import run_export_backbone
-    from defectflow.onnx_backbone import OnnxBackbone
-    from defectflow.preprocess import PreprocessSpec
+    from defectflow.features.export import run_export_backbone
+    from defectflow.features.onnx_runtime import OnnxBackbone
+    from defectflow.features.preprocess import PreprocessSpec
 
     cfg = {
         "name": "tf_efficientnet_lite0",
@@ -60,7 +60,7 @@ def onnx_backbone(tmp: Path, image_size: int = 224, threads: int = 2):
 
 def patch_features(paths: list[str], image_size: int = 224, flips: bool = False) -> np.ndarray:
     """Real patch features ``[N*H*W, C]`` of images (optionally with their mirror images)."""
-    from defectflow.embeddings import extract
+    from defectflow.features.embeddings import extract
 
     with tempfile.TemporaryDirectory() as tmp:
         bb, pp = onnx_backbone(Path(tmp), image_size)

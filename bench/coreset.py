@@ -30,7 +30,7 @@ def project(x: np.ndarray, dim: int = 128, seed: int = 0) -> np.ndarray:
 
 
 def ours(x: np.ndarray, n: int) -> tuple[float, np.ndarray]:
-    from defectflow.backends.coreset import greedy_coreset
+    from defectflow.models.backends.coreset import greedy_coreset
 
     greedy_coreset(x[:2000], 10, projection_dim=0)  # compile/load the kernel outside the timing
     t = time.perf_counter()

@@ -23,10 +23,10 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args()
 
-    from defectflow import backends
-    from defectflow.backends.base import Features
-    from defectflow.embeddings import extract
-    from defectflow.train import assign_folds, oof_scores
+    from defectflow.features.embeddings import extract
+    from defectflow.models import backends
+    from defectflow.models.backends.base import Features
+    from defectflow.models.train import assign_folds, oof_scores
 
     paths = [r["image_path"] for r in weld_rows() if r["split"] != "test"]
     with tempfile.TemporaryDirectory() as tmp:

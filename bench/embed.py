@@ -34,7 +34,7 @@ def main() -> None:
     import timm
     from common import onnx_backbone
 
-    from defectflow.embeddings import extract
+    from defectflow.features.embeddings import extract
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = """
 import time, json, sys
 t0 = time.perf_counter()
-from defectflow.detector import Detector
+from defectflow.deploy.detector import Detector
 from defectflow.artifacts.predictions import write_predictions
 t1 = time.perf_counter()
 det = Detector.load(sys.argv[1], threads=2)

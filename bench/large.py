@@ -51,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from defectflow.config import DemoConfig
-    from defectflow.demo import generate_demo
+    from defectflow.data.demo import generate_demo
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="df-large-"))
     data, wf = root / "data", root / "wf"

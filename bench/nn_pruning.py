@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=4096)
     args = ap.parse_args()
 
-    from defectflow.backends.base import nearest_sq_distances
+    from defectflow.models.backends.base import nearest_sq_distances
     from defectflow.threads import set_threads
 
     set_threads(2)

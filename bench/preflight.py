@@ -72,8 +72,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from defectflow.config import DatasetConfig, PreflightConfig
-    from defectflow.ingest import ingest_sources
-    from defectflow.preflight import preflight_records
+    from defectflow.data.ingest import ingest_sources
+    from defectflow.data.preflight import preflight_records
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="df-bench-"))
     root.mkdir(parents=True, exist_ok=True)

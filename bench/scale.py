@@ -73,7 +73,7 @@ def dry_run(wf: Path, *args: str) -> tuple[float, int]:
 
 
 def _train(table: Path, files: list[str], params: dict, out: Path) -> dict:
-    from defectflow.memory import measure_train, train_mem_mb
+    from defectflow.models.memory import measure_train, train_mem_mb
 
     t = time.perf_counter()
     peak = measure_train(table, files, params, out, threads=2)
@@ -87,9 +87,9 @@ def _exact_radius(files: list[str], table: Path, out: Path) -> float:
     import numpy as np
 
     from defectflow.artifacts.checkpoint import load_checkpoint
-    from defectflow.backends.base import nearest_sq_distances
-    from defectflow.backends.coreset import flat_patches, projection
-    from defectflow.inputs import FIT_SPLITS, load_inputs
+    from defectflow.features.stored import FIT_SPLITS, load_inputs
+    from defectflow.models.backends.base import nearest_sq_distances
+    from defectflow.models.backends.coreset import flat_patches, projection
 
     pc = load_checkpoint(out / "c.safetensors")
     data, _ = load_inputs("features", table, "cat", files, 224, FIT_SPLITS,
@@ -108,7 +108,7 @@ def fit_bench(args: argparse.Namespace) -> None:
     from common import patch_features, weld_rows
 
     from defectflow.config import parse_config
-    from defectflow.memory import synthetic_train_data
+    from defectflow.models.memory import synthetic_train_data
 
     rows = [r["image_path"] for r in weld_rows() if r["split"] != "test"]
     flat = patch_features(rows, flips=True)
@@ -164,8 +164,8 @@ def main() -> None:
         return
 
     from defectflow.config import DatasetConfig, PreflightConfig
-    from defectflow.ingest import ingest_sources
-    from defectflow.preflight import preflight_records
+    from defectflow.data.ingest import ingest_sources
+    from defectflow.data.preflight import preflight_records
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="df-scale-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,8 @@ from common import REPO, WELD, onnx_backbone, patch_features, weld_rows
 
 def _rate(model, bb, x, batch, pp, with_maps: bool) -> tuple[float, float]:
     """(images/s of backbone + scoring (+ maps), search ms per image)."""
-    from defectflow.backends.base import Features
-    from defectflow.maps import smooth_maps
+    from defectflow.deploy.maps import smooth_maps
+    from defectflow.models.backends.base import Features
 
     t = time.perf_counter()
     search = 0.0
@@ -51,10 +51,10 @@ def _rate(model, bb, x, batch, pp, with_maps: bool) -> tuple[float, float]:
 
 
 def speed(args: argparse.Namespace) -> None:
-    from defectflow.backends import build
-    from defectflow.backends.base import Features
-    from defectflow.backends.ivf import IvfIndex, default_lists
-    from defectflow.preprocess import preprocess
+    from defectflow.features.preprocess import preprocess
+    from defectflow.models.backends import build
+    from defectflow.models.backends.base import Features
+    from defectflow.models.backends.ivf import IvfIndex, default_lists
 
     rows = weld_rows()
     test = [r["image_path"] for r in rows if r["split"] == "test"]

@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from defectflow.config import parse_config
-    from defectflow.memory import measure_train, synthetic_train_data, train_mem_mb
+    from defectflow.models.memory import measure_train, synthetic_train_data, train_mem_mb
 
     cfg = parse_config({"datasets": {"big": {"sources": [{"type": "demo"}]}}})
     print(f"{'model':<10} {'images':>7} {'features MB':>12} {'peak MB':>8} {'mem_mb':>7} "

@@ -28,8 +28,8 @@ VARIANTS = ["defectflow-patchcore", "anomalib-Patchcore", "defectflow-padim", "a
 def run_one(variant: str, size: int, threads: int) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    from defectflow.backends import build
-    from defectflow.backends.base import Features, Images
+    from defectflow.models.backends import build
+    from defectflow.models.backends.base import Features, Images
     from defectflow.threads import set_threads
 
     set_threads(threads)
@@ -42,7 +42,7 @@ def run_one(variant: str, size: int, threads: int) -> dict:
     if kind == "defectflow":
         from common import onnx_backbone
 
-        from defectflow.embeddings import extract
+        from defectflow.features.embeddings import extract
 
         with tempfile.TemporaryDirectory() as tmp:
             bb, pp = onnx_backbone(Path(tmp), size, threads)  # the backbone export is in the timing

@@ -3,10 +3,10 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from defectflow.backends import entry
+from defectflow.models.backends import entry
 from defectflow.config import parse_workflow_config
 from defectflow.errors import ConfigError
-from defectflow.ingest import DEMO_DIR
+from defectflow.data.ingest import DEMO_DIR
 from defectflow.sharding import n_shards
 
 try:  # every config mistake answered here, before any job, naming the file that makes it
@@ -202,7 +202,7 @@ def train_mem_mb(wildcards, input):
     """A train job's memory, from the size of the features it loads and its backend's fitting
     memory; 8000 MB while the features are not there yet (Snakemake asks again when the job is
     ready) and for image backends."""
-    from defectflow.memory import train_mem_mb as mem_mb
+    from defectflow.models.memory import train_mem_mb as mem_mb
 
     return mem_mb(
         model_params(wildcards), list(input.get("features", [])), fallback=8000

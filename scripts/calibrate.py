@@ -1,7 +1,7 @@
 """Snakemake adapter: cross-fit scores + threshold policy -> infer_config.json."""
 
-from defectflow.calibrate import run_calibrate
 from defectflow.logs import log_to
+from defectflow.models.calibrate import run_calibrate
 
 with log_to(snakemake.log[0]):
     run_calibrate(

@@ -1,7 +1,7 @@
 """Snakemake adapter: config.demo -> built-in demo data folder (MVTec layout)."""
 
 from defectflow.config import DemoConfig
-from defectflow.demo import generate_demo
+from defectflow.data.demo import generate_demo
 from defectflow.logs import log_to
 
 with log_to(snakemake.log[0]):

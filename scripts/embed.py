@@ -1,7 +1,7 @@
 """Snakemake adapter: standardized.parquet -> one shard of a category's stored features."""
 
 from defectflow.config import parse_config
-from defectflow.embeddings import run_embed
+from defectflow.features.embeddings import run_embed
 from defectflow.logs import log_to
 
 cfg = parse_config(snakemake.config)

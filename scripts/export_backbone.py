@@ -1,6 +1,6 @@
 """Snakemake adapter: backbone config -> backbone.onnx + backbone.json (parity-checked)."""
 
-from defectflow.backbone_export import run_export_backbone
+from defectflow.features.export import run_export_backbone
 from defectflow.logs import log_to
 
 with log_to(snakemake.log[0]):

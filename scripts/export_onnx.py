@@ -1,7 +1,7 @@
 """Snakemake adapter: infer_config.json -> model.onnx + parity report (fails on mismatch)."""
 
+from defectflow.deploy.onnx_export import run_export_onnx
 from defectflow.logs import log_to
-from defectflow.onnx_export import run_export_onnx
 
 with log_to(snakemake.log[0]):
     run_export_onnx(

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from defectflow.curation import group_model_files, run_fiftyone
+from defectflow.curation.fiftyone import group_model_files, run_fiftyone
 from defectflow.logs import log_to
 
 with log_to(snakemake.log[0]):

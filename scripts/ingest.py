@@ -1,6 +1,6 @@
 """Snakemake adapter: dataset sources -> manifest.jsonl (+ box masks of COCO/YOLO sources)."""
 
-from defectflow.ingest import run_ingest
+from defectflow.data.ingest import run_ingest
 from defectflow.logs import log_to
 
 with log_to(snakemake.log.log):

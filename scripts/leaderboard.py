@@ -1,7 +1,7 @@
 """Snakemake adapter: a dataset's metrics.json files -> leaderboard.parquet + .csv."""
 
+from defectflow.evaluation.runs import run_leaderboard
 from defectflow.logs import log_to
-from defectflow.runs import run_leaderboard
 
 with log_to(snakemake.log[0]):
     run_leaderboard(list(snakemake.input.metrics), snakemake.output.parquet, snakemake.output.csv)

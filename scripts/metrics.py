@@ -1,7 +1,7 @@
 """Snakemake adapter: a model's predictions and maps of a category + masks -> metrics.json."""
 
+from defectflow.evaluation.metrics import run_metrics
 from defectflow.logs import log_to
-from defectflow.metrics import run_metrics
 
 with log_to(snakemake.log[0]):
     run_metrics(

@@ -1,7 +1,7 @@
 """Snakemake adapter: raw scores + maps + infer_config.json -> predictions.jsonl + heatmaps."""
 
+from defectflow.deploy.predict import run_predict
 from defectflow.logs import log_to
-from defectflow.predict import run_predict
 
 with log_to(snakemake.log[0]):
     run_predict(

@@ -1,7 +1,7 @@
 """Snakemake adapter: manifest.jsonl -> preflight.json + image_facts.parquet."""
 
+from defectflow.data.preflight import run_preflight
 from defectflow.logs import log_to
-from defectflow.preflight import run_preflight
 
 with log_to(snakemake.log.log):
     run_preflight(

@@ -1,7 +1,7 @@
 """Snakemake adapter: preflight.json + backbone cards + models -> preflight_memory.json."""
 
 from defectflow.logs import log_to
-from defectflow.memory import run_memory_check
+from defectflow.models.memory import run_memory_check
 
 with log_to(snakemake.log[0]):
     run_memory_check(

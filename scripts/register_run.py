@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from defectflow.config import parse_config
+from defectflow.evaluation.runs import REGISTRY, record_run
 from defectflow.logs import log_to
-from defectflow.runs import REGISTRY, record_run
 
 with log_to(snakemake.log[0]):
     record_run(

@@ -1,7 +1,7 @@
 """Snakemake adapter: a dataset's metrics and predictions -> report.html."""
 
+from defectflow.evaluation.report import run_report
 from defectflow.logs import log_to
-from defectflow.report import run_report
 
 with log_to(snakemake.log[0]):
     run_report(

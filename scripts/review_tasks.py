@@ -1,8 +1,8 @@
 """Snakemake adapter: a dataset's results -> Label Studio review tasks + labeling config."""
 
-from defectflow.curation import group_model_files
+from defectflow.curation.fiftyone import group_model_files
+from defectflow.curation.review import run_review_tasks
 from defectflow.logs import log_to
-from defectflow.review import run_review_tasks
 
 with log_to(snakemake.log[0]):
     p = snakemake.params.review

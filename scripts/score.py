@@ -1,8 +1,8 @@
 """Snakemake adapter: checkpoint + one shard's test features (or images) -> raw scores + maps."""
 
 from defectflow.config import parse_config
+from defectflow.deploy.scoring import run_score
 from defectflow.logs import log_to
-from defectflow.scoring import run_score
 
 with log_to(snakemake.log[0]):
     run_score(

@@ -1,7 +1,7 @@
 """Snakemake adapter: manifest + preflight -> standardized.parquet."""
 
+from defectflow.data.standardize import run_standardize
 from defectflow.logs import log_to
-from defectflow.standardize import run_standardize
 
 with log_to(snakemake.log[0]):
     run_standardize(

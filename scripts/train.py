@@ -2,7 +2,7 @@
 
 from defectflow.config import parse_config
 from defectflow.logs import log_to
-from defectflow.train import run_train
+from defectflow.models.train import run_train
 
 with log_to(snakemake.log[0]):
     run_train(

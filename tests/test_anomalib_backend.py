@@ -8,17 +8,17 @@ from sklearn.metrics import roc_auc_score
 
 from defectflow.artifacts.infer_config import read_infer_config
 from defectflow.artifacts.standardized import StandardizedRow, category_rows
-from defectflow.calibrate import run_calibrate
 from defectflow.config import DemoConfig, DemoSource, PreflightConfig, SplitConfig, parse_config
-from defectflow.demo import generate_demo
-from defectflow.detector import Detector
+from defectflow.data.demo import generate_demo
+from defectflow.data.ingest import ingest_mvtec
+from defectflow.data.preflight import preflight_records
+from defectflow.data.standardize import standardize_records
+from defectflow.deploy.detector import Detector
+from defectflow.deploy.scoring import run_score
 from defectflow.errors import ConfigError, ModelError
-from defectflow.ingest import ingest_mvtec
-from defectflow.preflight import preflight_records
-from defectflow.scoring import run_score
-from defectflow.standardize import standardize_records
+from defectflow.models.calibrate import run_calibrate
+from defectflow.models.train import run_train
 from defectflow.tables import write_table
-from defectflow.train import run_train
 
 LITE0 = "tf_efficientnet_lite0"
 
@@ -115,7 +115,7 @@ def test_anomalib_names_and_arguments_are_checked_early():
                 "models": {"m": {"backend": "anomalib", "model": "DictConfig"}},
             }
         )
-    from defectflow.backends.anomalib import build_module
+    from defectflow.models.backends.anomalib import build_module
 
     with pytest.raises(ModelError, match=r"takes no argument \['pre_trained'\]"):
         build_module("Stfpm", {"backbone": LITE0, "pre_trained": True}, 64, [0.5] * 3, [0.5] * 3)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from defectflow import backends
 from defectflow.artifacts.checkpoint import load_checkpoint, save_checkpoint
-from defectflow.backends.base import Features
-from defectflow.backends.coreset import flat_patches, select_bank
-from defectflow.backends.ivf import IvfIndex
+from defectflow.models import backends
+from defectflow.models.backends.base import Features
+from defectflow.models.backends.coreset import flat_patches, select_bank
+from defectflow.models.backends.ivf import IvfIndex
 
 
 def _images(n: int, c: int = 24, h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:

@@ -94,8 +94,9 @@ print(json.dumps({
 }))
 """
     assert not (db.parent / "mongod.json").exists()  # the build job stopped its database
-    probe = f"from defectflow.curation import database\nwith database({str(db)!r}):\n" + "\n".join(
-        "    " + line for line in probe.strip().splitlines()
+    probe = (
+        f"from defectflow.curation.fiftyone import database\nwith database({str(db)!r}):\n"
+        + "\n".join("    " + line for line in probe.strip().splitlines())
     )
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -206,8 +207,8 @@ def test_similar_finds_the_image_itself_first(curated):
 
 
 def test_similar_asks_which_backbone_after_a_backbone_sweep(tmp_path):
+    from defectflow.curation.similar import find_similar
     from defectflow.errors import DefectflowError
-    from defectflow.similar import find_similar
 
     for bb in ("tf_efficientnet_lite0_L23_p3_s224", "tf_efficientnet_lite1_L23_p3_s224"):
         (tmp_path / "demo/embeddings" / bb / "tile").mkdir(parents=True)
@@ -225,7 +226,7 @@ def test_near_duplicate_cut_tags_copies_not_look_alikes():
     are not."""
     import numpy as np
 
-    from defectflow.curation import near_duplicate_cut
+    from defectflow.curation.fiftyone import near_duplicate_cut
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=64)

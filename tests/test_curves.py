@@ -1,4 +1,4 @@
-"""defectflow.curves against scikit-learn on tied and untied scores, and the jobs that use them
+"""defectflow.evaluation.curves against scikit-learn on tied and untied scores, and the jobs that use them
 start without importing scikit-learn."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from defectflow import curves
+from defectflow.evaluation import curves
 
 
 def _cases():
@@ -60,8 +60,8 @@ def test_best_f1_takes_the_lowest_of_equal_thresholds_and_refuses_one_class():
 
 def test_calibrate_metrics_and_report_jobs_start_without_scikit_learn():
     code = (
-        "import sys, defectflow.calibrate, defectflow.metrics, defectflow.report, "
-        "defectflow.thresholds; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "import sys, defectflow.models.calibrate, defectflow.evaluation.metrics, defectflow.evaluation.report, "
+        "defectflow.models.thresholds; print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('sklearn', 'scipy', 'pandas')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

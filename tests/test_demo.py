@@ -4,9 +4,9 @@ import numpy as np
 from PIL import Image
 
 from defectflow.config import DemoConfig, PreflightConfig
-from defectflow.demo import DEFECTS, generate_demo
-from defectflow.ingest import ingest_mvtec
-from defectflow.preflight import preflight_records
+from defectflow.data.demo import DEFECTS, generate_demo
+from defectflow.data.ingest import ingest_mvtec
+from defectflow.data.preflight import preflight_records
 
 
 def _digest(root):

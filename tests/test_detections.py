@@ -15,8 +15,8 @@ from conftest import save_image
 from PIL import Image
 
 from defectflow.config import DatasetConfig
+from defectflow.data.ingest import ingest_sources, run_ingest
 from defectflow.errors import ManifestError
-from defectflow.ingest import ingest_sources, run_ingest
 
 
 def _coco(root: Path, boxes: dict[str, list[tuple[str, list[float]]]], size=(60, 40)) -> Path:
@@ -128,7 +128,7 @@ def test_coco_dataset_through_the_workflow(workflow_dir, tmp_path):
     """The demo's bracket images re-labelled as COCO boxes (the bounding box of each mask): the
     chain runs to metrics, with box masks for the pixel metrics."""
     from defectflow.config import DemoConfig
-    from defectflow.demo import generate_demo
+    from defectflow.data.demo import generate_demo
 
     demo = tmp_path / "demo"
     generate_demo(

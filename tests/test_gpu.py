@@ -48,7 +48,7 @@ def test_cuda_asked_without_a_gpu_is_a_clear_error():
 
 @needs_gpu
 def test_cuda_nearest_neighbours_are_exact():
-    from defectflow.backends.base import nearest_sq_distances
+    from defectflow.models.backends.base import nearest_sq_distances
 
     rng = np.random.default_rng(0)
     q, bank = (
@@ -67,8 +67,8 @@ def test_cuda_nearest_neighbours_are_exact():
 
 @needs_gpu
 def test_cuda_coreset_covers_like_the_cpu_one():
-    from defectflow.backends.base import nearest_sq_distances
-    from defectflow.backends.coreset import greedy_coreset
+    from defectflow.models.backends.base import nearest_sq_distances
+    from defectflow.models.backends.coreset import greedy_coreset
 
     x = np.random.default_rng(1).standard_normal((20000, 152), np.float32)
     device.use("cpu")
@@ -121,8 +121,8 @@ def test_torch_backbone_matches_the_onnx_graph(tmp_path):
     """The class the CUDA path runs, here on the CPU: same features as the exported ONNX graph."""
     from conftest import small_backbone
 
-    from defectflow.onnx_backbone import OnnxBackbone
-    from defectflow.torch_backbone import TorchBackbone
+    from defectflow.features.onnx_runtime import OnnxBackbone
+    from defectflow.features.torch_runtime import TorchBackbone
 
     card = small_backbone(tmp_path)
     x = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)

@@ -23,10 +23,10 @@ def _loaded(module: str) -> set[str]:
 @pytest.mark.parametrize(
     "module",
     [
-        "defectflow.ingest", "defectflow.preflight", "defectflow.memory", "defectflow.standardize",
-        "defectflow.embeddings", "defectflow.train", "defectflow.scoring", "defectflow.calibrate",
-        "defectflow.predict", "defectflow.metrics", "defectflow.report", "defectflow.detector",
-        "defectflow.backends.knn", "defectflow.backends.patchcore", "defectflow.backends.padim",
+        "defectflow.data.ingest", "defectflow.data.preflight", "defectflow.models.memory", "defectflow.data.standardize",
+        "defectflow.features.embeddings", "defectflow.models.train", "defectflow.deploy.scoring", "defectflow.models.calibrate",
+        "defectflow.deploy.predict", "defectflow.evaluation.metrics", "defectflow.evaluation.report", "defectflow.deploy.detector",
+        "defectflow.models.backends.knn", "defectflow.models.backends.patchcore", "defectflow.models.backends.padim",
     ],
 )  # fmt: skip
 def test_stage_modules_do_not_import_torch(module):
@@ -36,9 +36,11 @@ def test_stage_modules_do_not_import_torch(module):
 
 def test_delivery_path_imports_no_training_code():
     # the detector and the backends it loads a checkpoint into (PatchCore's coreset is training)
-    loaded = _loaded("defectflow.detector, defectflow.backends.patchcore, defectflow.backends.knn")
-    training = {"defectflow.train", "defectflow.embeddings", "defectflow.backbone", "defectflow.backbone_export",
-                "defectflow.backends.coreset", "defectflow.standardize", "defectflow.preflight"}  # fmt: skip
+    loaded = _loaded(
+        "defectflow.deploy.detector, defectflow.models.backends.patchcore, defectflow.models.backends.knn"
+    )
+    training = {"defectflow.models.train", "defectflow.features.embeddings", "defectflow.features.backbone", "defectflow.features.export",
+                "defectflow.models.backends.coreset", "defectflow.data.standardize", "defectflow.data.preflight"}  # fmt: skip
     assert not training & loaded, training & loaded
 
 
@@ -47,5 +49,7 @@ def test_parsing_the_config_imports_no_backend_implementation():
     assert not {
         m
         for m in loaded
-        if m.startswith(("defectflow.backends.knn", "defectflow.backends.anomalib", "torch"))
+        if m.startswith(
+            ("defectflow.models.backends.knn", "defectflow.models.backends.anomalib", "torch")
+        )
     }

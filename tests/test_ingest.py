@@ -7,8 +7,8 @@ import pytest
 from conftest import save_image, save_mask, write_jsonl
 
 from defectflow.config import DatasetConfig
+from defectflow.data.ingest import ingest_sources, read_manifest, run_ingest, write_manifest
 from defectflow.errors import ManifestError, SchemaValidationError
-from defectflow.ingest import ingest_sources, read_manifest, run_ingest, write_manifest
 
 
 def _ingest(*sources):
@@ -229,7 +229,7 @@ def test_spreadsheet_exports_are_read_as_meant(tmp_path):
     paths = [r.image_path for r in recs]
     assert paths[:3] == [str((tmp_path / "img" / n).resolve()) for n in ("a.png", "b.png", "c.png")]
     assert [r.label for r in recs] == ["normal", "anomaly", "normal", "normal"]
-    from defectflow.imagefacts import inspect_file
+    from defectflow.data.imagefacts import inspect_file
 
     assert "a URL" in inspect_file(paths[3], "image", full=False).error
     with pytest.raises(ManifestError, match="a spreadsheet: save it as CSV"):

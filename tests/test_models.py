@@ -8,25 +8,26 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from defectflow import backends
 from defectflow.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from defectflow.artifacts.infer_config import normalize
 from defectflow.artifacts.predictions import PredictionRecord
-from defectflow.backbone import (
+from defectflow.config import ThresholdConfig
+from defectflow.deploy.maps import regions
+from defectflow.errors import ModelError
+from defectflow.evaluation.metrics import aupro, best_f1, image_metrics, per_defect, pixel_metrics
+from defectflow.features.backbone import (
     BUILTIN_ARCHS,
     BackboneSpec,
     build_extractor,
     builtin_weights_path,
     remap_in_order,
 )
-from defectflow.backends.base import Features, nearest_sq_distances
-from defectflow.backends.coreset import greedy_coreset
-from defectflow.backends.padim import spd_inverse
-from defectflow.config import ThresholdConfig
-from defectflow.errors import ModelError
-from defectflow.maps import regions
-from defectflow.metrics import aupro, best_f1, image_metrics, per_defect, pixel_metrics
-from defectflow.thresholds import calibrate, normalize
-from defectflow.train import assign_folds
+from defectflow.models import backends
+from defectflow.models.backends.base import Features, nearest_sq_distances
+from defectflow.models.backends.coreset import greedy_coreset
+from defectflow.models.backends.padim import spd_inverse
+from defectflow.models.thresholds import calibrate
+from defectflow.models.train import assign_folds
 
 
 @pytest.mark.parametrize("name", BUILTIN_ARCHS)
@@ -54,7 +55,7 @@ def test_builtin_weights_predict_real_photos(name):
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
-    from defectflow.preprocess import PreprocessSpec, to_array
+    from defectflow.features.preprocess import PreprocessSpec, to_array
 
     net = timm.create_model(name).eval()
     sd = torch.load(builtin_weights_path(name), map_location="cpu", weights_only=True)
@@ -82,7 +83,7 @@ def test_onnx_backbone_matches_torch(tmp_path):
     from conftest import small_backbone
 
     from defectflow.artifacts.backbone import read_backbone_card
-    from defectflow.onnx_backbone import OnnxBackbone
+    from defectflow.features.onnx_runtime import OnnxBackbone
 
     card = small_backbone(tmp_path)
     assert read_backbone_card(tmp_path / "b.json") == card and card.patch_shape == [152, 12, 12]
@@ -152,7 +153,7 @@ def test_coreset_selects_what_the_textbook_loop_selects():
 
 
 def test_nearest_neighbours_are_exact_across_blocks():
-    from defectflow.backends.base import nearest_index
+    from defectflow.models.backends.base import nearest_index
 
     rng = np.random.default_rng(0)
     bank = rng.standard_normal((9000, 24)).astype(np.float32)
@@ -359,7 +360,7 @@ def test_aupro_agrees_with_anomalib():
     ref = _AUPRO(fpr_limit=0.3)
     ref.update(torch.from_numpy(maps), torch.from_numpy(masks.astype(np.int64)))
     assert aupro(maps, masks) == pytest.approx(float(ref.compute()), abs=0.01)
-    from defectflow.metrics import pixel_curves
+    from defectflow.evaluation.metrics import pixel_curves
 
     assert pixel_curves(maps, masks)[0] == pytest.approx(
         roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9

@@ -21,7 +21,7 @@ import yaml
 from conftest import REPO
 from PIL import Image
 
-from defectflow.review import LabelStudio
+from defectflow.curation.review import LabelStudio
 
 pytestmark = pytest.mark.slow
 LS_BIN = REPO / ".venv-labelstudio" / "bin" / "label-studio"
@@ -155,7 +155,7 @@ def test_review_roundtrip(label_studio, workflow_dir):
         assert resp.status == 200 and resp.read(8).startswith(b"\x89PNG")
 
     # a reviewer marks a normal bracket image as anomalous, painting the defect
-    from defectflow.review import _sdk_brush
+    from defectflow.curation.review import _sdk_brush
 
     task = next(
         t for t in ls_tasks if t["data"]["category"] == "bracket" and t["data"]["label"] == "normal"

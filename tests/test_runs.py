@@ -12,7 +12,7 @@ import pytest
 
 from defectflow.artifacts.metrics import Metrics, write_metrics
 from defectflow.errors import DefectflowError
-from defectflow.runs import diff, gate, record_run, run_leaderboard, runs_of
+from defectflow.evaluation.runs import diff, gate, record_run, run_leaderboard, runs_of
 
 CLI = [sys.executable, "-m", "defectflow.cli"]
 

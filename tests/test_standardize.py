@@ -4,10 +4,10 @@ from conftest import save_image, write_jsonl
 
 from defectflow.artifacts.standardized import read_standardized
 from defectflow.config import DatasetConfig, PreflightConfig, SplitConfig
+from defectflow.data.ingest import ingest_sources, write_manifest
+from defectflow.data.preflight import preflight_records, run_preflight
+from defectflow.data.standardize import run_standardize, standardize_records
 from defectflow.errors import PreflightFailed, SchemaValidationError
-from defectflow.ingest import ingest_sources, write_manifest
-from defectflow.preflight import preflight_records, run_preflight
-from defectflow.standardize import run_standardize, standardize_records
 
 
 def _recs(tmp_path, rows):
@@ -178,7 +178,7 @@ def test_parquet_types_are_declared_and_checked_on_read(mvtec_tree, tmp_path):
 
 
 def test_refuses_a_failed_preflight(tmp_path, mvtec_tree):
-    from defectflow.preflight import PreflightReport, write_report
+    from defectflow.data.preflight import PreflightReport, write_report
 
     report = PreflightReport(dataset="t", manifest="m", verify="full", ok=False, counts={"error": 1, "warning": 0, "info": 0},
                              n_records=0, n_images=0, categories={}, issues=[], ignored_codes=[])  # fmt: skip

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from defectflow.memory import measure_train, synthetic_train_data, train_mem_mb
+from defectflow.models.memory import measure_train, synthetic_train_data, train_mem_mb
 
 
 @pytest.mark.parametrize(

@@ -395,10 +395,10 @@ def test_performance_settings_plan_no_job(demo_run):
 
 def test_train_jobs_declare_memory_from_their_stored_features(demo_run):
     """A train job's `mem_mb` comes from the features it will load and its backend's fitting
-    memory (`defectflow.memory.train_mem_mb`), not a fixed figure: what a scheduler is asked
+    memory (`defectflow.models.memory.train_mem_mb`), not a fixed figure: what a scheduler is asked
     for, per model, once the features exist."""
     from defectflow.config import parse_config
-    from defectflow.memory import train_mem_mb
+    from defectflow.models.memory import train_mem_mb
 
     out = snakemake(demo_run, "-n", "--forcerun", "train").stdout
     blocks = re.split(r"\n(?=(?:local)?rule \w+:)", out)
@@ -608,8 +608,8 @@ def test_edited_threshold_is_refused_until_sealed_as_a_new_model(demo_run, tmp_p
 def test_whole_model_onnx_export_matches_the_delivered_model(demo_run, tmp_path):
     """Every backend whose registry entry says it can export goes through the same export path,
     and the exported graph scores like the delivered numpy path."""
-    from defectflow.backends import REGISTRY
-    from defectflow.onnx_export import run_export_onnx
+    from defectflow.deploy.onnx_export import run_export_onnx
+    from defectflow.models.backends import REGISTRY
 
     exportable = sorted(n for n, e in REGISTRY.items() if e.onnx)
     assert exportable == ["knn", "padim", "patchcore"]

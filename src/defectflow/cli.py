@@ -33,8 +33,8 @@ def sources_for_path(path: Path) -> list[dict]:
     """Guess the sources of a path given on the command line: a manifest or COCO labels file; a
     YOLO dataset (a data.yaml, or images/ beside labels/); a folder with COCO labels (at its top
     or in annotations/); an MVTec layout; else a good/ + defect-folder layout."""
-    from defectflow.detections import _yolo_yaml
-    from defectflow.ingest import _mvtec_categories
+    from defectflow.data.detections import _yolo_yaml
+    from defectflow.data.ingest import _mvtec_categories
 
     if path.is_file():
         if _coco_file(path):
@@ -65,14 +65,14 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     import tempfile
 
     from defectflow.config import DatasetConfig, PreflightConfig, load_config
-    from defectflow.errors import ConfigError, ManifestError
-    from defectflow.ingest import ingest_sources
-    from defectflow.preflight import (
+    from defectflow.data.ingest import ingest_sources
+    from defectflow.data.preflight import (
         format_summary,
         preflight_records,
         unreadable_manifest_report,
         write_report,
     )
+    from defectflow.errors import ConfigError, ManifestError
 
     report, checks = None, PreflightConfig()
     try:  # a config that cannot be used is a report too (a CI gate reads the JSON)
@@ -121,7 +121,7 @@ def _gather_images(inputs: list[Path], category: str | None) -> list[dict]:
     import os
 
     from defectflow.config import ManifestSource
-    from defectflow.ingest import IMAGE_EXTENSIONS, ingest_manifest
+    from defectflow.data.ingest import IMAGE_EXTENSIONS, ingest_manifest
 
     found: list[dict] = []
     for p in inputs:
@@ -193,7 +193,7 @@ def _predictions_path(out: Path) -> Path:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from defectflow.artifacts.predictions import write_predictions
-    from defectflow.detector import Detector
+    from defectflow.deploy.detector import Detector
 
     out = _predictions_path(args.out)  # before any work: a bad --out or --maps is found at once
     _maps_dir(args.maps)
@@ -220,7 +220,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_similar(args: argparse.Namespace) -> int:
     import json
 
-    from defectflow.similar import find_similar
+    from defectflow.curation.similar import find_similar
 
     hits = find_similar(
         args.image, args.dataset, args.results, args.category, args.k, backbone=args.backbone
@@ -236,7 +236,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from defectflow.curation import database, database_dir
+    from defectflow.curation.fiftyone import database, database_dir
 
     db = database_dir(args.results, args.dataset)
     if not db.is_dir():
@@ -263,7 +263,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from defectflow import review
+    from defectflow.curation import review
 
     if args.action == "push":
         got = review.push(args.dataset, args.results)
@@ -280,7 +280,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     import json
 
-    from defectflow import runs
+    from defectflow.evaluation import runs
 
     rows = runs.load_registry(args.registry)
     if args.action == "list":
@@ -332,7 +332,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     import json
 
-    from defectflow import runs
+    from defectflow.evaluation import runs
 
     current = runs.baseline_rows(args.current, args.registry)
     base = runs.baseline_rows(args.baseline, args.registry)
@@ -356,7 +356,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def cmd_seal(args: argparse.Namespace) -> int:
     from defectflow.artifacts.infer_config import read_infer_config, write_infer_config
-    from defectflow.thresholds import follow_threshold
+    from defectflow.models.thresholds import follow_threshold
 
     for f in args.files:
         old = read_infer_config(f, verify=False)
@@ -424,7 +424,7 @@ def cmd_codes(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from defectflow.demo import generate_demo
+    from defectflow.data.demo import generate_demo
 
     counts = generate_demo(args.out)
     print(f"demo data written to {args.out}: {counts}")

@@ -20,9 +20,9 @@ from pydantic import (
     model_validator,
 )
 
-from defectflow.backends import REGISTRY
-from defectflow.backends.params import KnnParams, PadimParams, PatchcoreParams
 from defectflow.errors import ConfigError
+from defectflow.models.backends import REGISTRY
+from defectflow.models.backends.params import KnnParams, PadimParams, PatchcoreParams
 from defectflow.records import Severity
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -315,7 +315,7 @@ class BackboneConfig(_Strict):
     def _known_backbone(cls, v: str) -> str:
         import difflib
 
-        from defectflow.backends.params import timm_model_names
+        from defectflow.features.catalog import timm_model_names
 
         names = timm_model_names()
         arch = v.split(".", 1)[0]  # timm's `arch.pretrained_tag` form
@@ -330,7 +330,7 @@ class BackboneConfig(_Strict):
     @field_validator("weights")
     @classmethod
     def _builtin_exists(cls, v: str, info: ValidationInfo) -> str:
-        from defectflow.backends.params import BUILTIN_ARCHS
+        from defectflow.features.catalog import BUILTIN_ARCHS
 
         name = info.data.get("name")
         if v == "builtin" and name is not None and name.split(".", 1)[0] not in BUILTIN_ARCHS:
@@ -344,7 +344,7 @@ class BackboneConfig(_Strict):
     @field_validator("layers")
     @classmethod
     def _layers_exist(cls, v: list[int], info: ValidationInfo) -> list[int]:
-        from defectflow.backends.params import feature_stages
+        from defectflow.features.catalog import feature_stages
 
         if not v or len(set(v)) != len(v) or min(v) < 0:
             raise ValueError("give distinct feature levels 0, 1, 2, ... (timm out_indices)")

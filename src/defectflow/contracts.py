@@ -20,9 +20,9 @@ from defectflow.io import dumps_json
 ARTIFACTS: dict[str, str] = {
     "config": "defectflow.config:Config",
     "manifest_record": "defectflow.records:ManifestRecord",
-    "preflight": "defectflow.preflight:PreflightReport",
-    "memory_report": "defectflow.memory:MemoryReport",
-    "image_facts": "defectflow.imagefacts:ImageFacts",
+    "preflight": "defectflow.data.preflight:PreflightReport",
+    "memory_report": "defectflow.models.memory:MemoryReport",
+    "image_facts": "defectflow.data.imagefacts:ImageFacts",
     "standardized_row": "defectflow.artifacts.standardized:StandardizedRow",
     "backbone_card": "defectflow.artifacts.backbone:BackboneCard",
     "model_card": "defectflow.artifacts.checkpoint:ModelCard",
@@ -30,7 +30,7 @@ ARTIFACTS: dict[str, str] = {
     "infer_config": "defectflow.artifacts.infer_config:InferConfig",
     "prediction": "defectflow.artifacts.predictions:PredictionRecord",
     "metrics": "defectflow.artifacts.metrics:Metrics",
-    "fiftyone_summary": "defectflow.curation:FiftyoneSummary",
+    "fiftyone_summary": "defectflow.curation.fiftyone:FiftyoneSummary",
 }
 
 

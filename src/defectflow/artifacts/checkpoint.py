@@ -68,7 +68,7 @@ def load_checkpoint(path: str | Path) -> Any:
     """Rebuild the backend a checkpoint holds (through the registry)."""
     from safetensors.numpy import load_file
 
-    from defectflow.backends import build
+    from defectflow.models.backends import build
 
     meta = checkpoint_meta(path)
     backend = build(meta["params"])

@@ -71,14 +71,14 @@ def load_features(files: list[str | Path], splits: tuple[str, ...] | None = None
                   labels: tuple[str | None, ...] | None = None, ids: set[str] | None = None,
                   patches: bool = True):  # fmt: skip
     """Concatenate shards, keeping rows of the given splits (and labels, and ``ids``). Returns
-    (:class:`~defectflow.backends.base.Features`, per-row splits, per-row labels, metadata).
+    (:class:`~defectflow.models.backends.base.Features`, per-row splits, per-row labels, metadata).
 
     The output arrays are allocated once from the shards' headers and filled one shard at a
     time, so memory peaks at the kept features plus one shard. ``patches=False``: the image
     embeddings only (the patch array is empty), for backends that never read patches."""
     from safetensors import safe_open
 
-    from defectflow.backends.base import Features
+    from defectflow.models.backends.base import Features
 
     plan: list[tuple[str, list[int], dict[str, Any]]] = []
     for f in sorted(map(str, files)):

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from defectflow.contracts import validate
@@ -48,6 +49,11 @@ class Threshold(BaseModel):
         description="scores it rests on: `crossfit` (out-of-fold training normals), `val` (held-out "
         "labelled images scored by the delivered model), `crossfit+val` (both)",
     )
+
+
+def normalize(raw: Any, t: Threshold) -> np.ndarray:
+    """Map raw scores (or maps) so the threshold is 0.5 and the calibration minimum 0; clip to [0, 1]."""
+    return np.clip(0.5 + 0.5 * (np.asarray(raw, dtype=np.float64) - t.value) / t.spread, 0.0, 1.0)
 
 
 class InferConfig(ModelArtifact):

@@ -1,0 +1,1 @@
+"""Looking at the data: the FiftyOne dataset and its database, the Label Studio review roundtrip, similarity search."""

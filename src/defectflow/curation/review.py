@@ -1,0 +1,421 @@
+"""The Label Studio review roundtrip.
+
+1. :func:`run_review_tasks` (rule ``review_tasks``, target ``snakemake review``): per dataset, the
+   images a person should look at (false negatives, false positives, scores near the threshold,
+   preflight suspects) as Label Studio tasks, pre-annotated by the category's best model (image
+   AUROC): a normal/anomaly choice with its score, the defect regions as rectangles and as a brush
+   mask in Label Studio's RLE (label-studio-sdk's own encoder), and the labeling config.
+2. :func:`push` / :func:`pull` (``defectflow review push|pull``): a running Label Studio over its
+   HTTP API, URL and token from the environment (never logged). ``pull`` turns completed
+   annotations into a corrections file, one more source of the dataset
+   (``{type: corrections, path: ...}``) whose labels and masks override the originals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectflow.errors import DefectflowError
+from defectflow.io import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+LABEL_CONFIG = """<View>
+  <Header value="$reasons"/>
+  <Image name="image" value="$image" zoom="true"/>
+  <Choices name="verdict" toName="image" choice="single" showInline="true" required="true">
+    <Choice value="normal"/>
+    <Choice value="anomaly"/>
+  </Choices>
+  <RectangleLabels name="box" toName="image">
+    <Label value="defect" background="red"/>
+  </RectangleLabels>
+  <BrushLabels name="mask" toName="image">
+    <Label value="defect" background="red"/>
+  </BrushLabels>
+</View>
+"""
+
+
+class ReviewError(DefectflowError):
+    """A review step that cannot go on (server down, token refused, foreign export)."""
+
+
+def _sdk_brush():
+    """label-studio-sdk's brush RLE codec (its converter prints missing optional deps: hush)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        from label_studio_sdk.converter import brush
+    return brush
+
+
+def local_files_url(path: str, document_root: str) -> str:
+    """Label Studio's URL of a local file under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT."""
+    rel = os.path.relpath(Path(path).resolve(), Path(document_root).resolve())
+    if rel.startswith(".."):
+        raise ReviewError(f"{path} is not under the document root {document_root} "
+                          "(review.document_root); Label Studio can only serve files under it")  # fmt: skip
+    return "/data/local-files/?d=" + urllib.parse.quote(rel, safe="/")
+
+
+def _best_models(metrics: list[str]) -> dict[str, str]:
+    """Category -> model with the highest image AUROC; ties go to the higher pixel AUROC (a model
+    with maps gives the reviewer regions), then to name order."""
+    from defectflow.artifacts.metrics import read_metrics
+
+    best: dict[str, tuple[float, float, str]] = {}
+    for f in sorted(metrics):
+        m = read_metrics(f)
+        au = m.image.auroc if m.image.auroc is not None else -1.0
+        px = m.pixel.auroc if m.pixel.auroc is not None else -1.0
+        if m.category not in best or (au, px) > best[m.category][:2]:
+            best[m.category] = (au, px, m.model)
+    return {c: model for c, (_, _, model) in best.items()}
+
+
+def _prediction_result(rec: Any, norm_map: np.ndarray | None, w: int, h: int) -> list[dict]:
+    from PIL import Image
+
+    out: list[dict] = [{"from_name": "verdict", "to_name": "image", "type": "choices",
+                        "value": {"choices": [rec.pred_label]}}]  # fmt: skip
+    for i, r in enumerate(rec.regions):
+        out.append({"id": f"box{i}", "from_name": "box", "to_name": "image", "type": "rectanglelabels",
+                    "original_width": w, "original_height": h, "image_rotation": 0,
+                    "value": {"x": 100 * r.x0 / w, "y": 100 * r.y0 / h, "width": 100 * (r.x1 - r.x0) / w,
+                              "height": 100 * (r.y1 - r.y0) / h, "rotation": 0,
+                              "rectanglelabels": ["defect"]}})  # fmt: skip
+    if norm_map is not None:
+        m = Image.fromarray(((norm_map >= 0.5) * 255).astype(np.uint8)).resize(
+            (w, h), Image.NEAREST
+        )
+        mask = np.asarray(m, np.uint8)
+        if mask.any():
+            out.append({"id": "mask0", "from_name": "mask", "to_name": "image", "type": "brushlabels",
+                        "original_width": w, "original_height": h, "image_rotation": 0,
+                        "value": {"format": "rle", "rle": _sdk_brush().mask2rle(mask),
+                                  "brushlabels": ["defect"]}})  # fmt: skip
+    return out
+
+
+def build_tasks(dataset: str, table: str | Path, preflight: str | Path,
+                models: dict[str, list[dict[str, Any]]], metrics: list[str], document_root: str,
+                margin: float = 0.1, max_tasks: int = 200) -> list[dict[str, Any]]:  # fmt: skip
+    from defectflow.artifacts.infer_config import normalize, read_infer_config
+    from defectflow.artifacts.predictions import read_predictions
+    from defectflow.artifacts.scores import read_maps
+    from defectflow.artifacts.standardized import read_standardized
+    from defectflow.contracts import read_json_artifact
+    from defectflow.data.preflight import PreflightReport
+
+    rows = {r["image_id"]: r for r in read_standardized(table)}
+    by_path = {str(Path(r["image_path"]).resolve()): i for i, r in rows.items()}
+    suspects: dict[str, set[str]] = {}
+    for issue in read_json_artifact("preflight", PreflightReport, preflight).issues:
+        p = issue.context.get("path")
+        if isinstance(p, str) and str(Path(p).resolve()) in by_path:
+            suspects.setdefault(by_path[str(Path(p).resolve())], set()).add(issue.code)
+    best = _best_models(metrics)
+    order = {"false_negative": 0, "false_positive": 1, "near_threshold": 2, "preflight": 3}
+    picked: dict[str, dict[str, Any]] = {}
+    for model, per_category in models.items():
+        for files in per_category:
+            cfg = read_infer_config(files["infer_config"])
+            if best.get(cfg.category) != model:
+                continue
+            maps = {k: v for f in files["maps"] for k, v in read_maps(f).items()}
+            for rec in read_predictions(files["predictions"]):
+                if rec.normalized_score is None or rec.image_id not in rows:
+                    continue
+                reasons = []
+                if rec.gt_label == "anomaly" and rec.pred_label == "normal":
+                    reasons.append("false_negative")
+                if rec.gt_label == "normal" and rec.pred_label == "anomaly":
+                    reasons.append("false_positive")
+                if abs(rec.normalized_score - 0.5) <= margin:
+                    reasons.append("near_threshold")
+                codes = sorted(suspects.get(rec.image_id, ()))
+                if codes:
+                    reasons.append("preflight")
+                if not reasons:
+                    continue
+                r = rows[rec.image_id]
+                nm = normalize(maps[rec.image_id], cfg.threshold) if rec.image_id in maps else None
+                picked[rec.image_id] = {
+                    "data": {"image": local_files_url(r["image_path"], document_root),
+                             "image_id": rec.image_id, "image_path": r["image_path"], "dataset": dataset,
+                             "category": r["category"], "split": r["split"], "label": r["label"],
+                             "defect_type": r["defect_type"], "model": model, "score": rec.normalized_score,
+                             "reasons": ", ".join(reasons + codes)},
+                    "predictions": [{"model_version": cfg.model_id, "score": rec.normalized_score,
+                                     "result": _prediction_result(rec, nm, r["width"], r["height"])}],
+                    "_rank": (min(order[x] for x in reasons), abs(rec.normalized_score - 0.5), rec.image_id),
+                }  # fmt: skip
+    tasks = sorted(picked.values(), key=lambda t: t["_rank"])
+    for t in tasks:
+        del t["_rank"]
+    return tasks[:max_tasks]
+
+
+def run_review_tasks(dataset: str, table: str | Path, preflight: str | Path,
+                     models: dict[str, list[dict[str, Any]]], metrics: list[str], document_root: str,
+                     margin: float, max_tasks: int, out_tasks: str | Path,
+                     out_config: str | Path) -> int:  # fmt: skip
+    """Snakemake entry point."""
+    tasks = build_tasks(
+        dataset, table, preflight, models, metrics, document_root, margin, max_tasks
+    )
+    write_json_atomic(out_tasks, tasks)
+    with atomic_path(out_config) as tmp:
+        Path(tmp).write_text(LABEL_CONFIG, encoding="utf-8")
+    log.info("%s: %d review tasks", dataset, len(tasks))
+    return len(tasks)
+
+
+# -- the Label Studio HTTP API ------------------------------------------------------------------
+
+
+def _is_jwt(token: str) -> bool:
+    """A Personal Access Token (Label Studio 1.18+: a JWT refresh token), not a legacy token."""
+    parts = token.split(".")
+    return len(parts) == 3 and token.startswith("eyJ") and all(parts)
+
+
+class LabelStudio:
+    """Minimal client over urllib: URL and token from the environment, the token never shown.
+
+    Both of Label Studio's token kinds work: a Personal Access Token (the default since 1.18) is
+    exchanged at ``/api/token/refresh/`` for a short-lived access token sent as ``Bearer`` (and
+    exchanged again when it expires); a legacy token is sent as ``Token``."""
+
+    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+        self.url = (url or os.environ.get("LABEL_STUDIO_URL") or "").rstrip("/")
+        self._token = (token or os.environ.get("LABEL_STUDIO_API_KEY") or "").strip()
+        self._access: str | None = None
+        if not self.url:
+            raise ReviewError(
+                "set LABEL_STUDIO_URL to your Label Studio (e.g. http://127.0.0.1:8080)"
+            )
+        if not self._token:
+            raise ReviewError("set LABEL_STUDIO_API_KEY to your Personal Access Token (Label "
+                              "Studio: Account & Settings > Personal Access Token)")  # fmt: skip
+
+    @property
+    def personal(self) -> bool:
+        return _is_jwt(self._token)
+
+    def _refused(self, code: int) -> ReviewError:
+        if self.personal:
+            why = "the Personal Access Token was refused (revoked, expired, or of another server)"
+        else:
+            why = ("the legacy token was refused: Label Studio 1.18+ turns legacy tokens off by "
+                   "default; create a Personal Access Token (Account & Settings) and use that")  # fmt: skip
+        return ReviewError(f"Label Studio at {self.url}: {why} (HTTP {code}); set "
+                           "LABEL_STUDIO_API_KEY to a valid token")  # fmt: skip
+
+    def _refresh(self) -> str:
+        """A fresh access token for the Personal Access Token."""
+        try:
+            got = self._request("POST", "/api/token/refresh/", {"refresh": self._token}, None, 60)
+        except urllib.error.HTTPError as exc:
+            raise self._refused(exc.code) from None
+        access = got.get("access") if isinstance(got, dict) else None
+        if not access:
+            raise ReviewError(f"Label Studio at {self.url} gave no access token for the Personal "
+                              "Access Token; is it Label Studio 1.18 or later?")  # fmt: skip
+        self._access = access
+        return access
+
+    def _request(self, method: str, path: str, body: Any, auth: str | None, timeout: float) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = auth
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ReviewError(f"Label Studio at {self.url} does not answer ({reason}); start it, "
+                              "or set LABEL_STUDIO_URL") from None  # fmt: skip
+        return json.loads(raw) if raw else None
+
+    def auth_header(self) -> str:
+        if not self.personal:
+            return f"Token {self._token}"
+        return f"Bearer {self._access or self._refresh()}"
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 120) -> Any:
+        for attempt in (0, 1):
+            try:
+                return self._request(method, path, body, self.auth_header(), timeout)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and self.personal and attempt == 0:
+                    self._access = None  # the access token expired: exchange the PAT again
+                    continue
+                if exc.code in (401, 403):
+                    raise self._refused(exc.code) from None
+                detail = exc.read()[:300].decode(errors="replace")
+                raise ReviewError(f"Label Studio at {self.url}: {method} {path.split('?')[0]} failed "
+                                  f"(HTTP {exc.code}): {detail}") from None  # fmt: skip
+        raise AssertionError("unreachable")
+
+    def tasks(self, project: int) -> list[dict[str, Any]]:
+        out, page = [], 1
+        while True:
+            got = self.call("GET", f"/api/tasks?project={project}&page={page}&page_size=500")
+            items = got.get("tasks", []) if isinstance(got, dict) else got
+            out += items
+            if len(items) < 500:
+                return out
+            page += 1
+
+
+def _review_dir(results: str | Path, dataset: str) -> Path:
+    return Path(results) / dataset / "review"
+
+
+def _ensure_local_storage(ls: LabelStudio, project: int, paths: list[str]) -> None:
+    """Label Studio serves `/data/local-files/?d=...` only under a local-files storage of the
+    project: connect one at the images' common folder (never synced: no task is made from it)."""
+    if not paths:
+        return
+    root = os.path.commonpath([str(Path(p).resolve().parent) for p in paths])
+    have = ls.call("GET", f"/api/storages/localfiles?project={project}") or []
+    if any(root.startswith(str(st.get("path", "")).rstrip("/") or "/") for st in have):
+        return
+    ls.call("POST", "/api/storages/localfiles", {"project": project, "path": root, "title": "defectflow images",
+                                                  "use_blob_urls": False, "regex_filter": "^$"})  # fmt: skip
+
+
+def push(dataset: str, results: str | Path = "results", client: LabelStudio | None = None) -> dict:
+    """Create (or update) the dataset's project and import the tasks it does not hold yet."""
+    folder = _review_dir(results, dataset)
+    tasks_file, config_file = folder / "tasks.json", folder / "labeling_config.xml"
+    if not tasks_file.is_file():
+        raise ReviewError(f"no review tasks at {tasks_file}; run `snakemake review` first")
+    tasks = json.loads(tasks_file.read_text())
+    ls = client or LabelStudio()
+    state_file = folder / "project.json"
+    project = None
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        if state.get("url") == ls.url:
+            with contextlib.suppress(ReviewError):
+                project = ls.call("GET", f"/api/projects/{state['id']}")
+    body = {"title": f"defectflow {dataset}", "label_config": config_file.read_text()}
+    if project is None:
+        project = ls.call("POST", "/api/projects", body)
+    else:
+        project = ls.call("PATCH", f"/api/projects/{project['id']}", body)
+    _ensure_local_storage(ls, project["id"], [t["data"]["image_path"] for t in tasks])
+    have = {t["data"].get("image_id") for t in ls.tasks(project["id"])}
+    new = [t for t in tasks if t["data"]["image_id"] not in have]
+    if new:
+        ls.call("POST", f"/api/projects/{project['id']}/import", new)
+    write_json_atomic(state_file, {"url": ls.url, "id": project["id"], "dataset": dataset})
+    return {"project": project["id"], "imported": len(new), "already_there": len(tasks) - len(new)}
+
+
+def _mask_from(result: list[dict], w: int, h: int) -> np.ndarray | None:
+    """The reviewer's brush strokes and boxes as one binary mask at image size."""
+    mask = np.zeros((h, w), bool)
+    found = False
+    for r in result:
+        v = r.get("value", {})
+        if r.get("type") == "brushlabels" and v.get("format") == "rle":
+            W, H = r.get("original_width", w), r.get("original_height", h)
+            arr = _sdk_brush().decode_rle(v["rle"]).reshape(H, W, 4)[..., 3] > 0
+            if (w, h) == (W, H):
+                mask |= arr
+                found = True
+        elif r.get("type") == "rectanglelabels":
+            x0, y0 = int(v["x"] / 100 * w), int(v["y"] / 100 * h)
+            x1, y1 = (
+                int(np.ceil((v["x"] + v["width"]) / 100 * w)),
+                int(np.ceil((v["y"] + v["height"]) / 100 * h)),
+            )
+            mask[max(0, y0) : y1, max(0, x0) : x1] = True
+            found = True
+    return mask if found else None
+
+
+def pull(dataset: str, out: str | Path, results: str | Path = "results",
+         client: LabelStudio | None = None) -> dict:  # fmt: skip
+    """Export the project and write the completed annotations as a corrections file (JSON Lines:
+    image_path, label, mask_path, defect_type), masks beside it in ``<out stem>_masks/``.
+    Nothing is written unless every annotated task is one of this dataset's images."""
+    from PIL import Image
+
+    from defectflow.artifacts.standardized import read_standardized
+
+    folder = _review_dir(results, dataset)
+    state_file = folder / "project.json"
+    if not state_file.is_file():
+        raise ReviewError(
+            f"{state_file} is missing: push the tasks first (`defectflow review push`)"
+        )
+    ls = client or LabelStudio()
+    state = json.loads(state_file.read_text())
+    exported = ls.call(
+        "GET", f"/api/projects/{state['id']}/export?exportType=JSON&download_all_tasks=true"
+    )
+    rows = {
+        r["image_id"]: r
+        for r in read_standardized(Path(results) / dataset / "standardized.parquet")
+    }
+    done, foreign = [], []
+    for task in exported:
+        anns = [
+            a for a in task.get("annotations", []) if not a.get("was_cancelled") and a.get("result")
+        ]
+        if not anns:
+            continue
+        d = task.get("data", {})
+        if d.get("dataset") != dataset or d.get("image_id") not in rows:
+            foreign.append(f"task {task.get('id')} ({d.get('image_id') or d.get('image')})")
+            continue
+        done.append(
+            (task, max(anns, key=lambda a: a.get("updated_at") or a.get("created_at") or ""))
+        )
+    if foreign:
+        raise ReviewError(f"the export of project {state['id']} holds {len(foreign)} annotated tasks "
+                          f"that are not images of dataset {dataset!r} (e.g. {foreign[0]}); is this "
+                          "another project's export? Nothing was written")  # fmt: skip
+    out = Path(out)
+    mask_dir = out.with_name(out.stem + "_masks")
+    records = []
+    for task, ann in done:
+        r = rows[task["data"]["image_id"]]
+        verdict = next(
+            (x["value"]["choices"][0] for x in ann["result"] if x.get("type") == "choices"), None
+        )
+        if verdict not in ("normal", "anomaly"):
+            continue
+        rec = {"image_path": r["image_path"], "label": verdict, "mask_path": None,
+               "defect_type": None if verdict == "normal" else (r["defect_type"] or "reviewed"),
+               "reviewed_by": ann.get("completed_by"), "task": task.get("id")}  # fmt: skip
+        mask = _mask_from(ann["result"], r["width"], r["height"]) if verdict == "anomaly" else None
+        if mask is not None:
+            path = mask_dir / f"{r['image_id']}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+            rec["mask_path"] = str(path.resolve())
+        records.append(rec)
+    from defectflow.io import write_jsonl_atomic
+
+    write_jsonl_atomic(out, records)
+    return {"corrections": len(records), "annotated_tasks": len(done), "file": str(out)}

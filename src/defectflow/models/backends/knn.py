@@ -1,0 +1,58 @@
+"""Image-level k-nearest-neighbour distance on pooled embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from defectflow.errors import ModelError
+from defectflow.models.backends.base import Backend, Features, augmented_bank, knn_distances
+from defectflow.models.backends.params import KnnParams
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class KnnBackend(Backend):
+    name = "knn"
+    params: KnnParams
+
+    def __init__(self, params: KnnParams) -> None:
+        super().__init__(params)
+        self.bank = np.zeros((0, 0), np.float32)
+        self._aug: np.ndarray | None = None
+
+    def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
+        if len(data) == 0:
+            raise ModelError("knn needs image embeddings of at least one training image")
+        self.bank = _unit(data.image)
+        self._aug = None
+        return {"bank_size": len(self.bank), "dim": int(self.bank.shape[1])}
+
+    def score(self, data: Features) -> tuple[np.ndarray, None]:
+        if self._aug is None:  # screened in float32, the nearest measured in float64
+            self._aug = augmented_bank(self.bank)
+        d, _ = knn_distances(_unit(data.image), self.bank, self.params.k, self._aug)
+        return d.mean(1), None
+
+    def torch_scorer(self):
+        """The scoring in torch ops, for the ONNX export (parity-checked there)."""
+        import torch
+
+        bank, k = torch.from_numpy(self.bank), min(self.params.k, len(self.bank))
+
+        def score(patch, image):
+            q = image / image.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return torch.topk(torch.cdist(q, bank), k, largest=False).values.mean(1)
+
+        return score
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"bank": self.bank}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.bank = state["bank"].astype(np.float32)
+        self._aug = None

@@ -1,0 +1,181 @@
+"""PaDiM (Defard et al., 2021): a Gaussian per patch position; the anomaly map is the
+Mahalanobis distance of each patch to its position's Gaussian."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from defectflow.errors import ModelError
+from defectflow.models.backends.base import Backend, Features
+from defectflow.models.backends.params import PadimParams
+
+
+@functools.lru_cache(maxsize=8)
+def _tril(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.tril_indices(n, -1)
+
+
+def _spd_factor(a: np.ndarray, inverse: bool) -> np.ndarray:
+    """The lower Cholesky factor of one symmetric positive-definite matrix (float64, LAPACK
+    ``potrf``), or its inverse from that factor (``potri``: a third of the arithmetic of a
+    general solve)."""
+    from scipy.linalg import lapack
+
+    chol, info = lapack.dpotrf(a, lower=1, clean=1)
+    if info == 0 and inverse:
+        chol, info = lapack.dpotri(chol, lower=1)
+        lower = _tril(len(a))
+        chol[lower[1], lower[0]] = chol[lower]  # potri fills one triangle
+    if info != 0:
+        raise ModelError("a covariance matrix is not positive definite; raise `epsilon`")
+    return chol
+
+
+def spd_inverse(cov: np.ndarray) -> np.ndarray:
+    """Inverse of a batch of symmetric positive-definite matrices, in float64. Tests check
+    ``A @ inv(A) = I``."""
+    return np.stack([_spd_factor(a, True) for a in np.asarray(cov, dtype=np.float64)])
+
+
+class PadimBackend(Backend):
+    name = "padim"
+    params: PadimParams
+
+    def __init__(self, params: PadimParams) -> None:
+        super().__init__(params)
+        self.mean = np.zeros((0, 0), np.float32)
+        self.inv_cov = np.zeros((0, 0, 0), np.float32)
+        self.channels = np.zeros(0, np.int64)
+        self.grid = np.zeros(2, np.int64)
+        self._stats: tuple | None = None  # fit's sufficient statistics, for fold models
+        self._chol: np.ndarray | None = None  # a fold model's Cholesky factors L, as L^T
+
+    def fit(self, data: Features, seed: int = 0) -> dict[str, Any]:
+        """Streams over the images in chunks, accumulating each position's sums of the shifted
+        features and of their outer products in float64: the only large array is the stored
+        features (float16), whatever their number."""
+        if len(data) < 2:
+            raise ModelError("padim needs patch features of at least two training images")
+        n, c, h, w = data.patch.shape
+        k = self.params.n_features or c
+        if k < c:
+            self.channels = np.sort(np.random.default_rng(seed).permutation(c)[:k])
+        else:
+            self.channels = np.arange(c)
+        self._stats = self._sums(data.patch, np.arange(n), shift=None)
+        self.grid = np.array([h, w])
+        self._set_gaussians(*self._stats)
+        return {
+            "positions": h * w,
+            "dim": int(len(self.channels)),
+            "model_mb": round(self.inv_cov.nbytes / 2**20, 2),
+        }
+
+    def _sums(self, patch: np.ndarray, rows: np.ndarray, shift: np.ndarray | None,
+              chunk: int = 32) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """(n, shift [P, C], sum of x - shift [P, C], sum of their outer products [P, C, C]) over
+        ``rows`` of ``patch``; the shift (the first chunk's mean unless given) keeps the float64
+        sums free of cancellation."""
+        _, _, h, w = patch.shape
+        ch = self.channels
+        s1 = np.zeros((h * w, len(ch)))
+        s2 = np.zeros((h * w, len(ch), len(ch)))
+        for i in range(0, len(rows), chunk):
+            x = patch[rows[i : i + chunk]][:, ch].reshape(-1, len(ch), h * w)
+            x = np.ascontiguousarray(x.transpose(2, 1, 0), dtype=np.float64)  # [P, C, B]
+            if shift is None:
+                shift = x.mean(2)
+            x -= shift[:, :, None]
+            s1 += x.sum(2)
+            for p in range(h * w):  # one contiguous BLAS product a position: 9x a batched matmul
+                s2[p] += x[p] @ x[p].T
+        return len(rows), shift, s1, s2
+
+    def _set_gaussians(self, n: int, shift: np.ndarray, s1: np.ndarray, s2: np.ndarray,
+                       inverse: bool = True, minus: tuple | None = None) -> None:  # fmt: skip
+        """Each position's mean and inverse covariance (or, ``inverse=False``, its Cholesky
+        factor: all a fold model needs to score, at a quarter of the arithmetic), one position
+        at a time so the float64 covariance stays in cache. ``minus``: sums ``(s1, s2)`` of rows
+        to take off first (a fold's held-out images)."""
+        if minus is not None:
+            s1 = s1 - minus[0]
+        p_, c = s1.shape
+        factors = np.empty((p_, c, c), np.float32)
+        for p in range(p_):
+            a = s2[p] - np.outer(s1[p], s1[p] / n)
+            if minus is not None:
+                a -= minus[1][p]
+            a /= n - 1
+            a.flat[:: c + 1] += self.params.epsilon
+            # LAPACK works in Fortran order: hand it the symmetric a as a.T and store the factor
+            # transposed (a C-order copy of Fortran-order data, 8x faster than reordering it)
+            factors[p] = _spd_factor(a.T, inverse).T
+        self.mean = (shift + s1 / n).astype(np.float32)
+        if inverse:
+            self.inv_cov, self._chol = factors, None
+        else:
+            self.inv_cov, self._chol = np.zeros((0, 0, 0), np.float32), factors
+
+    def fold_model(self, keep: np.ndarray, data: Features) -> PadimBackend | None:
+        """The Gaussians of the training rows ``keep`` exactly, without a refit: the held-out
+        rows' sums (same shift) are taken off the delivered model's (one pass over them)."""
+        stats = self._stats
+        if stats is None:
+            return None
+        n, shift, s1, s2 = stats
+        held = np.setdiff1d(np.arange(len(data)), keep)
+        nh, _, h1, h2 = self._sums(data.patch, held, shift)
+        if n - nh < 2:
+            return None
+        fold = PadimBackend(self.params)
+        fold.channels, fold.grid = self.channels, self.grid
+        fold._set_gaussians(n - nh, shift, s1, s2, inverse=False, minus=(h1, h2))
+        return fold
+
+    def score(self, data: Features) -> tuple[np.ndarray, np.ndarray]:
+        b, _, h, w = data.patch.shape
+        x = data.patch[:, self.channels].astype(np.float32).reshape(b, -1, h * w)
+        diff = x.transpose(2, 0, 1) - self.mean[:, None, :]  # [P, B, C]
+        if self._chol is None:
+            d2 = np.einsum("pbc,pbc->pb", diff @ self.inv_cov, diff)  # batched over positions
+        else:  # |L^-1 diff|^2, L L^T the covariance
+            from scipy.linalg import lapack
+
+            d2 = np.empty(diff.shape[:2], np.float32)
+            for p, (lt, dp) in enumerate(zip(self._chol, diff, strict=True)):
+                z, _ = lapack.strtrs(lt.T, dp.T, lower=1)  # lt.T: L, in Fortran order
+                d2[p] = np.einsum("cb,cb->b", z, z)
+        maps = np.sqrt(np.maximum(d2, 0.0)).T.reshape(b, h, w)
+        return maps.reshape(b, -1).max(1).astype(np.float64), maps
+
+    def torch_scorer(self):
+        """The scoring in torch ops, for the ONNX export (parity-checked there)."""
+        import torch
+
+        mean, inv, ch = (
+            torch.from_numpy(self.mean),
+            torch.from_numpy(self.inv_cov),
+            torch.from_numpy(self.channels),
+        )
+
+        def score(patch, image):
+            b, _, h, w = patch.shape
+            diff = patch[:, ch].reshape(b, -1, h * w).permute(2, 0, 1) - mean[:, None, :]
+            return ((diff @ inv) * diff).sum(-1).clamp_min(0).sqrt().amax(0)
+
+        return score
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "mean": self.mean,
+            "inv_cov": self.inv_cov,
+            "channels": self.channels,
+            "grid": self.grid,
+        }
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.mean, self.inv_cov = state["mean"], state["inv_cov"]
+        self.channels, self.grid = state["channels"], state["grid"]

@@ -1,0 +1,107 @@
+"""Threshold calibration on out-of-sample scores, outside the model graph, and score
+normalization (threshold -> 0.5).
+
+The scores come from cross-fitting: every training normal is scored by a model that did not see
+it (k folds over the train normals), so a normal-quantile threshold rests on as many normal
+scores as there are training images instead of a handful of held-out ones. Val images (held
+out, never fitted; by default carved from test when no val anomaly exists) are scored by the
+delivered model; with labelled anomalies among them the threshold is F1-optimal on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from defectflow.artifacts.infer_config import Threshold
+from defectflow.config import ThresholdConfig
+from defectflow.errors import ModelError
+
+
+def fingerprint(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def _f1_optimal(normal: np.ndarray, anomaly: np.ndarray) -> tuple[float, float]:
+    """The F1-optimal threshold and its F1. Every threshold between the best one (a calibration
+    score) and the next lower score gives the same F1 on the calibration scores; the midpoint
+    keeps a margin on both sides (placed at the best score itself, the threshold misses new
+    anomalies scoring a hair below the lowest one caught: on battery weld the midpoint halves
+    the mean F1 gap on held-out images)."""
+    from defectflow.evaluation.curves import best_f1
+
+    scores = np.r_[normal, anomaly]
+    y = np.r_[np.zeros(len(normal)), np.ones(len(anomaly))]
+    f1, value = best_f1(y, scores)
+    below = scores[scores < value]
+    if len(below):
+        value = float((below.max() + value) / 2)
+    return value, f1
+
+
+def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> Threshold:
+    """Choose the threshold by ``cfg.policy`` from calibration score rows (``score``, ``label``,
+    ``image_id``, ``fold``: the cross-fit fold of a training normal, -1 for a held-out image
+    scored by the delivered model).
+
+    ``f1_optimal`` rests on the held-out labelled images (val) when there are at least
+    ``min_anomalies`` normal ones among them: they come from the distribution the model will see
+    (a val carved from test shares its conditions and its share of defects), while out-of-fold
+    scores of training normals run high where training images are few. With fewer held-out
+    normals the cross-fitted ones join them. ``normal_quantile`` uses every normal score."""
+    held = [r for r in rows if r.get("fold", 0) < 0]
+    held_normal = np.array([r["score"] for r in held if r["label"] != "anomaly"], np.float64)
+    normal = np.array([r["score"] for r in rows if r["label"] != "anomaly"], dtype=np.float64)
+    anomaly = np.array([r["score"] for r in rows if r["label"] == "anomaly"], dtype=np.float64)
+    policy = cfg.policy
+    if policy == "auto":
+        policy = (
+            "f1_optimal" if len(anomaly) >= cfg.min_anomalies and len(normal) else "normal_quantile"
+        )
+    f1 = None
+    calibration = "crossfit+val" if held else "crossfit"
+    if policy == "f1_optimal" and len(held_normal) >= cfg.min_anomalies:
+        normal, calibration = held_normal, "val"
+    if policy == "fixed":
+        value = float(cfg.value)  # type: ignore[arg-type]  (the config requires it)
+    elif policy == "f1_optimal":
+        if not (len(anomaly) and len(normal)):
+            raise ModelError(
+                f"f1_optimal needs normal and anomalous calibration scores; there are {len(normal)} normal, "
+                f"{len(anomaly)} anomalous (add labelled anomalies to the val split, or use normal_quantile)"
+            )
+        value, f1 = _f1_optimal(normal, anomaly)
+    else:
+        if not len(normal):
+            raise ModelError("normal_quantile needs normal calibration scores; there are none")
+        value = float(np.quantile(normal, cfg.quantile, method="linear"))
+    every = np.r_[normal, anomaly]
+    low = float(min(every.min(), value)) if len(every) else 0.0
+    spread = max(value - low, 1e-6 * max(abs(value), 1.0))
+    stats = (
+        {k: round(float(v), 6) for k, v in zip(("min", "median", "p95", "max"),
+                                               np.quantile(normal, [0, 0.5, 0.95, 1]), strict=True)}
+        if len(normal) else {}
+    )  # fmt: skip
+    return Threshold(
+        value=value, policy=policy, quantile=cfg.quantile if policy == "normal_quantile" else None,
+        low=low, spread=spread, n_normal=len(normal), n_anomaly=len(anomaly), folds=folds,
+        normal_scores=stats, calibration_ids_sha256=fingerprint([r["image_id"] for r in rows]), f1=f1,
+        calibration=calibration,
+    )  # fmt: skip
+
+
+def follow_threshold(t: Threshold) -> Threshold:
+    """The normalization of a hand-edited threshold: 0.5 at the new value, 0 at the lowest
+    calibration score (or at the value, when it is lower), as :func:`calibrate` would set it.
+    The calibrated value is ``low + spread``; where ``value`` differs, it was edited."""
+    calibrated = t.low + t.spread
+    if abs(t.value - calibrated) <= 1e-9 * max(1.0, abs(calibrated)):
+        return t
+    floor = t.low if t.low < calibrated else t.normal_scores.get("min", t.low)
+    low = min(floor, t.value)
+    return t.model_copy(
+        update={"low": low, "spread": max(t.value - low, 1e-6 * max(abs(t.value), 1.0))}
+    )

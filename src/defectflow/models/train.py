@@ -1,0 +1,120 @@
+"""Train: a backend fitted on a category's train normals -> checkpoint + model card, and
+cross-fitted out-of-fold scores of every one of those normals (+ the held-out val images scored
+by the delivered model) -> ``crossfit.parquet``, the ground the threshold stands on."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectflow.artifacts.checkpoint import ModelCard, save_checkpoint, write_model_card
+from defectflow.artifacts.scores import write_scores
+from defectflow.errors import ModelError
+from defectflow.features.stored import FIT_SPLITS, load_inputs
+from defectflow.models import backends
+from defectflow.models.backends.base import Backend
+from defectflow.progress import Progress
+from defectflow.threads import set_threads
+
+log = logging.getLogger(__name__)
+
+
+def fold_of(key: str, seed: int) -> float:
+    return int(hashlib.sha256(f"{seed}:fold:{key}".encode()).hexdigest()[:13], 16) / 16**13
+
+
+def assign_folds(ids: list[str], groups: list[str | None], k: int, seed: int) -> np.ndarray:
+    """Fold of each image: whole groups (``group_id``, else the image) dealt round-robin in a
+    seeded hash order, so folds are balanced and a physical part never spans two folds."""
+    keys = [g or i for i, g in zip(ids, groups, strict=True)]
+    order = sorted(dict.fromkeys(keys), key=lambda g: (fold_of(g, seed), g))
+    fold_by_key = {g: n % k for n, g in enumerate(order)}
+    return np.array([fold_by_key[g] for g in keys])
+
+
+def oof_scores(backend: Backend, data: Any, rows: np.ndarray | None = None, batch: int = 32,
+               progress: Progress | None = None) -> np.ndarray:  # fmt: skip
+    """Raw image scores of ``data`` (of its ``rows`` only, when given), in batches so memory
+    stays bounded (maps are not needed)."""
+    idx = np.arange(len(data)) if rows is None else np.asarray(rows)
+    parts = []
+    for s in range(0, len(idx), batch):
+        parts.append(np.asarray(backend.score(data.subset(idx[s : s + batch]))[0], np.float64))
+        if progress is not None:
+            progress.update(len(parts[-1]))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def run_train(table: str | Path, feature_files: list[str], dataset: str, category: str, model: str,
+              params: dict[str, Any], folds: int, out_ckpt: str | Path, out_card: str | Path,
+              out_crossfit: str | Path, image_size: int = 224, seed: int = 0, threads: int = 1,
+              device: str = "cpu") -> ModelCard:  # fmt: skip
+    """Snakemake entry point."""
+    from defectflow import device as dev
+
+    set_threads(threads)
+    dev.use(device)
+    entry = backends.entry(params["backend"])
+    p = entry.params.model_validate(params)
+
+    # train normals are fitted (and cross-fitted); val is held out: the delivered model scores
+    # it. Loaded apart, so the features are never held twice.
+    def fitted(r: dict[str, Any]) -> bool:
+        return r["label"] != "anomaly" and r["split"] != "val"
+
+    fit, fit_rows = load_inputs(entry.consumes, table, category, feature_files, image_size,
+                                FIT_SPLITS, select=fitted, patches=entry.patches)  # fmt: skip
+    if len(fit) < 2:
+        raise ModelError(
+            f"{dataset}/{category}: {len(fit)} normal training image(s); at least 2 are needed"
+        )
+    backend = backends.build(p)
+    t = time.perf_counter()
+    facts = backend.fit(fit, seed=seed)
+    fit_s = time.perf_counter() - t
+    save_checkpoint(backend, out_ckpt)
+
+    t = time.perf_counter()
+    k = min(folds, len(fit))
+    fold = assign_folds(fit.ids, [r["group_id"] for r in fit_rows], k, seed)
+    oof = np.zeros(len(fit))
+    method = "refit"
+    progress = Progress(len(fit), f"{category}/{model}: cross-fit scoring", every=10.0)
+    for f in range(k):
+        held, kept = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        b = backend.fold_model(kept, fit)
+        if b is None:
+            b = backends.build(p)
+            b.fit(fit.subset(kept), seed=seed)
+        else:
+            method = "derived from the delivered model (see the backend's fold_model)"
+        oof[held] = oof_scores(b, fit, held, progress=progress)
+        log.info("%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals", dataset, category, model, f + 1, k, len(held))  # fmt: skip
+    out = [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal", "fold": int(fo),
+            "score": float(s)} for r, fo, s in zip(fit_rows, fold, oof, strict=True)]  # fmt: skip
+    n_fit = len(fit)
+    del fit
+    val, held_rows = load_inputs(entry.consumes, table, category, feature_files, image_size,
+                                 FIT_SPLITS, select=lambda r: not fitted(r), patches=entry.patches)  # fmt: skip
+    if len(val):
+        sc = oof_scores(backend, val)
+        out += [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal",
+                 "fold": -1, "score": float(s)} for r, s in zip(held_rows, sc, strict=True)]  # fmt: skip
+    write_scores(out_crossfit, out)
+    cf_s = time.perf_counter() - t
+    n_anom = sum(r["label"] == "anomaly" for r in held_rows)
+    card = ModelCard(dataset=dataset, category=category, model=model, backend=p.backend, params=p.fit_params(),
+                     n_train=n_fit, device=dev.current(),
+                     crossfit={"folds": k, "scored": n_fit, "val_anomalies": n_anom,
+                               "val_normals": len(held_rows) - n_anom,
+                               "fold_models": method},
+                     facts=facts, backbone=backend.extra_meta().get("backbone", {}), seed=seed)  # fmt: skip
+    write_model_card(card, out_card)
+    log.info("%s/%s/%s: fitted on %d images in %.2f s, cross-fit %d folds in %.2f s: %s",
+             dataset, category, model, n_fit, fit_s, k, cf_s, facts)  # fmt: skip
+    return card
