@@ -6,7 +6,7 @@ from snakemake.utils import validate
 from defectflow.models.backends import entry
 from defectflow.config import parse_workflow_config
 from defectflow.errors import ConfigError
-from defectflow.data.ingest import DEMO_DIR
+from defectflow.data.sources.mvtec import DEMO_DIR
 from defectflow.sharding import n_shards
 
 try:  # every config mistake answered here, before any job, naming the file that makes it

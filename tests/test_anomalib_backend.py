@@ -8,10 +8,10 @@ from sklearn.metrics import roc_auc_score
 
 from defectflow.artifacts.infer_config import read_infer_config
 from defectflow.artifacts.standardized import StandardizedRow, category_rows
-from defectflow.config import DemoConfig, DemoSource, PreflightConfig, SplitConfig, parse_config
+from defectflow.config import DemoConfig, PreflightConfig, SplitConfig, parse_config
 from defectflow.data.demo import generate_demo
-from defectflow.data.ingest import ingest_mvtec
 from defectflow.data.preflight import preflight_records
+from defectflow.data.sources.mvtec import DemoSource, read_layout
 from defectflow.data.standardize import standardize_records
 from defectflow.deploy.detector import Detector
 from defectflow.deploy.scoring import run_score
@@ -31,7 +31,7 @@ def table(tmp_path_factory):
     )
     recs = [
         r
-        for r in ingest_mvtec(DemoSource(type="demo"), path=root / "demo", kind="demo")
+        for r in read_layout(DemoSource(type="demo"), path=root / "demo", kind="demo")
         if r.category == "bracket"
     ]
     _, facts = preflight_records(recs, PreflightConfig(threads=1), "d", "m")

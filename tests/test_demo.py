@@ -5,8 +5,8 @@ from PIL import Image
 
 from defectflow.config import DemoConfig, PreflightConfig
 from defectflow.data.demo import DEFECTS, generate_demo
-from defectflow.data.ingest import ingest_mvtec
 from defectflow.data.preflight import preflight_records
+from defectflow.data.sources.mvtec import read_layout
 
 
 def _digest(root):
@@ -44,9 +44,9 @@ def test_demo_layout_counts_and_masks(tmp_path):
 
 def test_demo_passes_preflight_without_warnings(tmp_path):
     generate_demo(tmp_path, DemoConfig(n_train=12, n_test_normal=3, n_test_per_defect=2))
-    from defectflow.config import DemoSource
+    from defectflow.data.sources.mvtec import DemoSource
 
-    recs = ingest_mvtec(DemoSource(type="demo"), path=tmp_path, kind="demo")
+    recs = read_layout(DemoSource(type="demo"), path=tmp_path, kind="demo")
     report, _ = preflight_records(recs, PreflightConfig(threads=1), "demo", "m")
     assert report.ok and report.counts["warning"] == 0, [
         i.message for i in report.issues if i.severity != "info"

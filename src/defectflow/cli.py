@@ -16,51 +16,6 @@ log = logging.getLogger("defectflow")
 EXIT_OK, EXIT_INTERNAL, EXIT_ERRORS = 0, 1, 2
 
 
-def _coco_file(path: Path) -> bool:
-    """Whether a JSON file is COCO labels (an object with an `images` list), not a manifest."""
-    import json
-
-    if path.suffix.lower() != ".json" or path.stat().st_size > 2**30:
-        return False
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("images"), list)
-
-
-def sources_for_path(path: Path) -> list[dict]:
-    """Guess the sources of a path given on the command line: a manifest or COCO labels file; a
-    YOLO dataset (a data.yaml, or images/ beside labels/); a folder with COCO labels (at its top
-    or in annotations/); an MVTec layout; else a good/ + defect-folder layout."""
-    from defectflow.data.detections import _yolo_yaml
-    from defectflow.data.ingest import _mvtec_categories
-
-    if path.is_file():
-        if _coco_file(path):
-            images = path.parent / "images"
-            return [{"type": "coco", "labels": str(path),
-                     "path": str(images if images.is_dir() else path.parent)}]  # fmt: skip
-        return [{"type": "manifest", "path": str(path)}]
-    if not path.is_dir():
-        raise DefectflowError(
-            f"{path} does not exist; give a manifest file (JSONL/CSV/Parquet), COCO labels or a folder"
-        )
-    if _yolo_yaml(path, None) is not None or (
-        (path / "images").is_dir() and (path / "labels").is_dir()
-    ):
-        return [{"type": "yolo", "path": str(path)}]
-    coco = [p for d in (path, path / "annotations") if d.is_dir() for p in sorted(d.glob("*.json"))
-            if _coco_file(p)]  # fmt: skip
-    if coco:
-        images = path / "images"
-        return [{"type": "coco", "labels": str(p), "path": str(images if images.is_dir() else path)}
-                for p in coco]  # fmt: skip
-    if _mvtec_categories(path):
-        return [{"type": "mvtec", "path": str(path)}]
-    return [{"type": "folder", "path": str(path)}]
-
-
 def cmd_preflight(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -72,6 +27,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         unreadable_manifest_report,
         write_report,
     )
+    from defectflow.data.sources import guess as guess_sources
     from defectflow.errors import ConfigError, ManifestError
 
     report, checks = None, PreflightConfig()
@@ -86,7 +42,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     checks = checks.model_copy(update=updates)
     try:
         if report is None:
-            sources = sources_for_path(Path(args.path))
+            sources = guess_sources(Path(args.path))
             for src in sources:
                 if args.category:
                     src["category"] = args.category
@@ -109,53 +65,6 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         write_report(report, args.json)
         print(f"report written to {args.json}")
     return EXIT_OK if report.ok else EXIT_ERRORS
-
-
-def _gather_images(inputs: list[Path], category: str | None) -> list[dict]:
-    """Image items from files, folders (recursive) and manifests (JSONL/CSV/Parquet).
-
-    Each image's id is its path relative to the common folder of every input (``good/000.png``,
-    ``scratch/000.png``), so ids are unique and stable for any set of inputs; the same file given
-    twice is scored once.
-    """
-    import os
-
-    from defectflow.config import ManifestSource
-    from defectflow.data.ingest import IMAGE_EXTENSIONS, ingest_manifest
-
-    found: list[dict] = []
-    for p in inputs:
-        if p.is_dir():
-            files = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not files:
-                log.warning("%s holds no image files (%s)", p, ", ".join(sorted(IMAGE_EXTENSIONS)))
-            found += [{"image_path": f} for f in files]
-        elif p.suffix.lower() in {".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq"}:
-            for r in ingest_manifest(ManifestSource(type="manifest", path=str(p))):
-                if r.image_path and (category is None or r.category in (None, category)):
-                    found.append({"image_path": Path(r.image_path), "gt_label": r.label if r.label in ("normal", "anomaly") else None,
-                                  "defect_type": r.defect_type})  # fmt: skip
-        else:
-            found.append({"image_path": p})  # a missing or unreadable file becomes an error record
-    if not found:
-        raise DefectflowError(f"no images found in {[str(i) for i in inputs]}")
-    absolute = [os.path.abspath(it["image_path"]) for it in found]
-    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
-    items, seen = [], set()
-    for it, a in zip(found, absolute, strict=True):
-        if a in seen:
-            continue
-        seen.add(a)
-        items.append(
-            dict(
-                it,
-                image_path=str(it["image_path"]),
-                image_id=Path(os.path.relpath(a, root)).as_posix(),
-            )
-        )
-    return items
 
 
 def _positive(text: str) -> int:
@@ -194,6 +103,7 @@ def _predictions_path(out: Path) -> Path:
 def cmd_infer(args: argparse.Namespace) -> int:
     from defectflow.artifacts.predictions import write_predictions
     from defectflow.deploy.detector import Detector
+    from defectflow.deploy.inputs import gather_images
 
     out = _predictions_path(args.out)  # before any work: a bad --out or --maps is found at once
     _maps_dir(args.maps)
@@ -202,7 +112,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         raise DefectflowError(
             f"{args.infer_config} is a model of category {det.cfg.category!r}, not {args.category!r}"
         )
-    items = _gather_images(args.inputs, det.cfg.category)
+    items = gather_images(args.inputs, det.cfg.category)
     records, _ = det.predict(items, batch_size=args.batch_size, maps_dir=args.maps)
     write_predictions(records, out)
     n_an = sum(r.pred_label == "anomaly" for r in records)

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from defectflow.data.sources import REGISTRY as SOURCES
+from defectflow.data.sources import Source
 from defectflow.errors import ConfigError
 from defectflow.models.backends import REGISTRY
 from defectflow.models.backends.params import KnnParams, PadimParams, PatchcoreParams
@@ -30,140 +32,6 @@ NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class ManifestSource(_Strict):
-    """A manifest file (JSONL, CSV or Parquet) with one record per image."""
-
-    type: Literal["manifest"] = Field(description="source type")
-    path: str = Field(description="manifest file; relative image paths are relative to `root`")
-    format: Literal["auto", "jsonl", "csv", "parquet"] = Field(
-        default="auto", description="file format; `auto` decides by extension"
-    )
-    root: str | None = Field(
-        default=None, description="base folder of relative paths (default: the manifest's folder)"
-    )
-    fields: dict[str, str] = Field(
-        default_factory=dict,
-        description="map of defectflow field -> column name in this file, for names the alias table does not know",
-    )
-    category: str | None = Field(default=None, description="category for records that have none")
-    split: str | None = Field(
-        default=None, description="split for records that have none (train|val|test)"
-    )
-    group_regex: str | None = Field(
-        default=None,
-        description="regex on the file name whose first group (or whole match) is the `group_id` (e.g. one physical part)",
-    )
-
-
-class MvtecSource(_Strict):
-    """An MVTec-AD layout: `<category>/train/good`, `<category>/test/<type>`,
-    `<category>/ground_truth/<type>/<stem>_mask.png`. `path` is one category folder or a root of them."""
-
-    type: Literal["mvtec"] = Field(description="source type")
-    path: str = Field(description="one category folder, or a folder of category folders")
-    categories: list[str] | None = Field(
-        default=None, description="only these categories (default: all found)"
-    )
-    group_regex: str | None = Field(
-        default=None,
-        description="regex on the file name whose first group (or whole match) is the `group_id` (e.g. one physical part)",
-    )
-
-
-class FolderSource(_Strict):
-    """A plain folder: `good/` (normal images) beside one folder per defect type; no splits."""
-
-    type: Literal["folder"] = Field(description="source type")
-    path: str = Field(description="folder holding `good/` and one folder per defect type")
-    category: str | None = Field(
-        default=None, description="category name (default: the folder's name)"
-    )
-    normal_dirs: list[str] = Field(
-        default_factory=lambda: ["good", "normal", "ok"],
-        description="folder names that hold normal images",
-    )
-    mask_dir: str | None = Field(
-        default=None,
-        description="folder of masks mirroring the defect folders (`<type>/<stem>[_mask].png`)",
-    )
-    group_regex: str | None = Field(
-        default=None,
-        description="regex on the file name whose first group (or whole match) is the `group_id` (e.g. one physical part)",
-    )
-
-
-class _DetectionSource(_Strict):
-    category: str | None = Field(
-        default=None, description="category of every image (default: the folder's name)"
-    )
-    split: str | None = Field(
-        default=None, description="split for every image (train|val|test; null: assigned)"
-    )
-    defect_classes: list[str] | None = Field(
-        default=None,
-        description="class names that are defects (default: every class); boxes of other classes are ignored",
-    )
-    group_regex: str | None = Field(
-        default=None,
-        description="regex on the file name whose first group (or whole match) is the `group_id` (e.g. one physical part)",
-    )
-
-
-class CocoSource(_DetectionSource):
-    """COCO labels: an image with an annotation of a defect class is an anomaly (its mask is
-    the union of their polygons or RLE masks, boxes where an annotation has no outline; its
-    defect type the class of the largest); without one, normal."""
-
-    type: Literal["coco"] = Field(description="source type")
-    path: str = Field(description="folder of the images (`file_name` is relative to it)")
-    labels: str = Field(description="COCO instances JSON (`images`, `annotations`, `categories`)")
-
-
-class YoloSource(_DetectionSource):
-    """YOLO (Ultralytics) labels: `data.yaml` naming the classes and the image folders (or list
-    files) of each split, `labels/*.txt` beside `images/`. Boxes, segmentation polygons and
-    oriented boxes of a defect class make an anomaly, as for COCO; an image with an empty label
-    file or none is normal; a label file without its image is reported (LABEL_ORPHAN)."""
-
-    type: Literal["yolo"] = Field(description="source type")
-    path: str = Field(description="dataset folder holding `data.yaml`")
-    yaml: str = Field(
-        default="data.yaml",
-        description="the dataset YAML, relative to `path` (if absent: dataset.yaml, the one YAML "
-        "naming classes, or none: images/ and labels/ with class ids as names)",
-    )
-    splits: list[str] = Field(
-        default_factory=lambda: ["train", "val", "test"],
-        description="YOLO splits to read (those data.yaml names); they do not become defectflow splits",
-    )
-
-
-class CorrectionsSource(_Strict):
-    """Reviewed labels (``defectflow review pull``): JSON Lines of image_path, label, mask_path,
-    defect_type. Each overrides the record of the same image from the sources before it."""
-
-    type: Literal["corrections"] = Field(description="source type")
-    path: str = Field(description="corrections file written by `defectflow review pull`")
-
-
-class DemoSource(_Strict):
-    """The built-in synthetic demo data (generated by the `demo_data` rule)."""
-
-    type: Literal["demo"] = Field(description="source type")
-
-
-Source = Annotated[
-    ManifestSource
-    | MvtecSource
-    | FolderSource
-    | CocoSource
-    | YoloSource
-    | CorrectionsSource
-    | DemoSource,
-    Field(discriminator="type"),
-]
 
 
 class SplitConfig(_Strict):
@@ -957,8 +825,8 @@ def config_reference() -> str:
             if path == "datasets":
                 walk(DatasetConfig, "datasets.<name>.")
             if path == "datasets.<name>.sources":
-                for src in (ManifestSource, MvtecSource, FolderSource, DemoSource):
-                    kind = src.model_fields["type"].annotation.__args__[0]
+                for kind, entry in SOURCES.items():
+                    src = entry.params
                     walk(src, f"datasets.<name>.sources[type={kind}].")
             if path == "models":
                 for mdl in (e.params for e in REGISTRY.values()):
