@@ -9,7 +9,6 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +22,7 @@ from pydantic import (
 from defectflow.data.sources import REGISTRY as SOURCES
 from defectflow.data.sources import Source
 from defectflow.errors import ConfigError
+from defectflow.io import load_yaml
 from defectflow.models.backends import REGISTRY
 from defectflow.models.backends.params import KnnParams, PadimParams, PatchcoreParams
 from defectflow.records import Severity
@@ -715,7 +715,7 @@ def parse_workflow_config(data: dict[str, Any], configfiles: list[Any], override
     precedence over the Snakefile's ``configfile:``."""
     late = [str(f) for f in overrides]
     ordered = [str(f) for f in configfiles if str(f) not in late] + late
-    files = [(f, load_yaml(f)) for f in dict.fromkeys(ordered)]
+    files = [(f, load_yaml(f, error=ConfigError)) for f in dict.fromkeys(ordered)]
     where = "config (from --config or defaults)"
     cfg = parse_config(data, where=where, files=files)
     by_file: dict[str, list[str]] = {}
@@ -730,53 +730,9 @@ def parse_workflow_config(data: dict[str, Any], configfiles: list[Any], override
     return cfg
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the
-    last one silently: a dataset or model written twice would lose the first)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.get(key)
-            except TypeError:
-                continue  # an unhashable key: the base loader reports it
-            line = key_node.start_mark.line + 1
-            if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is written twice (lines {first} and {line}); "
-                    "the second would replace the first: merge them or rename one",
-                    key_node.start_mark,
-                )  # fmt: skip
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(
-    path: str | Path, what: str = "config file", error: type[Exception] = ConfigError
-) -> Any:
-    """A YAML file's content; ``error`` names the file (and line) when it is missing, not
-    UTF-8, not YAML, or writes a key twice."""
-    path = Path(path)
-    try:
-        return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
-    except FileNotFoundError:
-        raise error(f"{what} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"{what} {path} cannot be read as UTF-8 text: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise error(f"{what} {path}{at}: not valid YAML: {problem}") from None
-
-
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file."""
-    return parse_config(load_yaml(path), where=str(path))
+    return parse_config(load_yaml(path, error=ConfigError), where=str(path))
 
 
 def _type_name(annotation: Any) -> str:

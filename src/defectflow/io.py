@@ -11,7 +11,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from defectflow.errors import ManifestError
+import yaml
+
+from defectflow.errors import DefectflowError, ManifestError
 
 _CHUNK = 1 << 20
 
@@ -104,3 +106,47 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def short_hash(text: str, n: int = 10) -> str:
     """A short, stable hex digest of a string (for ids, not for security)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the
+    last one silently: a dataset or model written twice would lose the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base loader reports it
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice (lines {first} and {line}); "
+                    "the second would replace the first: merge them or rename one",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(
+    path: str | Path, what: str = "config file", error: type[Exception] = DefectflowError
+) -> Any:
+    """A YAML file's content; ``error`` names the file (and line) when it is missing, not
+    UTF-8, not YAML, or writes a key twice."""
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path} cannot be read as UTF-8 text: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(f"{what} {path}{at}: not valid YAML: {problem}") from None

@@ -21,6 +21,7 @@ from defectflow.data.sources.outlines import (
     record,
 )
 from defectflow.errors import ManifestError
+from defectflow.io import load_yaml
 from defectflow.records import ManifestRecord, SourceRef
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ class YoloSource(DetectionParams):
 
 
 def _read_yaml(path: Path) -> Any:
-    from defectflow.config import load_yaml
-
     return load_yaml(path, what="YOLO dataset YAML", error=ManifestError)
 
 
