@@ -10,6 +10,8 @@ rule fiftyone_dataset:
         summary="results/{dataset}/fiftyone.json",
     log:
         "logs/{dataset}/fiftyone.log",
+    benchmark:
+        "benchmarks/{dataset}/fiftyone.tsv"
     conda:
         "../envs/curate.yaml"
     threads: 1
@@ -42,6 +44,8 @@ rule review_tasks:
         config="results/{dataset}/review/labeling_config.xml",
     log:
         "logs/{dataset}/review_tasks.log",
+    benchmark:
+        "benchmarks/{dataset}/review_tasks.tsv"
     conda:
         "../envs/curate.yaml"
     threads: 1

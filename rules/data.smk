@@ -3,6 +3,8 @@ rule demo_data:
         directory(DEMO_DIR),
     log:
         "logs/demo_data.log",
+    benchmark:
+        "benchmarks/demo_data.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -24,6 +26,8 @@ rule ingest:
     log:
         log="logs/{dataset}/ingest.log",
         report="logs/{dataset}/ingest_report.json",
+    benchmark:
+        "benchmarks/{dataset}/ingest.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1

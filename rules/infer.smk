@@ -33,6 +33,8 @@ rule export_onnx:
         parity="results/{dataset}/models/{model}/{category}/onnx_parity.json",
     log:
         "logs/{dataset}/export_onnx/{model}-{category}.log",
+    benchmark:
+        "benchmarks/{dataset}/export_onnx/{model}-{category}.tsv"
     conda:
         "../envs/models.yaml"
     threads: 1

@@ -29,6 +29,8 @@ rule preflight_memory:
         report="results/{dataset}/preflight_memory.json",
     log:
         "logs/{dataset}/preflight_memory.log",
+    benchmark:
+        "benchmarks/{dataset}/preflight_memory.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1

@@ -14,6 +14,8 @@ rule metrics:
         ),
     log:
         "logs/{dataset}/metrics/{model}-{category}.log",
+    benchmark:
+        "benchmarks/{dataset}/metrics/{model}-{category}.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -44,6 +46,8 @@ rule report:
         ),
     log:
         "logs/{dataset}/report.log",
+    benchmark:
+        "benchmarks/{dataset}/report.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -67,6 +71,8 @@ rule leaderboard:
         ),
     log:
         "logs/{dataset}/leaderboard.log",
+    benchmark:
+        "benchmarks/{dataset}/leaderboard.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -87,6 +93,8 @@ rule register_run:
         run="results/run.json",
     log:
         "logs/register_run.log",
+    benchmark:
+        "benchmarks/register_run.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1

@@ -61,6 +61,8 @@ rule calibrate:
         infer_config="results/{dataset}/models/{model}/{category}/infer_config.json",
     log:
         "logs/{dataset}/calibrate/{model}-{category}.log",
+    benchmark:
+        "benchmarks/{dataset}/calibrate/{model}-{category}.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1
