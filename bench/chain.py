@@ -106,8 +106,12 @@ def _data(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str]:
         from defectflow.data.demo import generate_demo
 
         data = tmp / "demo"
-        generate_demo(data, DemoConfig(n_train=args.demo_train, n_test_normal=40,
-                                       n_test_per_defect=15, categories=["tile"]))  # fmt: skip
+        generate_demo(
+            data,
+            DemoConfig(
+                n_train=args.demo_train, n_test_normal=40, n_test_per_defect=15, categories=["tile"]
+            ),
+        )
         return data, "tile"
     if args.data:
         cats = sorted(p.name for p in args.data.iterdir() if (p / "train" / "good").is_dir())
@@ -127,8 +131,11 @@ def main() -> None:
     ap.add_argument("--max-mb", type=int, default=16000)
     ap.add_argument("--data", type=Path, help="an MVTec-layout folder (<category>/train/good, ...)")
     ap.add_argument("--category", help="its category (default: the first)")
-    ap.add_argument("--demo-train", type=int, help="generate the demo texture (tile) with this "
-                    "many training images and run on it")  # fmt: skip
+    ap.add_argument(
+        "--demo-train",
+        type=int,
+        help="generate the demo texture (tile) with this many training images and run on it",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data, category = _data(args, Path(tmp))
@@ -138,13 +145,17 @@ def main() -> None:
             (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, wf / name)
         cfg = yaml.safe_load((wf / "config" / "config.yaml").read_text())
         if data is None:
-            sources = [{"type": "manifest", "path": str(WELD / "train_welding.json"), "split": "train"},
-                       {"type": "manifest", "path": str(WELD / "test_welding.json"), "split": "test"}]  # fmt: skip
+            sources = [
+                {"type": "manifest", "path": str(WELD / "train_welding.json"), "split": "train"},
+                {"type": "manifest", "path": str(WELD / "test_welding.json"), "split": "test"},
+            ]
             cfg["preflight"]["severity"] = {"LEAKAGE_EXACT": "warning"}  # 7 leaked copies
         else:
             sources = [{"type": "mvtec", "path": str(data), "categories": [category]}]
-        cfg["datasets"] = {"demo": {"enabled": False, "sources": [{"type": "demo"}]},
-                           "bench": {"sources": sources}}  # fmt: skip
+        cfg["datasets"] = {
+            "demo": {"enabled": False, "sources": [{"type": "demo"}]},
+            "bench": {"sources": sources},
+        }
         (wf / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
         ours = run_measured(
             [sys.executable, "-m", "snakemake", "--cores", str(args.threads)],
@@ -158,10 +169,17 @@ def main() -> None:
             for p in (wf / "results/bench/models").glob("*/*/metrics.json")
         }
         theirs = run_measured(
-            [sys.executable, "-c", ANOMALIB, str(Path(__file__).parent), str(args.threads),
-             "weld" if data is None else str(data), category],
+            [
+                sys.executable,
+                "-c",
+                ANOMALIB,
+                str(Path(__file__).parent),
+                str(args.threads),
+                "weld" if data is None else str(data),
+                category,
+            ],
             max_mb=args.max_mb,
-        )  # fmt: skip
+        )
     ok = theirs["rc"] == 0 and "RESULT" in theirs["output"]
     auroc = next(
         (line for line in theirs["output"].splitlines() if "image_AUROC" in line), ""
@@ -171,14 +189,26 @@ def main() -> None:
     print(
         f"{'defectflow: whole default chain (3 models)':<52} {ours['wall_s']:>7.1f} {ours['peak_mb']:>8.0f}"
     )
-    print(f"{'anomalib 2.7: Engine fit + test of one Patchcore':<52} {theirs['wall_s']:>7.1f} {theirs['peak_mb']:>8.0f}"
-          + ("" if ok else "  (FAILED: " + ("memory cap" if theirs["killed"] else theirs["output"][-300:]) + ")"))  # fmt: skip
+    print(
+        f"{'anomalib 2.7: Engine fit + test of one Patchcore':<52} {theirs['wall_s']:>7.1f} {theirs['peak_mb']:>8.0f}"
+        + (
+            ""
+            if ok
+            else "  (FAILED: "
+            + ("memory cap" if theirs["killed"] else theirs["output"][-300:])
+            + ")"
+        )
+    )
     if ok:
-        print(f"ratio ours/theirs: wall {ours['wall_s'] / theirs['wall_s']:.2f}x, "
-              f"peak memory {ours['peak_mb'] / theirs['peak_mb']:.2f}x")  # fmt: skip
+        print(
+            f"ratio ours/theirs: wall {ours['wall_s'] / theirs['wall_s']:.2f}x, "
+            f"peak memory {ours['peak_mb'] / theirs['peak_mb']:.2f}x"
+        )
     else:  # a run stopped part-way has no wall time to compare with
-        print(f"ratio: none (anomalib did not finish; it had run {theirs['wall_s']:.1f} s "
-              f"and held {theirs['peak_mb']:.0f} MB when it stopped)")  # fmt: skip
+        print(
+            f"ratio: none (anomalib did not finish; it had run {theirs['wall_s']:.1f} s "
+            f"and held {theirs['peak_mb']:.0f} MB when it stopped)"
+        )
     for m, img in sorted(metrics.items()):
         print(
             f"  ours {m:<10} image AUROC {img['auroc']:.3f}  F1 {img['f1']:.3f} (best possible {img['best_f1']:.3f})"

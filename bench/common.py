@@ -30,10 +30,14 @@ def weld_rows(data: Path = WELD) -> list[dict]:
         sys.exit(
             f"battery-weld data not found at {data} (it lives in ../shared beside the checkout)"
         )
-    ds = DatasetConfig.model_validate({"sources": [
-        {"type": "manifest", "path": str(data / "train_welding.json"), "split": "train"},
-        {"type": "manifest", "path": str(data / "test_welding.json"), "split": "test"},
-    ]})  # fmt: skip
+    ds = DatasetConfig.model_validate(
+        {
+            "sources": [
+                {"type": "manifest", "path": str(data / "train_welding.json"), "split": "train"},
+                {"type": "manifest", "path": str(data / "test_welding.json"), "split": "test"},
+            ]
+        }
+    )
     recs = ingest_sources(ds.sources, "weld")
     _, facts = preflight_records(recs, PreflightConfig(threads=2), "weld", "m")
     return standardize_records(recs, facts, SplitConfig(val_fraction=0.0, val_from_test=0.0))

@@ -75,8 +75,10 @@ def main() -> None:
         f"real patch features: {feats.shape[0]} x {feats.shape[1]} (battery weld, all splits, mirrored)"
     )
     rng = np.random.default_rng(0)
-    print(f"{'candidates':>10} {'load':>5} {'ours pts/s':>11} {'anomalib pts/s':>15} {'ratio':>7} "
-          f"{'effective MAC/s':>16} {'vs BLAS matvec':>15}")  # fmt: skip
+    print(
+        f"{'candidates':>10} {'load':>5} {'ours pts/s':>11} {'anomalib pts/s':>15} {'ratio':>7} "
+        f"{'effective MAC/s':>16} {'vs BLAS matvec':>15}"
+    )
     for size in args.sizes:
         x = project(feats[rng.choice(len(feats), size, replace=size > len(feats))])
         n = int(size * args.ratio)
@@ -93,10 +95,19 @@ def main() -> None:
                 else float("nan")
             )
             effective = ours_rate * size * x.shape[1]
-            print(f"{size:>10} {'busy' if busy else 'idle':>5} {ours_rate:>11.0f} {theirs:>15.1f} {ours_rate / theirs:>6.1f}x "
-                  f"{effective:>16.3g} {effective / ref:>14.1f}x")  # fmt: skip
-        print(f"{'':>10} BLAS matvec reference: {ref:.3g} multiply-adds/s; the textbook loop at that rate: "
-              f"{ref / (size * x.shape[1]):.0f} points/s" + (f"; same picks as anomalib's first {len(their_idx)}: {same:.3f}" if same == same else ""))  # fmt: skip
+            print(
+                f"{size:>10} {'busy' if busy else 'idle':>5} {ours_rate:>11.0f} {theirs:>15.1f} {ours_rate / theirs:>6.1f}x "
+                f"{effective:>16.3g} {effective / ref:>14.1f}x"
+            )
+        print(
+            f"{'':>10} BLAS matvec reference: {ref:.3g} multiply-adds/s; the textbook loop at that rate: "
+            f"{ref / (size * x.shape[1]):.0f} points/s"
+            + (
+                f"; same picks as anomalib's first {len(their_idx)}: {same:.3f}"
+                if same == same
+                else ""
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--infer-config", type=Path,
-                    default=REPO / "results/demo/models/patchcore/tile/infer_config.json")  # fmt: skip
+    ap.add_argument(
+        "--infer-config",
+        type=Path,
+        default=REPO / "results/demo/models/patchcore/tile/infer_config.json",
+    )
     ap.add_argument("--image", type=Path, default=REPO / "resources/demo/tile/test/good/000.png")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
@@ -63,12 +66,30 @@ def main() -> None:
         out = str(Path(tmp) / "p.jsonl")
         floor = _wall([py, "-c", "import numpy, onnxruntime"], args.rounds)
         bare = _wall([py, "-c", "pass"], args.rounds)
-        cmd = [py, "-m", "defectflow.cli", "infer", "--infer-config", str(args.infer_config),
-               str(args.image), "--out", out]  # fmt: skip
+        cmd = [
+            py,
+            "-m",
+            "defectflow.cli",
+            "infer",
+            "--infer-config",
+            str(args.infer_config),
+            str(args.image),
+            "--out",
+            out,
+        ]
         wall = _wall(cmd, args.rounds)
-        stages = [json.loads(subprocess.run([py, "-c", STAGES, str(args.infer_config), str(args.image), out],
-                                            check=True, capture_output=True, text=True, cwd=REPO).stdout)
-                  for _ in range(args.rounds)]  # fmt: skip
+        stages = [
+            json.loads(
+                subprocess.run(
+                    [py, "-c", STAGES, str(args.infer_config), str(args.image), out],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    cwd=REPO,
+                ).stdout
+            )
+            for _ in range(args.rounds)
+        ]
     model = json.loads(args.infer_config.read_text())["model"]
     print(f"defectflow infer, one image, model {model} (median of {args.rounds} runs)")
     print(f"  whole command            {wall:6.2f} s   (target < 1.5 s)")

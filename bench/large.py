@@ -57,24 +57,35 @@ def main() -> None:
     data, wf = root / "data", root / "wf"
     if not (data / "demo.json").exists():
         t = time.perf_counter()
-        generate_demo(data, DemoConfig(n_train=args.train, n_test_normal=args.test_normal,
-                                       n_test_per_defect=args.test_per_defect,
-                                       categories=["tile"]))  # fmt: skip
+        generate_demo(
+            data,
+            DemoConfig(
+                n_train=args.train,
+                n_test_normal=args.test_normal,
+                n_test_per_defect=args.test_per_defect,
+                categories=["tile"],
+            ),
+        )
         print(f"made {args.train:,} training images in {time.perf_counter() - t:.0f} s", flush=True)
     wf.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "rules", "scripts", "config", "schemas", "envs", "profiles"):
         if not (wf / name).exists():
             (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, wf / name)
     cfg = yaml.safe_load((wf / "config" / "config.yaml").read_text())
-    cfg["datasets"] = {"demo": {"enabled": False, "sources": [{"type": "demo"}]},
-                       "large": {"sources": [{"type": "mvtec", "path": str(data)}]}}  # fmt: skip
+    cfg["datasets"] = {
+        "demo": {"enabled": False, "sources": [{"type": "demo"}]},
+        "large": {"sources": [{"type": "mvtec", "path": str(data)}]},
+    }
     (wf / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    res = run_measured([sys.executable, "-m", "snakemake", "--cores", str(args.cores)], cwd=wf,
-                       max_mb=22000)  # fmt: skip
+    res = run_measured(
+        [sys.executable, "-m", "snakemake", "--cores", str(args.cores)], cwd=wf, max_mb=22000
+    )
     status = "ok" if res["rc"] == 0 else f"FAILED (exit {res['rc']})"
-    print(f"default chain, {args.train:,} training images, {args.cores} cores: "
-          f"{res['wall_s']:.0f} s ({res['wall_s'] / 60:.1f} min), peak {res['peak_mb']:,.0f} MB "
-          f"(process tree), {status}")  # fmt: skip
+    print(
+        f"default chain, {args.train:,} training images, {args.cores} cores: "
+        f"{res['wall_s']:.0f} s ({res['wall_s'] / 60:.1f} min), peak {res['peak_mb']:,.0f} MB "
+        f"(process tree), {status}"
+    )
     if res["rc"] != 0:
         print(res["output"][-4000:])
     mem = declared_mem(res["output"])
@@ -85,8 +96,10 @@ def main() -> None:
         key = str(f.relative_to(wf))
         rows.append((key, float(b["s"]), float(b["max_rss"]), mem.get(key)))
     over = [r for r in rows if r[3] is not None and r[2] > r[3]]
-    print(f"{len(rows)} jobs with a benchmark, {sum(r[3] is not None for r in rows)} with a "
-          f"declared mem_mb; over it: {len(over)}")  # fmt: skip
+    print(
+        f"{len(rows)} jobs with a benchmark, {sum(r[3] is not None for r in rows)} with a "
+        f"declared mem_mb; over it: {len(over)}"
+    )
     print(f"{'job':<60} {'s':>7} {'max_rss MB':>10} {'mem_mb':>7}")
     for key, s, rss, declared in sorted(rows, key=lambda r: -r[1])[:12] + over:
         print(f"{key:<60} {s:>7.0f} {rss:>10,.0f} {declared or '-':>7}")

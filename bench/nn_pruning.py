@@ -54,13 +54,17 @@ def main() -> None:
     nearest_sq_distances(q, bank)
     brute = time.perf_counter() - t
     flop = 2 * q.shape[0] * bank.shape[0] * bank.shape[1]
-    print(f"{len(q)} queries x {len(bank)} entries x {bank.shape[1]} dims: one matrix product "
-          f"{flop / mm / 1e9:.0f} GFLOP/s; our blocked exact search {1000 * brute / 8:.1f} ms per "
-          f"image ({mm / brute:.2f}x the bare product's speed)")  # fmt: skip
+    print(
+        f"{len(q)} queries x {len(bank)} entries x {bank.shape[1]} dims: one matrix product "
+        f"{flop / mm / 1e9:.0f} GFLOP/s; our blocked exact search {1000 * brute / 8:.1f} ms per "
+        f"image ({mm / brute:.2f}x the bare product's speed)"
+    )
     reps = bank[rng.choice(len(bank), args.reps, replace=False)]
     ub = np.sqrt(_sq(q, reps).min(1))
-    print(f"{'clusters':>8} {'per query':>10} {'block 64':>9} {'block 256':>10}  (share of the "
-          "bank compared; brute force 1.00)")  # fmt: skip
+    print(
+        f"{'clusters':>8} {'per query':>10} {'block 64':>9} {'block 256':>10}  (share of the "
+        "bank compared; brute force 1.00)"
+    )
     for k in args.clusters:
         sample = bank[rng.choice(len(bank), min(len(bank), 20 * k), replace=False)]
         centres = sample[:k].copy()

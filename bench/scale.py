@@ -67,8 +67,7 @@ def dry_run(wf: Path, *args: str) -> tuple[float, int]:
     dt = time.perf_counter() - t
     if r.returncode != 0:
         sys.exit(f"snakemake -n failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    jobs = sum(int(line.split()[-1]) for line in r.stdout.splitlines()
-               if line.startswith("total"))  # fmt: skip
+    jobs = sum(int(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("total"))
     return dt, jobs
 
 
@@ -92,8 +91,9 @@ def _exact_radius(files: list[str], table: Path, out: Path) -> float:
     from defectflow.models.backends.coreset import flat_patches, projection
 
     pc = load_checkpoint(out / "c.safetensors")
-    data, _ = load_inputs("features", table, "cat", files, 224, FIT_SPLITS,
-                          select=lambda r: r["split"] != "val")  # fmt: skip
+    data, _ = load_inputs(
+        "features", table, "cat", files, 224, FIT_SPLITS, select=lambda r: r["split"] != "val"
+    )
     proj = projection(data.patch.shape[1], pc.params.projection_dim, np.random.default_rng(0))
     bank = pc.bank @ proj
     worst = 0.0
@@ -115,8 +115,10 @@ def fit_bench(args: argparse.Namespace) -> None:
     protos = flat.reshape(-1, 28, 28, flat.shape[1]).transpose(0, 3, 1, 2)
     default = parse_config({"datasets": {"big": {"sources": [{"type": "demo"}]}}}).models
     params = default["patchcore"].model_dump(mode="json")
-    print(f"\n{'images':>7} {'run':<20} {'wall s':>7} {'peak MB':>8} {'mem_mb':>7} {'bank':>6} "
-          f"{'greedy cands':>12} {'radius':>7} {'bound':>7} {'exact radius':>12}")  # fmt: skip
+    print(
+        f"\n{'images':>7} {'run':<20} {'wall s':>7} {'peak MB':>8} {'mem_mb':>7} {'bank':>6} "
+        f"{'greedy cands':>12} {'radius':>7} {'bound':>7} {'exact radius':>12}"
+    )
     rate = None
     for n in args.fit_images:
         root = Path(tempfile.mkdtemp(prefix="df-scale-fit-"))
@@ -131,16 +133,20 @@ def fit_bench(args: argparse.Namespace) -> None:
             for name, p in runs.items():
                 r = _train(table, files, p, root / name)
                 exact = _exact_radius(files, table, root / name) if n <= args.radius_up_to else None
-                print(f"{n:>7} {name:<20} {r['wall']:>7.0f} {r['peak']:>8,.0f} {r['mem_mb']:>7} "
-                      f"{r['bank_size']:>6} {r.get('greedy_candidates', 0):>12,} "
-                      f"{r['covering_radius']:>7.3f} {r.get('radius_bound', r['covering_radius']):>7.3f} "
-                      f"{'-' if exact is None else f'{exact:.3f}':>12}")  # fmt: skip
+                print(
+                    f"{n:>7} {name:<20} {r['wall']:>7.0f} {r['peak']:>8,.0f} {r['mem_mb']:>7} "
+                    f"{r['bank_size']:>6} {r.get('greedy_candidates', 0):>12,} "
+                    f"{r['covering_radius']:>7.3f} {r.get('radius_bound', r['covering_radius']):>7.3f} "
+                    f"{'-' if exact is None else f'{exact:.3f}':>12}"
+                )
                 if name == "one-stage greedy":
                     rate = r["candidates"] * r["bank_size"] / r["wall"]
             if n > args.exact_up_to and rate:
                 pairs = r["candidates"] * r["bank_size"]
-                print(f"{n:>7} {'one-stage greedy':<20} {pairs / rate:>7.0f} (extrapolated from "
-                      f"its {rate:.3g} pairs/s above; not run)")  # fmt: skip
+                print(
+                    f"{n:>7} {'one-stage greedy':<20} {pairs / rate:>7.0f} (extrapolated from "
+                    f"its {rate:.3g} pairs/s above; not run)"
+                )
         finally:
             shutil.rmtree(root)
 
@@ -152,10 +158,18 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000, help="manifest records for preflight")
     ap.add_argument("--plan", type=int, default=20_000, help="images of the planned dataset")
     ap.add_argument("--fit-images", type=int, nargs="*", default=[2000, 10_000, 20_000])
-    ap.add_argument("--exact-up-to", type=int, default=2000,
-                    help="run the one-stage greedy baseline up to this many images")  # fmt: skip
-    ap.add_argument("--radius-up-to", type=int, default=2000,
-                    help="compute every candidate's distance to the bank up to this many images")  # fmt: skip
+    ap.add_argument(
+        "--exact-up-to",
+        type=int,
+        default=2000,
+        help="run the one-stage greedy baseline up to this many images",
+    )
+    ap.add_argument(
+        "--radius-up-to",
+        type=int,
+        default=2000,
+        help="compute every candidate's distance to the bank up to this many images",
+    )
     ap.add_argument("--only-fit", action="store_true", help="only the PatchCore train jobs")
     ap.add_argument("--keep", type=Path, help="make the data here and keep it")
     args = ap.parse_args()
@@ -174,8 +188,12 @@ def main() -> None:
     print(f"made {args.n:,} images (32x32 PNG) in {time.perf_counter() - t:.0f} s under {root}")
 
     # 1. preflight, header mode
-    recs = ingest_sources(DatasetConfig.model_validate(
-        {"sources": [{"type": "manifest", "path": str(manifest)}]}).sources, "scale")  # fmt: skip
+    recs = ingest_sources(
+        DatasetConfig.model_validate(
+            {"sources": [{"type": "manifest", "path": str(manifest)}]}
+        ).sources,
+        "scale",
+    )
     paths = [r.image_path for r in recs]
     header_baseline(paths[:1000])
     t_base = header_baseline(paths)
@@ -183,8 +201,10 @@ def main() -> None:
     t = time.perf_counter()
     report, _ = preflight_records(recs, cfg, "scale", str(manifest))
     dt = time.perf_counter() - t
-    print(f"preflight header, {len(recs):,} records: {dt:.1f} s ({len(recs) / dt:,.0f} records/s); "
-          f"bare serial header loop {t_base:.1f} s; ratio {t_base / dt:.2f}x (ok={report.ok})")  # fmt: skip
+    print(
+        f"preflight header, {len(recs):,} records: {dt:.1f} s ({len(recs) / dt:,.0f} records/s); "
+        f"bare serial header loop {t_base:.1f} s; ratio {t_base / dt:.2f}x (ok={report.ok})"
+    )
 
     # 2. the plan of a --plan-image dataset, every shard planned (standardize has run)
     sub = root / "plan.jsonl"
@@ -196,25 +216,53 @@ def main() -> None:
             row["image_path"] = str(root / row["image_path"])
             dst.write(json.dumps(row) + "\n")
     wf = copy_workflow(root / "wf")
-    (wf / "big.yaml").write_text(json.dumps({
-        "datasets": {"demo": {"enabled": False, "sources": [{"type": "demo"}]},
-                     "big": {"sources": [{"type": "manifest", "path": str(sub)}]}},
-        "preflight": {"verify": "header"}}))  # fmt: skip
+    (wf / "big.yaml").write_text(
+        json.dumps(
+            {
+                "datasets": {
+                    "demo": {"enabled": False, "sources": [{"type": "demo"}]},
+                    "big": {"sources": [{"type": "manifest", "path": str(sub)}]},
+                },
+                "preflight": {"verify": "header"},
+            }
+        )
+    )
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "snakemake", "results/big/standardized.parquet", "--cores", "2",
-                        "--configfile", "big.yaml"], cwd=wf, capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "results/big/standardized.parquet",
+            "--cores",
+            "2",
+            "--configfile",
+            "big.yaml",
+        ],
+        cwd=wf,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         sys.exit(f"standardize failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    print(f"ingest + preflight + standardize of {args.plan:,} images through snakemake: "
-          f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+    print(
+        f"ingest + preflight + standardize of {args.plan:,} images through snakemake: "
+        f"{time.perf_counter() - t:.1f} s"
+    )
     big_s, big_jobs = dry_run(wf, "--configfile", "big.yaml")
     demo = copy_workflow(root / "demo")
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "results/demo/standardized.parquet"],
-                   cwd=demo, capture_output=True, check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "results/demo/standardized.parquet"],
+        cwd=demo,
+        capture_output=True,
+        check=True,
+    )
     demo_s, demo_jobs = dry_run(demo)
-    print(f"snakemake -n, {args.plan:,} images: {big_s:.2f} s for {big_jobs} jobs; demo "
-          f"(188 images): {demo_s:.2f} s for {demo_jobs} jobs; ratio {big_s / demo_s:.2f}x "
-          f"(target: under 3 s)")  # fmt: skip
+    print(
+        f"snakemake -n, {args.plan:,} images: {big_s:.2f} s for {big_jobs} jobs; demo "
+        f"(188 images): {demo_s:.2f} s for {demo_jobs} jobs; ratio {big_s / demo_s:.2f}x "
+        f"(target: under 3 s)"
+    )
 
     fit_bench(args)
     if not args.keep:

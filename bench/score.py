@@ -66,10 +66,14 @@ def speed(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         outs = [bb(x[i : i + args.batch]) for i in range(0, len(x), args.batch)]
         backbone_rate = len(x) / (time.perf_counter() - t)
-        print(f"{len(x)} test images, {pp.image_size} px, {args.threads} threads; bare backbone: "
-              f"{backbone_rate:.1f} img/s")  # fmt: skip
-        print(f"{'model':<10} {'bank':>8} {'search':<8} {'img/s':>7} {'vs backbone':>12} "
-              f"{'search ms/img':>14}")  # fmt: skip
+        print(
+            f"{len(x)} test images, {pp.image_size} px, {args.threads} threads; bare backbone: "
+            f"{backbone_rate:.1f} img/s"
+        )
+        print(
+            f"{'model':<10} {'bank':>8} {'search':<8} {'img/s':>7} {'vs backbone':>12} "
+            f"{'search ms/img':>14}"
+        )
         rng = np.random.default_rng(0)
         for size in args.banks:
             bank = np.ascontiguousarray(
@@ -83,8 +87,10 @@ def speed(args: argparse.Namespace) -> None:
                 pc.score(Features(["w"], outs[0][0][:1], outs[0][1][:1]))  # warm
                 rate, ms = _rate(pc, bb, x, args.batch, pp, True)
                 label = search if search == "exact" else f"{pc.search_method(size)} (default)"
-                print(f"{'patchcore':<10} {size:>8} {label:<8} {rate:>7.1f} "
-                      f"{rate / backbone_rate:>11.2f}x {ms:>14.1f}")  # fmt: skip
+                print(
+                    f"{'patchcore':<10} {size:>8} {label:<8} {rate:>7.1f} "
+                    f"{rate / backbone_rate:>11.2f}x {ms:>14.1f}"
+                )
         emb = outs[0][1]
         for size in args.knn_banks:
             knn = build({"backend": "knn"})
@@ -92,32 +98,60 @@ def speed(args: argparse.Namespace) -> None:
             knn.bank = base / np.linalg.norm(base, axis=1, keepdims=True)
             knn.score(Features(["w"], outs[0][0][:1], emb[:1]))
             rate, ms = _rate(knn, bb, x, args.batch, pp, False)
-            print(f"{'knn':<10} {size:>8} {'exact':<8} {rate:>7.1f} {rate / backbone_rate:>11.2f}x "
-                  f"{ms:>14.1f}")  # fmt: skip
+            print(
+                f"{'knn':<10} {size:>8} {'exact':<8} {rate:>7.1f} {rate / backbone_rate:>11.2f}x "
+                f"{ms:>14.1f}"
+            )
 
 
 def accuracy(args: argparse.Namespace) -> None:
     def models(ratio: float) -> dict:
-        return {f"pc_{s}": {"backend": "patchcore", "coreset_ratio": ratio, "search": s}
-                for s in ("exact", "ivf")}  # fmt: skip
+        return {
+            f"pc_{s}": {"backend": "patchcore", "coreset_ratio": ratio, "search": s}
+            for s in ("exact", "ivf")
+        }
 
     runs = {
         "battery weld": (
-            {"weld": {"sources": [
-                {"type": "manifest", "path": str(WELD / "train_welding.json"), "split": "train"},
-                {"type": "manifest", "path": str(WELD / "test_welding.json"), "split": "test"}]},
-             "demo": {"enabled": False, "sources": [{"type": "demo"}]}},
-            {"severity": {"LEAKAGE_EXACT": "warning"}}, models(1.0), {},
+            {
+                "weld": {
+                    "sources": [
+                        {
+                            "type": "manifest",
+                            "path": str(WELD / "train_welding.json"),
+                            "split": "train",
+                        },
+                        {
+                            "type": "manifest",
+                            "path": str(WELD / "test_welding.json"),
+                            "split": "test",
+                        },
+                    ]
+                },
+                "demo": {"enabled": False, "sources": [{"type": "demo"}]},
+            },
+            {"severity": {"LEAKAGE_EXACT": "warning"}},
+            models(1.0),
+            {},
         ),
         "demo": ({"demo": {"sources": [{"type": "demo"}]}}, {}, models(1.0), {}),
-    }  # fmt: skip
+    }
     if args.demo_train:  # a texture of several hundred images, at the default coreset ratio
         runs[f"tile x{args.demo_train}"] = (
-            {"demo": {"sources": [{"type": "demo"}]}}, {}, models(0.1),
-            {"n_train": args.demo_train, "n_test_normal": 40, "n_test_per_defect": 15,
-             "categories": ["tile"]})  # fmt: skip
-    print(f"\n{'data':<13} {'category':<9} {'bank':>6} {'search':<6} {'image AUROC':>11} "
-          f"{'pixel AUROC':>11} {'AUPRO':>7}")  # fmt: skip
+            {"demo": {"sources": [{"type": "demo"}]}},
+            {},
+            models(0.1),
+            {
+                "n_train": args.demo_train,
+                "n_test_normal": 40,
+                "n_test_per_defect": 15,
+                "categories": ["tile"],
+            },
+        )
+    print(
+        f"\n{'data':<13} {'category':<9} {'bank':>6} {'search':<6} {'image AUROC':>11} "
+        f"{'pixel AUROC':>11} {'AUPRO':>7}"
+    )
     for name, (datasets, preflight, pcs, demo) in runs.items():
         if args.accuracy_on and not any(name.startswith(a) for a in args.accuracy_on):
             continue
@@ -133,8 +167,12 @@ def accuracy(args: argparse.Namespace) -> None:
             cfg["preflight"].update(preflight)
             cfg["demo"].update(demo)
             (wf / "config/config.yaml").write_text(yaml.safe_dump(cfg))
-            r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.threads)],
-                               cwd=wf, capture_output=True, text=True)  # fmt: skip
+            r = subprocess.run(
+                [sys.executable, "-m", "snakemake", "--cores", str(args.threads)],
+                cwd=wf,
+                capture_output=True,
+                text=True,
+            )
             if r.returncode != 0:
                 sys.exit(f"{name}: the chain failed:\n{r.stderr[-3000:]}")
             for ds in sorted(d.parent.parent for d in (wf / "results").glob("*/models/pc_exact")):
@@ -143,14 +181,24 @@ def accuracy(args: argparse.Namespace) -> None:
                     for m in pcs:
                         met = json.loads((ds / "models" / m / cat / "metrics.json").read_text())
                         card = json.loads((ds / "models" / m / cat / "model_card.json").read_text())
-                        got[m] = (met["image"]["auroc"], met["pixel"].get("auroc"),
-                                  met["pixel"].get("aupro"), card["facts"]["bank_size"])  # fmt: skip
-                        print(f"{name:<13} {cat:<9} {got[m][3]:>6} {m[3:]:<6} {got[m][0]:>11.4f} "
-                              f"{_f(got[m][1]):>11} {_f(got[m][2]):>7}")  # fmt: skip
-                    diff = [None if a is None else abs(a - b)
-                            for a, b in zip(got["pc_ivf"][:3], got["pc_exact"][:3], strict=True)]  # fmt: skip
-                    print(f"{'':<13} {cat:<9} {'':>6} {'|diff|':<6} {_f(diff[0]):>11} "
-                          f"{_f(diff[1]):>11} {_f(diff[2]):>7}   (targets: 0.002, 0.005, -)")  # fmt: skip
+                        got[m] = (
+                            met["image"]["auroc"],
+                            met["pixel"].get("auroc"),
+                            met["pixel"].get("aupro"),
+                            card["facts"]["bank_size"],
+                        )
+                        print(
+                            f"{name:<13} {cat:<9} {got[m][3]:>6} {m[3:]:<6} {got[m][0]:>11.4f} "
+                            f"{_f(got[m][1]):>11} {_f(got[m][2]):>7}"
+                        )
+                    diff = [
+                        None if a is None else abs(a - b)
+                        for a, b in zip(got["pc_ivf"][:3], got["pc_exact"][:3], strict=True)
+                    ]
+                    print(
+                        f"{'':<13} {cat:<9} {'':>6} {'|diff|':<6} {_f(diff[0]):>11} "
+                        f"{_f(diff[1]):>11} {_f(diff[2]):>7}   (targets: 0.002, 0.005, -)"
+                    )
 
 
 def _f(v: float | None) -> str:
@@ -168,8 +216,12 @@ def main() -> None:
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--accuracy-on", nargs="*", help="only these runs: battery, demo, tile")
-    ap.add_argument("--demo-train", type=int, default=0,
-                    help="also the demo texture with this many training images (default ratio)")  # fmt: skip
+    ap.add_argument(
+        "--demo-train",
+        type=int,
+        default=0,
+        help="also the demo texture with this many training images (default ratio)",
+    )
     args = ap.parse_args()
 
     from defectflow.threads import set_threads

@@ -33,9 +33,19 @@ def workflow(root: Path, data: str, backbone: dict, seeds: int) -> Path:
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, wf / name)
     cfg = yaml.safe_load((wf / "config" / "config.yaml").read_text())
     if data == "weld":
-        cfg["datasets"] = {"demo": {"enabled": False, "sources": [{"type": "demo"}]}, "weld": {"sources": [
-            {"type": "manifest", "path": str(WELD / "train_welding.json"), "split": "train"},
-            {"type": "manifest", "path": str(WELD / "test_welding.json"), "split": "test"}]}}  # fmt: skip
+        cfg["datasets"] = {
+            "demo": {"enabled": False, "sources": [{"type": "demo"}]},
+            "weld": {
+                "sources": [
+                    {
+                        "type": "manifest",
+                        "path": str(WELD / "train_welding.json"),
+                        "split": "train",
+                    },
+                    {"type": "manifest", "path": str(WELD / "test_welding.json"), "split": "test"},
+                ]
+            },
+        }
         cfg["preflight"]["severity"] = {"LEAKAGE_EXACT": "warning"}  # the data has 7 leaked copies
     cfg["backbone"].update(backbone)
     if seeds > 1:
@@ -60,8 +70,10 @@ def main() -> None:
         sys.exit(f"battery-weld data not found at {WELD} (or run with --data demo)")
     names = args.names.split(",")
     layers = [[int(c) for c in s] for s in args.layers.split(",")]
-    sweep = {"name": names if len(names) > 1 else names[0],
-             "layers": layers if len(layers) > 1 else layers[0]}  # fmt: skip
+    sweep = {
+        "name": names if len(names) > 1 else names[0],
+        "layers": layers if len(layers) > 1 else layers[0],
+    }
     combos = [{"name": n, "layers": la} for n in names for la in layers]
     cmd = [sys.executable, "-m", "snakemake", "--cores", str(args.threads)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,8 +123,10 @@ def main() -> None:
             )
             if on
         )
-        print(f"  {r['category']:<10} {r['model']:<48} {r['image_auroc']:>6.3f} {r['f1']:>6.3f} "
-              f"{r['best_f1']:>7.3f} {r['fit_s'] or 0:>6.1f}  {marks}")  # fmt: skip
+        print(
+            f"  {r['category']:<10} {r['model']:<48} {r['image_auroc']:>6.3f} {r['f1']:>6.3f} "
+            f"{r['best_f1']:>7.3f} {r['fit_s'] or 0:>6.1f}  {marks}"
+        )
 
 
 if __name__ == "__main__":

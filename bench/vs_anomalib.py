@@ -65,8 +65,15 @@ def run_one(variant: str, size: int, threads: int) -> dict:
             for s in backend.score(Images(paths[i : i + 16], paths[i : i + 16], size))[0]
         ]
     total = time.perf_counter() - t
-    return {"variant": variant, "auroc": float(roc_auc_score(labels, scores)), "fit_s": t_fit, "fit_test_s": total,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "n_train": len(train), "n_test": len(test)}  # fmt: skip
+    return {
+        "variant": variant,
+        "auroc": float(roc_auc_score(labels, scores)),
+        "fit_s": t_fit,
+        "fit_test_s": total,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "n_train": len(train),
+        "n_test": len(test),
+    }
 
 
 def main() -> None:
@@ -88,8 +95,19 @@ def main() -> None:
         return
     results = {}
     for v in VARIANTS:
-        r = run_measured([sys.executable, __file__, "--one", v, "--size", str(args.size), "--threads", str(args.threads)],
-                         max_mb=args.max_mb)  # fmt: skip
+        r = run_measured(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                v,
+                "--size",
+                str(args.size),
+                "--threads",
+                str(args.threads),
+            ],
+            max_mb=args.max_mb,
+        )
         line = next((x for x in r["output"].splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             print(
@@ -118,8 +136,10 @@ def main() -> None:
     ):
         if ours in results and theirs in results:
             a, b = results[ours], results[theirs]
-            print(f"{ours} vs {theirs}: AUROC {a['auroc'] - b['auroc']:+.4f}, time ratio (anomalib/ours) "
-                  f"{b['fit_test_s'] / a['fit_test_s']:.2f}x, peak memory ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x")  # fmt: skip
+            print(
+                f"{ours} vs {theirs}: AUROC {a['auroc'] - b['auroc']:+.4f}, time ratio (anomalib/ours) "
+                f"{b['fit_test_s'] / a['fit_test_s']:.2f}x, peak memory ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,13 @@ def small_backbone(folder: Path):
     """The default backbone at 96 px, exported to ONNX in ``folder`` (its card returned)."""
     from defectflow.features.export import run_export_backbone
 
-    cfg = {"name": "tf_efficientnet_lite0", "weights": "builtin", "layers": [2, 3], "pool": 3,
-           "image_size": 96}  # fmt: skip
+    cfg = {
+        "name": "tf_efficientnet_lite0",
+        "weights": "builtin",
+        "layers": [2, 3],
+        "pool": 3,
+        "image_size": 96,
+    }
     return run_export_backbone(cfg, folder / "b.onnx", folder / "b.json")
 
 

@@ -63,8 +63,19 @@ def test_anomalib_model_goes_through_the_registry_path(table, model, init, epoch
         "batch_size": 4,
     }
     tbl = table / "standardized.parquet"
-    card = run_train(tbl, [], "d", "bracket", model, params, 3, out / "checkpoint.safetensors", out / "model_card.json",
-                     out / "crossfit.parquet", image_size=96)  # fmt: skip
+    card = run_train(
+        tbl,
+        [],
+        "d",
+        "bracket",
+        model,
+        params,
+        3,
+        out / "checkpoint.safetensors",
+        out / "model_card.json",
+        out / "crossfit.parquet",
+        image_size=96,
+    )
     assert card.backend == "anomalib" and card.n_train == 20 and card.crossfit["folds"] == 3
     run_score(
         out / "checkpoint.safetensors",
@@ -78,8 +89,18 @@ def test_anomalib_model_goes_through_the_registry_path(table, model, init, epoch
         out / "scores.parquet",
         out / "maps.safetensors",
     )
-    ic = run_calibrate(out / "crossfit.parquet", out / "checkpoint.safetensors", None, None, "d", "bracket", model,
-                       {}, 4.0, out / "infer_config.json")  # fmt: skip
+    ic = run_calibrate(
+        out / "crossfit.parquet",
+        out / "checkpoint.safetensors",
+        None,
+        None,
+        "d",
+        "bracket",
+        model,
+        {},
+        4.0,
+        out / "infer_config.json",
+    )
     # val (carved from test: 1 normal, 1 image of each of the 3 defect types) is held out; with
     # fewer than 3 val normals the 20 out-of-fold training normals join it
     t = ic.threshold

@@ -113,8 +113,13 @@ def test_bank_is_a_budget_whatever_the_number_of_images():
 
 
 def test_two_stage_indexed_fit_is_deterministic_and_survives_the_checkpoint(tmp_path):
-    params = {"backend": "patchcore", "coreset_ratio": 0.2, "max_greedy_pairs": 500 * 384,
-              "search": "ivf", "ivf_lists": 16}  # fmt: skip
+    params = {
+        "backend": "patchcore",
+        "coreset_ratio": 0.2,
+        "max_greedy_pairs": 500 * 384,
+        "search": "ivf",
+        "ivf_lists": 16,
+    }
     train, test = _features(_images(30)), _features(_images(4, seed=3))
     files = []
     for k in range(2):
@@ -133,8 +138,15 @@ def test_two_stage_indexed_fit_is_deterministic_and_survives_the_checkpoint(tmp_
 
 def test_fold_model_of_an_indexed_bank_keeps_exact_image_scores():
     train = _features(_images(30))
-    pc = backends.build({"backend": "patchcore", "coreset_ratio": 0.5, "search": "ivf",
-                         "ivf_lists": 32, "ivf_probe": 1})  # fmt: skip
+    pc = backends.build(
+        {
+            "backend": "patchcore",
+            "coreset_ratio": 0.5,
+            "search": "ivf",
+            "ivf_lists": 32,
+            "ivf_probe": 1,
+        }
+    )
     pc.fit(train)
     fold = pc.fold_model(np.arange(20), train)
     assert fold.index is not None and len(fold.index.lists) == len(fold.bank)

@@ -109,7 +109,7 @@ def test_missing_source_paths_are_listed(tmp_path):
                         {"type": "manifest", "path": "m.jsonl"},
                         {"type": "mvtec", "path": "datta"},
                     ]
-                },  # fmt: skip
+                },
                 "b": {"sources": [{"type": "manifest", "path": "data"}]},
                 "off": {"enabled": False, "sources": [{"type": "mvtec", "path": "gone"}]},
             }
@@ -122,13 +122,21 @@ def test_missing_source_paths_are_listed(tmp_path):
 
 
 def test_backbone_sweep_runs_every_feature_model_once_per_backbone():
-    cfg = parse_config({
-        "datasets": {"d": {"sources": [{"type": "demo"}]}},
-        "backbone": {"name": ["tf_efficientnet_lite0", "tf_efficientnet_lite1"], "layers": [[2, 3], [2, 4]],
-                     "image_size": 128},
-        "models": {"pc": {"backend": "patchcore", "seeds": [0, 1]}, "knn": {"backend": "knn"},
-                   "st": {"backend": "anomalib", "model": "Stfpm"}},
-    })  # fmt: skip
+    cfg = parse_config(
+        {
+            "datasets": {"d": {"sources": [{"type": "demo"}]}},
+            "backbone": {
+                "name": ["tf_efficientnet_lite0", "tf_efficientnet_lite1"],
+                "layers": [[2, 3], [2, 4]],
+                "image_size": 128,
+            },
+            "models": {
+                "pc": {"backend": "patchcore", "seeds": [0, 1]},
+                "knn": {"backend": "knn"},
+                "st": {"backend": "anomalib", "model": "Stfpm"},
+            },
+        }
+    )
     assert sorted(cfg.backbones) == [
         f"tf_efficientnet_lite{n}_L{la}_p3_s128" for n in (0, 1) for la in ("23", "24")
     ]
@@ -166,28 +174,51 @@ def test_backbone_sweep_runs_every_feature_model_once_per_backbone():
     ]
     # a bad value in one variant names the key
     with pytest.raises(ConfigError, match=r"backbone\.name: .*timm has no model 'resnet1'"):
-        parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}},
-                      "backbone": {"name": ["tf_efficientnet_lite0", "resnet1"]}})  # fmt: skip
+        parse_config(
+            {
+                "datasets": {"d": {"sources": [{"type": "demo"}]}},
+                "backbone": {"name": ["tf_efficientnet_lite0", "resnet1"]},
+            }
+        )
     with pytest.raises(ConfigError, match=r"backbone_variant: 'nope' is no backbone"):
-        parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}},
-                      "models": {"k": {"backend": "knn", "backbone_variant": "nope"}}})  # fmt: skip
+        parse_config(
+            {
+                "datasets": {"d": {"sources": [{"type": "demo"}]}},
+                "models": {"k": {"backend": "knn", "backbone_variant": "nope"}},
+            }
+        )
 
 
 def test_sweeps_expand_into_named_variants():
-    cfg = parse_config({
-        "datasets": {"d": {"sources": [{"type": "demo"}]}},
-        "models": {"patchcore": {"backend": "patchcore", "coreset_ratio": [0.01, 0.1], "seeds": [0, 1, 2]},
-                   "knn": {"backend": "knn", "k": [1, 5]}, "padim": {"backend": "padim"}},
-    })  # fmt: skip
+    cfg = parse_config(
+        {
+            "datasets": {"d": {"sources": [{"type": "demo"}]}},
+            "models": {
+                "patchcore": {
+                    "backend": "patchcore",
+                    "coreset_ratio": [0.01, 0.1],
+                    "seeds": [0, 1, 2],
+                },
+                "knn": {"backend": "knn", "k": [1, 5]},
+                "padim": {"backend": "padim"},
+            },
+        }
+    )
     names = sorted(cfg.models)
-    assert names == sorted(["knn-k1", "knn-k5", "padim"]
-                           + [f"patchcore-coreset_ratio{r}-s{s}" for r in ("0.01", "0.1") for s in (0, 1, 2)])  # fmt: skip
+    assert names == sorted(
+        ["knn-k1", "knn-k5", "padim"]
+        + [f"patchcore-coreset_ratio{r}-s{s}" for r in ("0.01", "0.1") for s in (0, 1, 2)]
+    )
     v = cfg.models["patchcore-coreset_ratio0.1-s2"]
     assert v.coreset_ratio == 0.1 and v.seed == 2 and v.variant_of == "patchcore"
     assert cfg.models["padim"].variant_of is None and cfg.models["padim"].seed is None
     with pytest.raises(ConfigError, match="seeds: give a list"):
-        parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}},
-                      "models": {"p": {"backend": "patchcore", "seeds": 3}}})  # fmt: skip
+        parse_config(
+            {
+                "datasets": {"d": {"sources": [{"type": "demo"}]}},
+                "models": {"p": {"backend": "patchcore", "seeds": 3}},
+            }
+        )
 
 
 def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
@@ -201,16 +232,37 @@ def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"treshold": {}}, "treshold: unknown key; did you mean `threshold`?"),
-    ({"models": {"knn": {"backend": "knn", "kk": 3}}}, "models.knn.kk: unknown key; did you mean `k`?"),
-    ({"models": {"knn": {"backend": "knn", "k": 0}}}, "models.knn.k: Input should be greater"),
-    ({"backbone": {"layers": [2, 7]}}, "backbone.layers: tf_efficientnet_lite0 has 5 feature levels (0-4)"),
-    ({"backbone": {"name": "resnet18"}}, "backbone.weights: packaged (`builtin`) weights exist for"),
-    ({"models": {"knn": {"backend": "knnn"}}}, "models.knn.backend: 'knnn' is not one of knn, patchcore"),
-    ({"models": {"knn": {"k": 3}}}, "models.knn: needs `backend:`, one of knn, patchcore, padim"),
-    ({"models": {"pc": {"backend": "patchcore", "seeds": "x"}}}, "models.pc.seeds: give a list"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"treshold": {}}, "treshold: unknown key; did you mean `threshold`?"),
+        (
+            {"models": {"knn": {"backend": "knn", "kk": 3}}},
+            "models.knn.kk: unknown key; did you mean `k`?",
+        ),
+        ({"models": {"knn": {"backend": "knn", "k": 0}}}, "models.knn.k: Input should be greater"),
+        (
+            {"backbone": {"layers": [2, 7]}},
+            "backbone.layers: tf_efficientnet_lite0 has 5 feature levels (0-4)",
+        ),
+        (
+            {"backbone": {"name": "resnet18"}},
+            "backbone.weights: packaged (`builtin`) weights exist for",
+        ),
+        (
+            {"models": {"knn": {"backend": "knnn"}}},
+            "models.knn.backend: 'knnn' is not one of knn, patchcore",
+        ),
+        (
+            {"models": {"knn": {"k": 3}}},
+            "models.knn: needs `backend:`, one of knn, patchcore, padim",
+        ),
+        (
+            {"models": {"pc": {"backend": "patchcore", "seeds": "x"}}},
+            "models.pc.seeds: give a list",
+        ),
+    ],
+)
 def test_config_mistakes_name_the_file_and_the_key_once(tmp_path, extra, message):
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump({"datasets": {"d": {"sources": [{"type": "demo"}]}}, **extra}))
@@ -229,8 +281,12 @@ def test_dry_run_names_the_users_config_file_for_each_mistake(workflow_dir, tmp_
 
     def dry_run(content: dict) -> str:
         mine.write_text(yaml.safe_dump(content))
-        r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(mine)],
-                           cwd=workflow_dir, capture_output=True, text=True)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--configfile", str(mine)],
+            cwd=workflow_dir,
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode != 0
         return r.stdout + r.stderr
 

@@ -50,9 +50,13 @@ def curated(tmp_path_factory) -> Iterator[tuple[Path, dict[str, str]]]:
     (wf / "small.yaml").write_text(yaml.safe_dump(SMALL))
     env = {**os.environ, "HOME": str(wf / "home")}  # FiftyOne's own files stay in the run
     other = tmp_path_factory.mktemp("other")
-    decoy = subprocess.Popen([sys.executable, "-c", DECOY], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "HOME": str(other), "FIFTYONE_DATABASE_DIR": str(other / "db")},
-                             start_new_session=True)  # fmt: skip
+    decoy = subprocess.Popen(
+        [sys.executable, "-c", DECOY],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HOME": str(other), "FIFTYONE_DATABASE_DIR": str(other / "db")},
+        start_new_session=True,
+    )
     try:
         lines = []  # FiftyOne may print notices before
         for line in decoy.stdout:
@@ -60,8 +64,22 @@ def curated(tmp_path_factory) -> Iterator[tuple[Path, dict[str, str]]]:
             if line.strip() == "ready":
                 break
         assert lines and lines[-1].strip() == "ready", "".join(lines)
-        r = subprocess.run([sys.executable, "-m", "snakemake", "fiftyone", "--cores", "2",
-                            "--configfile", "small.yaml"], cwd=wf, env=env, capture_output=True, text=True)  # fmt: skip
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "fiftyone",
+                "--cores",
+                "2",
+                "--configfile",
+                "small.yaml",
+            ],
+            cwd=wf,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         yield wf, env
     finally:
@@ -102,8 +120,19 @@ print(json.dumps({
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["n"] == 30
-    for f in ("category", "split", "ground_truth", "mask", "embedding", "uniqueness",
-              "pred_knn", "pred_padim", "pred_patchcore", "map_padim", "map_patchcore"):  # fmt: skip
+    for f in (
+        "category",
+        "split",
+        "ground_truth",
+        "mask",
+        "embedding",
+        "uniqueness",
+        "pred_knn",
+        "pred_padim",
+        "pred_patchcore",
+        "map_padim",
+        "map_patchcore",
+    ):
         assert f in got["fields"], f
     assert "map_knn" not in got["fields"]  # kNN makes no maps
     assert got["pred"][0] in ("normal", "anomaly") and 0 <= got["pred"][1] <= 1
@@ -112,16 +141,24 @@ print(json.dumps({
     stored = pq.read_table(table)
     assert got["emb"] == len(stored["embedding"][0]) and got["viz"] == 2  # the stored vectors
     assert got["brain"] == ["similarity", "uniqueness", "visualization"]
-    assert set(got["views"]) >= {"patchcore_false_positives", "patchcore_false_negatives",
-                                 "knn_false_positives", "most_unique_normals"}  # fmt: skip
+    assert set(got["views"]) >= {
+        "patchcore_false_positives",
+        "patchcore_false_negatives",
+        "knn_false_positives",
+        "most_unique_normals",
+    }
     assert got["tags"].get("LEAKAGE_NEAR", 0) > 0  # preflight issues are sample tags
     # near-duplicates relative to how alike the images are: not every sample of one product
     assert 0 < summary["near_duplicate_distance"] <= 0.05
     assert got["tags"].get("near_duplicate", 0) <= 30 // 3
     assert len(got["similar"]) == 3
     # the prediction is the pipeline's, not recomputed
-    preds = {json.loads(x)["image_id"]: json.loads(x) for x in
-             (wf / "results/demo/models/patchcore/bracket/predictions.jsonl").read_text().splitlines()}  # fmt: skip
+    preds = {
+        json.loads(x)["image_id"]: json.loads(x)
+        for x in (wf / "results/demo/models/patchcore/bracket/predictions.jsonl")
+        .read_text()
+        .splitlines()
+    }
     assert summary["saved_views"]["patchcore_false_positives"] == sum(
         p["gt_label"] == "normal" and p["pred_label"] == "anomaly" for p in preds.values()
     )
@@ -149,9 +186,15 @@ def _service_pids(*words: bytes) -> list[int]:
 def test_app_serves_the_dataset(curated):
     wf, env = curated
     port = _free_port()
-    app = subprocess.Popen([*DEFECTFLOW, "app", "demo", "--port", str(port)], cwd=wf, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           start_new_session=True)  # fmt: skip
+    app = subprocess.Popen(
+        [*DEFECTFLOW, "app", "demo", "--port", str(port)],
+        cwd=wf,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline, ok = time.monotonic() + 120, False
         while time.monotonic() < deadline and app.poll() is None:
@@ -163,8 +206,11 @@ def test_app_serves_the_dataset(curated):
                 time.sleep(1)
         assert ok, f"the App did not answer on port {port}"
         query = json.dumps({"query": '{ dataset(name: "demo") { name estimatedSampleCount } }'})
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query.encode(),
-                                     headers={"content-type": "application/json"})  # fmt: skip
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/graphql",
+            data=query.encode(),
+            headers={"content-type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             data = json.loads(resp.read())["data"]["dataset"]
         assert data == {"name": "demo", "estimatedSampleCount": 30}
@@ -184,25 +230,38 @@ def test_app_serves_the_dataset(curated):
 
 
 def test_app_without_a_built_dataset_says_what_to_do(tmp_path):
-    r = subprocess.run([*DEFECTFLOW, "app", "nope", "--results", str(tmp_path)],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [*DEFECTFLOW, "app", "nope", "--results", str(tmp_path)], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "snakemake fiftyone" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_similar_finds_the_image_itself_first(curated):
     wf, env = curated
     query = wf / "resources/demo/bracket/train/good/003.png"
-    r = subprocess.run([*DEFECTFLOW, "similar", str(query), "--dataset", "demo", "-k", "5", "--json"],
-                       cwd=wf, capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [*DEFECTFLOW, "similar", str(query), "--dataset", "demo", "-k", "5", "--json"],
+        cwd=wf,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     hits = json.loads(r.stdout)
     assert len(hits) == 5 and hits[0]["image_path"] == str(query) and hits[0]["distance"] < 1e-5
     assert [h["distance"] for h in hits] == sorted(h["distance"] for h in hits)
-    table = subprocess.run([*DEFECTFLOW, "similar", str(query), "--dataset", "demo"], cwd=wf,
-                           capture_output=True, text=True)  # fmt: skip
+    table = subprocess.run(
+        [*DEFECTFLOW, "similar", str(query), "--dataset", "demo"],
+        cwd=wf,
+        capture_output=True,
+        text=True,
+    )
     assert table.returncode == 0 and str(query) in table.stdout.splitlines()[1]
-    bad = subprocess.run([*DEFECTFLOW, "similar", str(query), "--dataset", "demo", "--category", "tile"],
-                         cwd=wf, capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run(
+        [*DEFECTFLOW, "similar", str(query), "--dataset", "demo", "--category", "tile"],
+        cwd=wf,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "known: ['bracket']" in bad.stderr
 
 

@@ -28,11 +28,26 @@ def _coco(root: Path, boxes: dict[str, list[tuple[str, list[float]]]], size=(60,
         save_image(root / "images" / name, seed=i, size=size)
         images.append({"id": i, "file_name": name, "width": size[0], "height": size[1]})
         for c, b in bs:
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat_id[c], "bbox": b,
-                         "area": b[2] * b[3], "iscrowd": 0})  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": cat_id[c],
+                    "bbox": b,
+                    "area": b[2] * b[3],
+                    "iscrowd": 0,
+                }
+            )
     labels = root / "labels.json"
-    labels.write_text(json.dumps({"images": images, "annotations": anns,
-                                  "categories": [{"id": v, "name": k} for k, v in cat_id.items()]}))  # fmt: skip
+    labels.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": v, "name": k} for k, v in cat_id.items()],
+            }
+        )
+    )
     return labels
 
 
@@ -42,16 +57,32 @@ def _ingest(src: dict, tmp_path: Path):
 
 
 def test_coco_boxes_make_anomalies_with_box_masks(tmp_path):
-    labels = _coco(tmp_path / "widget", {
-        "a.png": [("scratch", [10, 5, 20, 10]), ("dent", [40, 20, 10, 10])],
-        "b.png": [("label_sticker", [0, 0, 5, 5])],  # not a defect class: a normal image
-        "c.png": [], "d.png": [("dent", [0, 0, 60, 40])],
-    })  # fmt: skip
-    recs = _ingest({"type": "coco", "path": str(tmp_path / "widget/images"), "labels": str(labels),
-                    "category": "widget", "defect_classes": ["scratch", "dent"]}, tmp_path)  # fmt: skip
+    labels = _coco(
+        tmp_path / "widget",
+        {
+            "a.png": [("scratch", [10, 5, 20, 10]), ("dent", [40, 20, 10, 10])],
+            "b.png": [("label_sticker", [0, 0, 5, 5])],  # not a defect class: a normal image
+            "c.png": [],
+            "d.png": [("dent", [0, 0, 60, 40])],
+        },
+    )
+    recs = _ingest(
+        {
+            "type": "coco",
+            "path": str(tmp_path / "widget/images"),
+            "labels": str(labels),
+            "category": "widget",
+            "defect_classes": ["scratch", "dent"],
+        },
+        tmp_path,
+    )
     by = {Path(r.image_path).name: r for r in recs}
-    assert {k: r.label for k, r in by.items()} == {"a.png": "anomaly", "b.png": "normal",
-                                                   "c.png": "normal", "d.png": "anomaly"}  # fmt: skip
+    assert {k: r.label for k, r in by.items()} == {
+        "a.png": "anomaly",
+        "b.png": "normal",
+        "c.png": "normal",
+        "d.png": "anomaly",
+    }
     assert by["a.png"].defect_type == "scratch" and by["d.png"].defect_type == "dent"  # largest box
     assert by["b.png"].mask_path is None and all(r.category == "widget" for r in recs)
     mask = np.asarray(Image.open(by["a.png"].mask_path))
@@ -67,10 +98,20 @@ def test_coco_boxes_make_anomalies_with_box_masks(tmp_path):
 def test_yolo_labels_make_anomalies(tmp_path):
     root = tmp_path / "parts"
     root.mkdir()
-    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train",
-                                                    "val": "images/val", "names": {0: "crack", 1: "hole"}}))  # fmt: skip
-    for split, items in {"train": {"p0": "", "p1": "", "p2": "1 0.5 0.5 0.2 0.4\n"},
-                         "val": {"p3": "0 0.25 0.25 0.5 0.5\n", "p4": ""}}.items():  # fmt: skip
+    (root / "data.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "path": str(root),
+                "train": "images/train",
+                "val": "images/val",
+                "names": {0: "crack", 1: "hole"},
+            }
+        )
+    )
+    for split, items in {
+        "train": {"p0": "", "p1": "", "p2": "1 0.5 0.5 0.2 0.4\n"},
+        "val": {"p3": "0 0.25 0.25 0.5 0.5\n", "p4": ""},
+    }.items():
         for stem, txt in items.items():
             save_image(
                 root / "images" / split / f"{stem}.png", seed=len(stem + split), size=(50, 50)
@@ -96,8 +137,14 @@ def test_yolo_labels_make_anomalies(tmp_path):
     ],
 )
 def test_bad_coco_is_refused_naming_the_file_and_nothing_is_written(tmp_path, case, message):
-    labels = _coco(tmp_path / "w", {"a.png": [("scratch", [50, 30, 20, 20])] if case == "box_outside" else
-                                    [("scratch", [1, 1, 5, 5])]})  # fmt: skip
+    labels = _coco(
+        tmp_path / "w",
+        {
+            "a.png": [("scratch", [50, 30, 20, 20])]
+            if case == "box_outside"
+            else [("scratch", [1, 1, 5, 5])]
+        },
+    )
     data = json.loads(labels.read_text())
     if case == "unknown_image":
         data["annotations"][0]["image_id"] = 99
@@ -148,18 +195,53 @@ def test_coco_dataset_through_the_workflow(workflow_dir, tmp_path):
             )
             ys, xs = np.nonzero(m)
             cid = cats.setdefault(p.parent.name, len(cats) + 1)
-            anns.append({"id": len(anns) + 1, "image_id": images[-1]["id"], "category_id": cid, "iscrowd": 0,
-                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]})  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": images[-1]["id"],
+                    "category_id": cid,
+                    "iscrowd": 0,
+                    "bbox": [
+                        int(xs.min()),
+                        int(ys.min()),
+                        int(xs.max() - xs.min() + 1),
+                        int(ys.max() - ys.min() + 1),
+                    ],
+                }
+            )
     labels = tmp_path / "instances.json"
-    labels.write_text(json.dumps({"images": images, "annotations": anns,
-                                  "categories": [{"id": v, "name": k} for k, v in cats.items()]}))  # fmt: skip
-    cfg = {"datasets": {"demo": {"enabled": False, "sources": [{"type": "demo"}]},
-                        "boxes": {"sources": [{"type": "coco", "path": str(root), "labels": str(labels),
-                                               "category": "bracket"}]}},
-           "threshold": {"folds": 3}}  # fmt: skip
+    labels.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": v, "name": k} for k, v in cats.items()],
+            }
+        )
+    )
+    cfg = {
+        "datasets": {
+            "demo": {"enabled": False, "sources": [{"type": "demo"}]},
+            "boxes": {
+                "sources": [
+                    {
+                        "type": "coco",
+                        "path": str(root),
+                        "labels": str(labels),
+                        "category": "bracket",
+                    }
+                ]
+            },
+        },
+        "threshold": {"folds": 3},
+    }
     (workflow_dir / "coco.yaml").write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "coco.yaml"],
-                       cwd=workflow_dir, capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "coco.yaml"],
+        cwd=workflow_dir,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads(
         (workflow_dir / "results/boxes/models/patchcore/bracket/metrics.json").read_text()
@@ -177,8 +259,11 @@ def _yolo(root: Path, labels: dict[str, str | None], split: str = "train", size=
         save_image(root / "images" / split / f"{stem}.png", seed=k, size=size)
         if txt is not None:
             (root / "labels" / split / f"{stem}.txt").write_text(txt)
-    (root / "data.yaml").write_text(yaml.safe_dump({"path": "/elsewhere/moved", split: f"images/{split}",
-                                                    "names": ["crack", "hole"]}))  # fmt: skip
+    (root / "data.yaml").write_text(
+        yaml.safe_dump(
+            {"path": "/elsewhere/moved", split: f"images/{split}", "names": ["crack", "hole"]}
+        )
+    )
     return root
 
 
@@ -219,12 +304,15 @@ def test_yolo_segmentation_and_oriented_box_lines_become_polygon_masks(tmp_path)
     assert b.sum() == 20 * 20
 
 
-@pytest.mark.parametrize("line, message", [
-    ("0 0.5 0.5 0.2\n", "3 coordinates"),
-    ("0 0.5 0.5 1.8 0.2\n", "outside the image"),
-    ("x 0.5 0.5 0.2 0.2\n", "not numbers"),
-    ("7 0.1 0.1 0.2 0.2\n", "class id 7 is not in"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("0 0.5 0.5 0.2\n", "3 coordinates"),
+        ("0 0.5 0.5 1.8 0.2\n", "outside the image"),
+        ("x 0.5 0.5 0.2 0.2\n", "not numbers"),
+        ("7 0.1 0.1 0.2 0.2\n", "class id 7 is not in"),
+    ],
+)
 def test_bad_yolo_lines_are_refused_with_file_line_and_code(tmp_path, line, message):
     root = _yolo(tmp_path / "bad", {"a": line, "b": None})
     report = _preflight_cli(root, tmp_path)
@@ -250,22 +338,37 @@ def test_coco_polygons_rle_and_rotated_boxes_become_masks(tmp_path):
         n += 1
     runs.append(n)
     data = {
-        "images": [{"id": i + 1, "file_name": n, "width": 50, "height": 40}
-                   for i, n in enumerate(["poly.png", "rle.png", "rot.png", "ok.png"])],
+        "images": [
+            {"id": i + 1, "file_name": n, "width": 50, "height": 40}
+            for i, n in enumerate(["poly.png", "rle.png", "rot.png", "ok.png"])
+        ],
         "categories": [{"id": 1, "name": "scratch"}],
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 20, 0, 0, 20]]},
-            {"id": 2, "image_id": 2, "category_id": 1, "iscrowd": 1,
-             "segmentation": {"size": [40, 50], "counts": runs}},
+            {
+                "id": 2,
+                "image_id": 2,
+                "category_id": 1,
+                "iscrowd": 1,
+                "segmentation": {"size": [40, 50], "counts": runs},
+            },
             {"id": 3, "image_id": 3, "category_id": 1, "bbox": [25, 20, 20, 10, 90]},
         ],
-    }  # fmt: skip
+    }
     labels = root / "annotations.json"
     labels.write_text(json.dumps(data))
-    recs = {Path(r.image_path).name: r for r in _ingest(
-        {"type": "coco", "path": str(root / "images"), "labels": str(labels)}, tmp_path)}  # fmt: skip
-    assert {k: r.label for k, r in recs.items()} == {"poly.png": "anomaly", "rle.png": "anomaly",
-                                                     "rot.png": "anomaly", "ok.png": "normal"}  # fmt: skip
+    recs = {
+        Path(r.image_path).name: r
+        for r in _ingest(
+            {"type": "coco", "path": str(root / "images"), "labels": str(labels)}, tmp_path
+        )
+    }
+    assert {k: r.label for k, r in recs.items()} == {
+        "poly.png": "anomaly",
+        "rle.png": "anomaly",
+        "rot.png": "anomaly",
+        "ok.png": "normal",
+    }
     poly = np.asarray(Image.open(recs["poly.png"].mask_path)) > 0
     assert poly[2, 2] and not poly[15, 15] and abs(poly.sum() - 200) < 40
     assert ((np.asarray(Image.open(recs["rle.png"].mask_path)) > 0) == rle).all()
@@ -284,8 +387,11 @@ def test_coco_missing_image_files_are_reported_per_image(tmp_path):
 
 def _preflight_cli(path: Path, tmp_path: Path) -> dict:
     out = tmp_path / "report.json"
-    r = subprocess.run([sys.executable, "-m", "defectflow.cli", "preflight", str(path), "--json", str(out)],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "defectflow.cli", "preflight", str(path), "--json", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode in (0, 2), r.stdout + r.stderr
     return json.loads(out.read_text())
@@ -300,8 +406,11 @@ def test_roboflow_and_darknet_yolo_layouts_are_read(tmp_path):
     save_image(rf / "train/images/b.png", seed=1, size=(40, 40))
     (rf / "train/labels").mkdir(parents=True)
     (rf / "train/labels/a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
-    (rf / "data.yaml").write_text(yaml.safe_dump({"train": "../train/images", "val": "../valid/images",
-                                                  "nc": 1, "names": ["scratch"]}))  # fmt: skip
+    (rf / "data.yaml").write_text(
+        yaml.safe_dump(
+            {"train": "../train/images", "val": "../valid/images", "nc": 1, "names": ["scratch"]}
+        )
+    )
     recs = {
         Path(r.image_path).stem: r for r in _ingest({"type": "yolo", "path": str(rf)}, tmp_path)
     }
@@ -322,9 +431,14 @@ def test_coco_export_quirks_are_read(tmp_path):
     root = tmp_path / "q"
     save_image(root / "images/sub/a.png", size=(30, 20))
     save_image(root / "images/b.png", seed=1, size=(30, 20))
-    data = {"images": [{"id": 1, "file_name": "sub\\a.png", "width": "abc", "height": 20},
-                       {"id": 2, "file_name": "b.png"}],
-            "categories": [{"id": 1, "name": "dent"}], "annotations": None}  # fmt: skip
+    data = {
+        "images": [
+            {"id": 1, "file_name": "sub\\a.png", "width": "abc", "height": 20},
+            {"id": 2, "file_name": "b.png"},
+        ],
+        "categories": [{"id": 1, "name": "dent"}],
+        "annotations": None,
+    }
     (root / "l.json").write_text(json.dumps(data))
     src = {"type": "coco", "path": str(root / "images"), "labels": str(root / "l.json")}
     assert {r.label for r in _ingest(src, tmp_path)} == {"normal"}
@@ -339,11 +453,28 @@ def test_coco_export_quirks_are_read(tmp_path):
 
 def test_a_bad_label_stops_the_workflow_at_ingest_with_a_coded_report(workflow_dir, tmp_path):
     root = _yolo(tmp_path / "parts", {"a": "0 0.5 0.5 0.2\n", "b": None})
-    cfg = {"datasets": {"demo": {"enabled": False, "sources": [{"type": "demo"}]},
-                        "parts": {"sources": [{"type": "yolo", "path": str(root)}]}}}  # fmt: skip
+    cfg = {
+        "datasets": {
+            "demo": {"enabled": False, "sources": [{"type": "demo"}]},
+            "parts": {"sources": [{"type": "yolo", "path": str(root)}]},
+        }
+    }
     (workflow_dir / "parts.yaml").write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([sys.executable, "-m", "snakemake", "results/parts/manifest.jsonl", "--cores", "1",
-                        "--configfile", "parts.yaml"], cwd=workflow_dir, capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "results/parts/manifest.jsonl",
+            "--cores",
+            "1",
+            "--configfile",
+            "parts.yaml",
+        ],
+        cwd=workflow_dir,
+        capture_output=True,
+        text=True,
+    )
     assert (
         r.returncode != 0
         and "a.txt:1: 3 coordinates" in (workflow_dir / "logs/parts/ingest.log").read_text()

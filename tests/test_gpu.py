@@ -23,8 +23,11 @@ def _cuda() -> bool:
         return False
 
 
-needs_gpu = pytest.mark.skipif(not _cuda(), reason="no CUDA device here (torch.cuda.is_available() is False); "
-                               "the CUDA path runs on a GPU machine")  # fmt: skip
+needs_gpu = pytest.mark.skipif(
+    not _cuda(),
+    reason="no CUDA device here (torch.cuda.is_available() is False); "
+    "the CUDA path runs on a GPU machine",
+)
 
 
 def test_auto_picks_the_cpu_without_importing_torch_where_there_is_no_gpu():
@@ -90,8 +93,15 @@ def test_cuda_coreset_covers_like_the_cpu_one():
 def test_demo_on_cuda_matches_the_cpu_run(tmp_path):
     from test_workflow import copy_workflow, snakemake, write_config
 
-    small = {"demo": {"categories": ["bracket"], "n_train": 12, "n_test_normal": 4, "n_test_per_defect": 2},
-             "threshold": {"folds": 3}}  # fmt: skip
+    small = {
+        "demo": {
+            "categories": ["bracket"],
+            "n_train": 12,
+            "n_test_normal": 4,
+            "n_test_per_defect": 2,
+        },
+        "threshold": {"folds": 3},
+    }
     runs = {}
     for dev in ("cpu", "cuda"):
         wf = copy_workflow(tmp_path / dev)
@@ -111,8 +121,23 @@ def test_demo_on_cuda_matches_the_cpu_run(tmp_path):
     out = {}
     for dev in ("cpu", "cuda"):
         p = tmp_path / f"{dev}.jsonl"
-        subprocess.run([sys.executable, "-m", "defectflow.cli", "infer", "--infer-config", str(ic), imgs,
-                        "--out", str(p), "--device", dev], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "defectflow.cli",
+                "infer",
+                "--infer-config",
+                str(ic),
+                imgs,
+                "--out",
+                str(p),
+                "--device",
+                dev,
+            ],
+            check=True,
+            capture_output=True,
+        )
         out[dev] = [json.loads(x) for x in p.read_text().splitlines()]
     assert [r["pred_label"] for r in out["cuda"]] == [r["pred_label"] for r in out["cpu"]]
 

@@ -23,12 +23,23 @@ def _loaded(module: str) -> set[str]:
 @pytest.mark.parametrize(
     "module",
     [
-        "defectflow.data.ingest", "defectflow.data.preflight", "defectflow.models.memory", "defectflow.data.standardize",
-        "defectflow.features.embeddings", "defectflow.models.train", "defectflow.deploy.scoring", "defectflow.models.calibrate",
-        "defectflow.deploy.predict", "defectflow.evaluation.metrics", "defectflow.evaluation.report", "defectflow.deploy.detector",
-        "defectflow.models.backends.knn", "defectflow.models.backends.patchcore", "defectflow.models.backends.padim",
+        "defectflow.data.ingest",
+        "defectflow.data.preflight",
+        "defectflow.models.memory",
+        "defectflow.data.standardize",
+        "defectflow.features.embeddings",
+        "defectflow.models.train",
+        "defectflow.deploy.scoring",
+        "defectflow.models.calibrate",
+        "defectflow.deploy.predict",
+        "defectflow.evaluation.metrics",
+        "defectflow.evaluation.report",
+        "defectflow.deploy.detector",
+        "defectflow.models.backends.knn",
+        "defectflow.models.backends.patchcore",
+        "defectflow.models.backends.padim",
     ],
-)  # fmt: skip
+)
 def test_stage_modules_do_not_import_torch(module):
     loaded = _loaded(module)
     assert not [m for m in HEAVY if m in loaded], module
@@ -39,8 +50,15 @@ def test_delivery_path_imports_no_training_code():
     loaded = _loaded(
         "defectflow.deploy.detector, defectflow.models.backends.patchcore, defectflow.models.backends.knn"
     )
-    training = {"defectflow.models.train", "defectflow.features.embeddings", "defectflow.features.backbone", "defectflow.features.export",
-                "defectflow.models.backends.coreset", "defectflow.data.standardize", "defectflow.data.preflight"}  # fmt: skip
+    training = {
+        "defectflow.models.train",
+        "defectflow.features.embeddings",
+        "defectflow.features.backbone",
+        "defectflow.features.export",
+        "defectflow.models.backends.coreset",
+        "defectflow.data.standardize",
+        "defectflow.data.preflight",
+    }
     assert not training & loaded, training & loaded
 
 
@@ -57,9 +75,27 @@ def test_parsing_the_config_imports_no_backend_implementation():
 
 # The layers, lowest first: a module may import its own layer and those below it, never above.
 LAYERS = [
-    ("shared helpers", ["errors", "io", "logs", "progress", "threads", "device", "sharding", "records",
-                        "codes", "tables", "contracts", "manifests"]),
-    ("backbone runtime", ["features.preprocess", "features.onnx_runtime", "features.catalog", "features.backbone"]),
+    (
+        "shared helpers",
+        [
+            "errors",
+            "io",
+            "logs",
+            "progress",
+            "threads",
+            "device",
+            "sharding",
+            "records",
+            "codes",
+            "tables",
+            "contracts",
+            "manifests",
+        ],
+    ),
+    (
+        "backbone runtime",
+        ["features.preprocess", "features.onnx_runtime", "features.catalog", "features.backbone"],
+    ),
     ("model backends", ["models.backends"]),
     ("artifacts", ["artifacts"]),
     ("data sources", ["data.sources"]),
@@ -71,7 +107,7 @@ LAYERS = [
     ("deploy", ["deploy"]),
     ("curation", ["curation"]),
     ("command line", ["cli", "__init__"]),
-]  # fmt: skip
+]
 
 
 def _layer(module: str) -> int | None:
@@ -152,11 +188,27 @@ def test_the_infer_command_loads_only_deploy_artifacts_and_shared_modules(tmp_pa
         "finally:\n    print(json.dumps(sorted(m for m in sys.modules if m.startswith('defectflow'))))\n"
     )
     (tmp_path / "ic.json").write_text("{}")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ic.json"), str(tmp_path / "imgs"),
-                        str(tmp_path / "p.jsonl")], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(tmp_path / "ic.json"),
+            str(tmp_path / "imgs"),
+            str(tmp_path / "p.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     loaded = set(json.loads(r.stdout.strip().splitlines()[-1]))
-    allowed = ("defectflow.deploy", "defectflow.artifacts", "defectflow.models.backends", "defectflow.features.preprocess",
-               "defectflow.features.onnx_runtime", "defectflow.cli")  # fmt: skip
+    allowed = (
+        "defectflow.deploy",
+        "defectflow.artifacts",
+        "defectflow.models.backends",
+        "defectflow.features.preprocess",
+        "defectflow.features.onnx_runtime",
+        "defectflow.cli",
+    )
     shared = {f"defectflow.{m}" for m in LAYERS[0][1]} | {"defectflow"}
     assert "defectflow.deploy.detector" in loaded, r.stderr
     packages = {"defectflow.features", "defectflow.models"}  # their __init__ alone: a docstring

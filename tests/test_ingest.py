@@ -21,8 +21,16 @@ def _rows(tmp_path):
     save_mask(tmp_path / "img" / "b_mask.png")
     return [
         {"image": "img/a.png", "object": "cap", "split": "training", "label": "good"},
-        {"image": "img/b.png", "object": "cap", "split": "test", "label": "defective", "mask": "img/b_mask.png", "defect": "dent", "line_no": 7},
-    ]  # fmt: skip
+        {
+            "image": "img/b.png",
+            "object": "cap",
+            "split": "test",
+            "label": "defective",
+            "mask": "img/b_mask.png",
+            "defect": "dent",
+            "line_no": 7,
+        },
+    ]
 
 
 def _check(records, tmp_path):

@@ -324,8 +324,16 @@ def test_quantile_threshold_holds_on_unseen_normals():
 
 
 def _rec(i, gt, score, dt=None):
-    return PredictionRecord(image_id=f"i{i}", image_path=f"{i}.png", score=score, normalized_score=score, pred_label="anomaly" if score >= 0.5 else "normal",
-                            gt_label=gt, defect_type=dt, model_id="m")  # fmt: skip
+    return PredictionRecord(
+        image_id=f"i{i}",
+        image_path=f"{i}.png",
+        score=score,
+        normalized_score=score,
+        pred_label="anomaly" if score >= 0.5 else "normal",
+        gt_label=gt,
+        defect_type=dt,
+        model_id="m",
+    )
 
 
 def test_image_metrics_on_known_scores():

@@ -241,14 +241,30 @@ def zoo(tmp_path):
 
 
 EXPECT_AT_LINE = {
-    "CATEGORY_MISSING": "nocat", "CATEGORY_INVALID": "badcat", "SPLIT_INVALID": "badsplit", "LABEL_INVALID": "badlabel", "LABEL_MISSING": "nolabel",
-    "ANOMALY_IN_TRAIN": "anotrain", "IMAGE_MISSING": "missing", "IMAGE_UNREADABLE": "unreadable",
-    "IMAGE_TRUNCATED": "truncated", "MASK_MISSING": "maskmissing", "MASK_UNREADABLE": "maskunreadable",
-    "MASK_SIZE_MISMATCH": "masksize", "MASK_EMPTY": "maskempty", "MASK_FULL": "maskfull", "MASK_ON_NORMAL": "masknormal",
-    "MASK_ORPHAN": "orphan", "DUPLICATE_PATH": "duppath", "DUPLICATE_CONTENT": "dupcontent",
-    "DUPLICATE_LABEL_CONFLICT": "conflict_b", "LEAKAGE_EXACT": "leak", "LEAKAGE_NEAR": "near",
-    "IMAGE_TINY": "tiny", "IMAGE_ANIMATED": "animated",
-}  # fmt: skip
+    "CATEGORY_MISSING": "nocat",
+    "CATEGORY_INVALID": "badcat",
+    "SPLIT_INVALID": "badsplit",
+    "LABEL_INVALID": "badlabel",
+    "LABEL_MISSING": "nolabel",
+    "ANOMALY_IN_TRAIN": "anotrain",
+    "IMAGE_MISSING": "missing",
+    "IMAGE_UNREADABLE": "unreadable",
+    "IMAGE_TRUNCATED": "truncated",
+    "MASK_MISSING": "maskmissing",
+    "MASK_UNREADABLE": "maskunreadable",
+    "MASK_SIZE_MISMATCH": "masksize",
+    "MASK_EMPTY": "maskempty",
+    "MASK_FULL": "maskfull",
+    "MASK_ON_NORMAL": "masknormal",
+    "MASK_ORPHAN": "orphan",
+    "DUPLICATE_PATH": "duppath",
+    "DUPLICATE_CONTENT": "dupcontent",
+    "DUPLICATE_LABEL_CONFLICT": "conflict_b",
+    "LEAKAGE_EXACT": "leak",
+    "LEAKAGE_NEAR": "near",
+    "IMAGE_TINY": "tiny",
+    "IMAGE_ANIMATED": "animated",
+}
 
 
 def test_bad_files_and_labels_a_new_user_brings(zoo):
@@ -307,8 +323,12 @@ def test_records_without_a_valid_image_path_are_coded_at_their_line_by_the_cli(t
     import pyarrow.parquet as pq
 
     img = save_image(tmp_path / "a.png")
-    rows = [{"category": "c", "label": "good"}, {"image": "a\u0000b.png", "category": "c"},
-            {"image": "x" * 300 + ".png", "category": "c"}, {"image": str(img), "category": "c"}]  # fmt: skip
+    rows = [
+        {"category": "c", "label": "good"},
+        {"image": "a\u0000b.png", "category": "c"},
+        {"image": "x" * 300 + ".png", "category": "c"},
+        {"image": str(img), "category": "c"},
+    ]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     pq.write_table(
         pa.table({"image": [str(img)] * 20, "category": ["c"] * 20}), tmp_path / "m.parquet"
@@ -318,11 +338,25 @@ def test_records_without_a_valid_image_path_are_coded_at_their_line_by_the_cli(t
     found = {}
     for name in ("m.jsonl", "cut.parquet"):
         out = tmp_path / f"{name}.report.json"
-        r = subprocess.run([sys.executable, "-m", "defectflow.cli", "preflight", str(tmp_path / name),
-                            "--json", str(out)], capture_output=True, text=True)  # fmt: skip
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "defectflow.cli",
+                "preflight",
+                str(tmp_path / name),
+                "--json",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        found[name] = [(i["code"], i["context"].get("line")) for i in json.loads(out.read_text())["issues"]
-                       if i["severity"] == "error"]  # fmt: skip
+        found[name] = [
+            (i["code"], i["context"].get("line"))
+            for i in json.loads(out.read_text())["issues"]
+            if i["severity"] == "error"
+        ]
     assert ("IMAGE_PATH_MISSING", 1) in found["m.jsonl"]
     assert ("IMAGE_MISSING", 2) in found["m.jsonl"] and ("IMAGE_MISSING", 3) in found["m.jsonl"]
     assert found["cut.parquet"] == [("MANIFEST_UNREADABLE", None)]
@@ -336,11 +370,16 @@ def test_an_unusable_config_or_path_still_writes_a_coded_report(tmp_path):
     img = save_image(tmp_path / "a.png")
     (tmp_path / "bad.yaml").write_text("preflight:\n  ignor: [SIZE_MIX]\n")
     said = {}
-    for args, code in (([str(img), "--config", str(tmp_path / "bad.yaml")], "CONFIG_INVALID"),
-                       ([str(tmp_path / "nowhere")], "MANIFEST_UNREADABLE")):  # fmt: skip
+    for args, code in (
+        ([str(img), "--config", str(tmp_path / "bad.yaml")], "CONFIG_INVALID"),
+        ([str(tmp_path / "nowhere")], "MANIFEST_UNREADABLE"),
+    ):
         out = tmp_path / f"{code}.json"
-        r = subprocess.run([sys.executable, "-m", "defectflow.cli", "preflight", *args, "--json", str(out)],
-                           capture_output=True, text=True)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-m", "defectflow.cli", "preflight", *args, "--json", str(out)],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         (issue,) = json.loads(out.read_text())["issues"]
         assert issue["code"] == code, issue
@@ -430,17 +469,36 @@ def test_memory_projection_from_backbone_shape_and_model_settings(mvtec_tree, tm
         "t",
     )
     write_report(_run([r for r in recs if r.image_path]), tmp_path / "preflight.json")
-    card = BackboneCard(spec={}, preprocess={}, weights_sha256=None, onnx_sha256="x", patch_shape=[152, 28, 28],
-                        embedding_dim=472, parity=0.0, versions={})  # fmt: skip
+    card = BackboneCard(
+        spec={},
+        preprocess={},
+        weights_sha256=None,
+        onnx_sha256="x",
+        patch_shape=[152, 28, 28],
+        embedding_dim=472,
+        parity=0.0,
+        versions={},
+    )
     (tmp_path / "base").mkdir()
     (tmp_path / "deep").mkdir()
     write_backbone_card(card, tmp_path / "base/backbone.json")
     deep = card.model_copy(update={"patch_shape": [432, 14, 14]})  # a swept backbone
     write_backbone_card(deep, tmp_path / "deep/backbone.json")
-    models = {"pc": {"backend": "patchcore", "coreset_ratio": 0.1}, "pc2": {"backend": "patchcore", "coreset_ratio": 0.5},
-              "pd": {"backend": "padim"}, "pc-deep": {"backend": "patchcore", "backbone_variant": "deep"}}  # fmt: skip
-    rep = run_memory_check(tmp_path / "preflight.json", [tmp_path / "base/backbone.json", tmp_path / "deep/backbone.json"],
-                           models, "t", 30, tmp_path / "m.json", default_backbone="base")  # fmt: skip
+    models = {
+        "pc": {"backend": "patchcore", "coreset_ratio": 0.1},
+        "pc2": {"backend": "patchcore", "coreset_ratio": 0.5},
+        "pd": {"backend": "padim"},
+        "pc-deep": {"backend": "patchcore", "backbone_variant": "deep"},
+    }
+    rep = run_memory_check(
+        tmp_path / "preflight.json",
+        [tmp_path / "base/backbone.json", tmp_path / "deep/backbone.json"],
+        models,
+        "t",
+        30,
+        tmp_path / "m.json",
+        default_backbone="base",
+    )
     feats = 12 * 28 * 28 * 152 * 4 / 2**20  # 12 normal training images of float32 patch features
     assert rep.fit_images == {"widget": 12}
     # the coreset holds the candidates in their 128-d random projection; the bank, full features

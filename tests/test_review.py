@@ -52,15 +52,35 @@ def label_studio(tmp_path_factory):
             )
     home = tmp_path_factory.mktemp("ls")
     port = _free_port()
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_DATA_HOME": str(home / ".local/share"), "LABEL_STUDIO_USERNAME": EMAIL,
-           "LABEL_STUDIO_PASSWORD": PASSWORD, "LABEL_STUDIO_USER_TOKEN": LEGACY,
-           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "/"}  # fmt: skip
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+        "LABEL_STUDIO_USERNAME": EMAIL,
+        "LABEL_STUDIO_PASSWORD": PASSWORD,
+        "LABEL_STUDIO_USER_TOKEN": LEGACY,
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "/",
+    }
     log = open(home / "ls.log", "w")  # noqa: SIM115 - the server writes it while we run
-    proc = subprocess.Popen([str(LS_BIN), "start", "--no-browser", "--internal-host", "127.0.0.1",
-                             "--port", str(port), "--data-dir", str(home / "data")],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            str(LS_BIN),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(home / "data"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300  # migrations of a fresh database: 75-95 s here
@@ -104,10 +124,18 @@ def _personal_access_token(url: str) -> str:
     form = urllib.parse.urlencode(
         {"email": EMAIL, "password": PASSWORD, "csrfmiddlewaretoken": csrf()}
     )
-    web.open(urllib.request.Request(f"{url}/user/login/", data=form.encode(),
-                                    headers={"Referer": f"{url}/user/login/"}), timeout=30).read()  # fmt: skip
-    req = urllib.request.Request(f"{url}/api/token/", data=b"{}", method="POST", headers={
-        "X-CSRFToken": csrf(), "Content-Type": "application/json", "Referer": f"{url}/"})  # fmt: skip
+    web.open(
+        urllib.request.Request(
+            f"{url}/user/login/", data=form.encode(), headers={"Referer": f"{url}/user/login/"}
+        ),
+        timeout=30,
+    ).read()
+    req = urllib.request.Request(
+        f"{url}/api/token/",
+        data=b"{}",
+        method="POST",
+        headers={"X-CSRFToken": csrf(), "Content-Type": "application/json", "Referer": f"{url}/"},
+    )
     with web.open(req, timeout=30) as resp:
         token = json.loads(resp.read())["token"]
     assert token.startswith("eyJ") and token.count(".") == 2  # a JWT refresh token
@@ -139,19 +167,34 @@ def test_review_roundtrip(label_studio, workflow_dir):
     assert "<BrushLabels" in (wf / "results/demo/review/labeling_config.xml").read_text()
 
     env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": TOKENS["pat"]}
-    push = subprocess.run([*DEFECTFLOW, "review", "push", "--dataset", "demo"], cwd=wf, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    push = subprocess.run(
+        [*DEFECTFLOW, "review", "push", "--dataset", "demo"],
+        cwd=wf,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert push.returncode == 0 and "12 tasks imported" in push.stdout, push.stdout + push.stderr
     assert TOKENS["pat"] not in push.stdout + push.stderr
-    again = subprocess.run([*DEFECTFLOW, "review", "push", "--dataset", "demo"], cwd=wf, env=env,
-                           capture_output=True, text=True)  # fmt: skip
+    again = subprocess.run(
+        [*DEFECTFLOW, "review", "push", "--dataset", "demo"],
+        cwd=wf,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert "0 tasks imported, 12 already there" in again.stdout
     project = json.loads((wf / "results/demo/review/project.json").read_text())["id"]
     ls_tasks = _api(url, "GET", f"/api/tasks?project={project}&page_size=100")["tasks"]
     assert len(ls_tasks) == 12 and all(t["total_predictions"] == 1 for t in ls_tasks)
     # Label Studio serves the images themselves
-    with urllib.request.urlopen(urllib.request.Request(url + ls_tasks[0]["data"]["image"],
-                                headers={"Authorization": LabelStudio(url, TOKENS["pat"]).auth_header()}), timeout=30) as resp:  # fmt: skip
+    with urllib.request.urlopen(
+        urllib.request.Request(
+            url + ls_tasks[0]["data"]["image"],
+            headers={"Authorization": LabelStudio(url, TOKENS["pat"]).auth_header()},
+        ),
+        timeout=30,
+    ) as resp:
         assert resp.status == 200 and resp.read(8).startswith(b"\x89PNG")
 
     # a reviewer marks a normal bracket image as anomalous, painting the defect
@@ -162,13 +205,40 @@ def test_review_roundtrip(label_studio, workflow_dir):
     )
     paint = np.zeros((224, 224), np.uint8)
     paint[40:70, 100:150] = 255
-    _api(url, "POST", f"/api/tasks/{task['id']}/annotations", {"result": [
-        {"from_name": "verdict", "to_name": "image", "type": "choices", "value": {"choices": ["anomaly"]}},
-        {"from_name": "mask", "to_name": "image", "type": "brushlabels", "original_width": 224,
-         "original_height": 224, "value": {"format": "rle", "rle": _sdk_brush().mask2rle(paint),
-                                           "brushlabels": ["defect"]}}]})  # fmt: skip
-    pull = subprocess.run([*DEFECTFLOW, "review", "pull", "--dataset", "demo"], cwd=wf, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    _api(
+        url,
+        "POST",
+        f"/api/tasks/{task['id']}/annotations",
+        {
+            "result": [
+                {
+                    "from_name": "verdict",
+                    "to_name": "image",
+                    "type": "choices",
+                    "value": {"choices": ["anomaly"]},
+                },
+                {
+                    "from_name": "mask",
+                    "to_name": "image",
+                    "type": "brushlabels",
+                    "original_width": 224,
+                    "original_height": 224,
+                    "value": {
+                        "format": "rle",
+                        "rle": _sdk_brush().mask2rle(paint),
+                        "brushlabels": ["defect"],
+                    },
+                },
+            ]
+        },
+    )
+    pull = subprocess.run(
+        [*DEFECTFLOW, "review", "pull", "--dataset", "demo"],
+        cwd=wf,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert pull.returncode == 0, pull.stderr
     corr = [json.loads(x) for x in (wf / "corrections/demo.jsonl").read_text().splitlines()]
     assert len(corr) == 1 and corr[0]["label"] == "anomaly"
@@ -207,12 +277,22 @@ def test_review_errors_change_nothing(label_studio, workflow_dir, tmp_path):
     (review / "tasks.json").write_text("[]")
     (review / "labeling_config.xml").write_text("<View/>")
     base = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": TOKENS["pat"]}
-    for env, message in (({"LABEL_STUDIO_API_KEY": "not-the-token"}, "legacy tokens off by default"),
-                         ({"LABEL_STUDIO_API_KEY": LEGACY}, "create a Personal Access Token"),
-                         ({"LABEL_STUDIO_API_KEY": TOKENS["pat"][:-4] + "AAAA"}, "Personal Access Token was refused"),
-                         ({"LABEL_STUDIO_URL": f"http://127.0.0.1:{_free_port()}"}, "does not answer")):  # fmt: skip
-        r = subprocess.run([*DEFECTFLOW, "review", "push", "--dataset", "demo"], cwd=wf,
-                           env={**base, **env}, capture_output=True, text=True)  # fmt: skip
+    for env, message in (
+        ({"LABEL_STUDIO_API_KEY": "not-the-token"}, "legacy tokens off by default"),
+        ({"LABEL_STUDIO_API_KEY": LEGACY}, "create a Personal Access Token"),
+        (
+            {"LABEL_STUDIO_API_KEY": TOKENS["pat"][:-4] + "AAAA"},
+            "Personal Access Token was refused",
+        ),
+        ({"LABEL_STUDIO_URL": f"http://127.0.0.1:{_free_port()}"}, "does not answer"),
+    ):
+        r = subprocess.run(
+            [*DEFECTFLOW, "review", "push", "--dataset", "demo"],
+            cwd=wf,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert "not-the-token" not in r.stderr + r.stdout
         assert not (review / "project.json").exists()
@@ -247,11 +327,28 @@ def test_review_errors_change_nothing(label_studio, workflow_dir, tmp_path):
     (review / "project.json").write_text(
         json.dumps({"url": url, "id": other["id"], "dataset": "demo"})
     )
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "results/demo/standardized.parquet",
-                    "--config", "demo={'categories': ['bracket'], 'n_train': 4, 'n_test_normal': 1, 'n_test_per_defect': 1}"],
-                   cwd=wf, check=True, capture_output=True)  # fmt: skip
-    r = subprocess.run([*DEFECTFLOW, "review", "pull", "--dataset", "demo", "--out", str(tmp_path / "c.jsonl")],
-                       cwd=wf, env=base, capture_output=True, text=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "results/demo/standardized.parquet",
+            "--config",
+            "demo={'categories': ['bracket'], 'n_train': 4, 'n_test_normal': 1, 'n_test_per_defect': 1}",
+        ],
+        cwd=wf,
+        check=True,
+        capture_output=True,
+    )
+    r = subprocess.run(
+        [*DEFECTFLOW, "review", "pull", "--dataset", "demo", "--out", str(tmp_path / "c.jsonl")],
+        cwd=wf,
+        env=base,
+        capture_output=True,
+        text=True,
+    )
     assert (
         r.returncode == 2
         and "not images of dataset 'demo'" in r.stderr

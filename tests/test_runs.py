@@ -18,12 +18,28 @@ CLI = [sys.executable, "-m", "defectflow.cli"]
 
 
 def _metrics(root: Path, category: str, model: str, auroc: float, f1: float = 0.8) -> str:
-    m = Metrics(dataset="d", category=category, model=model, model_id=f"d/{category}/{model}@x", n_images=10,
-                n_errors=0, per_defect_type={},
-                image={"status": "ok", "n_normal": 5, "n_anomaly": 5, "auroc": auroc, "aupr": auroc - 0.01,
-                       "f1": f1, "best_f1": 0.9, "f1_gap": round(0.9 - f1, 6), "threshold": 1.5,
-                       "threshold_policy": "normal_quantile"},
-                pixel={"status": "ok", "auroc": 0.95, "aupro": 0.8})  # fmt: skip
+    m = Metrics(
+        dataset="d",
+        category=category,
+        model=model,
+        model_id=f"d/{category}/{model}@x",
+        n_images=10,
+        n_errors=0,
+        per_defect_type={},
+        image={
+            "status": "ok",
+            "n_normal": 5,
+            "n_anomaly": 5,
+            "auroc": auroc,
+            "aupr": auroc - 0.01,
+            "f1": f1,
+            "best_f1": 0.9,
+            "f1_gap": round(0.9 - f1, 6),
+            "threshold": 1.5,
+            "threshold_policy": "normal_quantile",
+        },
+        pixel={"status": "ok", "auroc": 0.95, "aupro": 0.8},
+    )
     path = root / "results/d/models" / model / category / "metrics.json"
     write_metrics(m, path)
     return str(path)
@@ -43,7 +59,10 @@ def test_leaderboard_rows_come_from_the_metrics(tmp_path):
     board = _board(tmp_path, {("a", "knn"): 0.91, ("a", "patchcore"): 0.97, ("b", "knn"): 0.88})
     rows = pq.read_table(board).to_pylist()
     assert [(r["category"], r["model"], r["image_auroc"]) for r in rows] == [
-        ("a", "knn", 0.91), ("a", "patchcore", 0.97), ("b", "knn", 0.88)]  # fmt: skip
+        ("a", "knn", 0.91),
+        ("a", "patchcore", 0.97),
+        ("b", "knn", 0.88),
+    ]
     knn_a = rows[0]
     assert knn_a["fit_s"] == 2.5 and knn_a["peak_mb"] == 300.5 and knn_a["best_f1"] == 0.9
     assert rows[1]["fit_s"] is None  # no benchmark file: unknown, not zero
@@ -95,11 +114,17 @@ def test_registry_diff_and_gate_across_two_runs(tmp_path):
         text=True,
     )
     assert fail.returncode == 1 and "a/patchcore: 0.9700 -> 0.9000 (-0.0700)" in fail.stdout
-    ok = subprocess.run([*CLI, "gate", "--baseline", "previous", "--max-drop", "0.1", "--registry", str(reg)],
-                        capture_output=True, text=True)  # fmt: skip
+    ok = subprocess.run(
+        [*CLI, "gate", "--baseline", "previous", "--max-drop", "0.1", "--registry", str(reg)],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and "gate passed" in ok.stdout
-    from_file = subprocess.run([*CLI, "gate", "--baseline", str(b1.with_suffix(".csv")), "--registry", str(reg),
-                                "--json"], capture_output=True, text=True)  # fmt: skip
+    from_file = subprocess.run(
+        [*CLI, "gate", "--baseline", str(b1.with_suffix(".csv")), "--registry", str(reg), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert (
         from_file.returncode == 1
         and json.loads(from_file.stdout)["failed"][0]["model"] == "patchcore"
@@ -108,8 +133,11 @@ def test_registry_diff_and_gate_across_two_runs(tmp_path):
         [*CLI, "runs", "list", "--registry", str(reg)], capture_output=True, text=True
     )
     assert listed.returncode == 0 and rec["run_id"] in listed.stdout
-    shown = subprocess.run([*CLI, "runs", "diff", "previous", "latest", "--registry", str(reg)],
-                           capture_output=True, text=True)  # fmt: skip
+    shown = subprocess.run(
+        [*CLI, "runs", "diff", "previous", "latest", "--registry", str(reg)],
+        capture_output=True,
+        text=True,
+    )
     assert (
         "models.patchcore.coreset_ratio: 0.1 -> 0.01" in shown.stdout
         and "(-0.0700)" in shown.stdout

@@ -70,24 +70,39 @@ def test_demo_through_slurm_with_a_cancelled_job(workflow_dir, tmp_path):
     # the reference: the same small demo run locally, in a folder of its own
     local = tmp_path / "local"
     subprocess.run(["cp", "-r", str(wf), str(local)], check=True)
-    subprocess.run([*SNAKEMAKE, "--cores", "2", "--configfile", str(cfg)], cwd=local,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", "--configfile", str(cfg)],
+        cwd=local,
+        check=True,
+        capture_output=True,
+    )
     metrics = sorted(local.glob("results/demo/models/*/bracket/metrics.json"))
     assert len(metrics) == 3
 
-    cmd = ["timeout", "-s", "KILL", "400", *SNAKEMAKE, "--workflow-profile", "profiles/slurm",
-           "--configfile", str(cfg)]  # fmt: skip
+    cmd = [
+        "timeout",
+        "-s",
+        "KILL",
+        "400",
+        *SNAKEMAKE,
+        "--workflow-profile",
+        "profiles/slurm",
+        "--configfile",
+        str(cfg),
+    ]
     with SlurmCluster(tmp_path / "slurm", cpus=cpus) as cluster:
         env = cluster.env()
         # 1. run, and cancel a training job while it runs (no automatic retry for this run)
         first_log = tmp_path / "first.log"
         with open(first_log, "w") as fh:
-            proc = subprocess.Popen([*cmd, "--retries", "0"], cwd=wf, env=env, stdout=fh,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
+            proc = subprocess.Popen(
+                [*cmd, "--retries", "0"], cwd=wf, env=env, stdout=fh, stderr=subprocess.STDOUT
+            )
             cancelled, deadline = None, time.monotonic() + 300
             while cancelled is None and proc.poll() is None and time.monotonic() < deadline:
-                q = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], env=env,
-                                   capture_output=True, text=True).stdout  # fmt: skip
+                q = subprocess.run(
+                    ["squeue", "-h", "-o", "%i|%T|%k"], env=env, capture_output=True, text=True
+                ).stdout
                 for line in q.splitlines():
                     job, state, comment = line.split("|", 2)
                     if state == "RUNNING" and "rule_train" in comment:
@@ -111,8 +126,16 @@ def test_demo_through_slurm_with_a_cancelled_job(workflow_dir, tmp_path):
     submitted = _submitted(log)
     assert set(submitted) <= set(jobs)
     rules_seen = {rule for rule, _ in submitted.values()}
-    assert {"backbone", "preflight", "standardize", "embed", "train", "score", "predict",
-            "metrics"} <= rules_seen, rules_seen  # fmt: skip
+    assert {
+        "backbone",
+        "preflight",
+        "standardize",
+        "embed",
+        "train",
+        "score",
+        "predict",
+        "metrics",
+    } <= rules_seen, rules_seen
     assert not rules_seen & LOCAL, rules_seen & LOCAL
     planned = _planned(local, cfg, cpus)
     for job, (rule, wc) in submitted.items():
@@ -145,10 +168,24 @@ def _planned(wf: Path, cfg: Path, cpus: int) -> dict[tuple[str, str], dict[str, 
     after = ["embed", "train", "score", "predict", "metrics"]
     for force in (["--forceall"], ["--forcerun", *after]):
         r = subprocess.run(
-            [*SNAKEMAKE, "-n", "--workflow-profile", "profiles/slurm", "--configfile", str(cfg),
-             "--executor", "local", "--cores", str(cpus), *force],
-            cwd=wf, capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [
+                *SNAKEMAKE,
+                "-n",
+                "--workflow-profile",
+                "profiles/slurm",
+                "--configfile",
+                str(cfg),
+                "--executor",
+                "local",
+                "--cores",
+                str(cpus),
+                *force,
+            ],
+            cwd=wf,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", r.stdout):
             rule = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
             res = re.search(r"resources: (.*)", block)
@@ -158,9 +195,14 @@ def _planned(wf: Path, cfg: Path, cpus: int) -> dict[tuple[str, str], dict[str, 
                 wc = re.search(r"wildcards: (.*)", block)
                 values = [w.split("=", 1)[1] for w in wc.group(1).split(", ")] if wc else []
                 key = (rule.group(1), "_".join(values).replace("/", "_"))
-                out.setdefault(key, {"threads": int(threads.group(1)) if threads else 1,
-                                               "mem_mb": int(kv["mem_mb"]),
-                                               "runtime": int(kv["runtime"])})  # fmt: skip
+                out.setdefault(
+                    key,
+                    {
+                        "threads": int(threads.group(1)) if threads else 1,
+                        "mem_mb": int(kv["mem_mb"]),
+                        "runtime": int(kv["runtime"]),
+                    },
+                )
     return out
 
 
@@ -178,10 +220,23 @@ def test_generic_profile_submits_through_a_real_scheduler(workflow_dir, tmp_path
     path.write_text(yaml.safe_dump(prof, sort_keys=False))
     with SlurmCluster(tmp_path / "slurm", cpus=2) as cluster:
         r = subprocess.run(
-            ["timeout", "-s", "KILL", "300", *SNAKEMAKE, "results/demo/standardized.parquet",
-             "--workflow-profile", "profiles/generic", "--configfile", str(cfg)],
-            cwd=workflow_dir, env=cluster.env(), capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                "timeout",
+                "-s",
+                "KILL",
+                "300",
+                *SNAKEMAKE,
+                "results/demo/standardized.parquet",
+                "--workflow-profile",
+                "profiles/generic",
+                "--configfile",
+                str(cfg),
+            ],
+            cwd=workflow_dir,
+            env=cluster.env(),
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
         jobs = {j["Name"]: j for j in _jobcomp(cluster).values()}
     assert {"defectflow-preflight", "defectflow-standardize"} <= set(jobs), sorted(jobs)

@@ -94,12 +94,26 @@ def test_val_carved_from_test_per_defect_type_and_group(tmp_path):
     to val, whole groups, deterministically; every stratum keeps an image in test."""
     rows = []
     for i in range(40):
-        rows.append({"image": str(save_image(tmp_path / f"n{i}.png", i)), "category": "c", "label": "normal",
-                     "split": "train" if i < 20 else "test", "group_id": f"p{i // 2}"})  # fmt: skip
+        rows.append(
+            {
+                "image": str(save_image(tmp_path / f"n{i}.png", i)),
+                "category": "c",
+                "label": "normal",
+                "split": "train" if i < 20 else "test",
+                "group_id": f"p{i // 2}",
+            }
+        )
     for d, n in (("crack", 10), ("dent", 5), ("hole", 1)):
         for i in range(n):
-            rows.append({"image": str(save_image(tmp_path / f"{d}{i}.png", 500 + 37 * len(rows))),
-                         "category": "c", "label": "anomaly", "defect_type": d, "split": "test"})  # fmt: skip
+            rows.append(
+                {
+                    "image": str(save_image(tmp_path / f"{d}{i}.png", 500 + 37 * len(rows))),
+                    "category": "c",
+                    "label": "anomaly",
+                    "defect_type": d,
+                    "split": "test",
+                }
+            )
     recs = _recs(tmp_path, rows)
     a = _std(recs)  # the default: 0.3
     assert a == _std(recs)
@@ -180,8 +194,18 @@ def test_parquet_types_are_declared_and_checked_on_read(mvtec_tree, tmp_path):
 def test_refuses_a_failed_preflight(tmp_path, mvtec_tree):
     from defectflow.data.preflight import PreflightReport, write_report
 
-    report = PreflightReport(dataset="t", manifest="m", verify="full", ok=False, counts={"error": 1, "warning": 0, "info": 0},
-                             n_records=0, n_images=0, categories={}, issues=[], ignored_codes=[])  # fmt: skip
+    report = PreflightReport(
+        dataset="t",
+        manifest="m",
+        verify="full",
+        ok=False,
+        counts={"error": 1, "warning": 0, "info": 0},
+        n_records=0,
+        n_images=0,
+        categories={},
+        issues=[],
+        ignored_codes=[],
+    )
     write_report(report, tmp_path / "p.json")
     with pytest.raises(PreflightFailed):
         run_standardize(

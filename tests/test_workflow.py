@@ -72,25 +72,44 @@ def test_dry_run_dag_of_default_config(workflow_dir):
         "results/run.json": "register_run",
     }
     assert dag_edges(workflow_dir) == {
-        ("demo_data", "ingest"), ("ingest", "preflight"), ("ingest", "standardize"), ("preflight", "standardize"),
-        ("preflight", "preflight_memory"), ("backbone", "preflight_memory"), ("preflight_memory", "report"),
-        ("standardize", "report"), ("preflight", "report"), ("report", "all"),
-        ("standardize", "leaderboard"), ("leaderboard", "report"), ("leaderboard", "all"),
-        ("leaderboard", "register_run"), ("ingest", "register_run"), ("backbone", "register_run"),
+        ("demo_data", "ingest"),
+        ("ingest", "preflight"),
+        ("ingest", "standardize"),
+        ("preflight", "standardize"),
+        ("preflight", "preflight_memory"),
+        ("backbone", "preflight_memory"),
+        ("preflight_memory", "report"),
+        ("standardize", "report"),
+        ("preflight", "report"),
+        ("report", "all"),
+        ("standardize", "leaderboard"),
+        ("leaderboard", "report"),
+        ("leaderboard", "all"),
+        ("leaderboard", "register_run"),
+        ("ingest", "register_run"),
+        ("backbone", "register_run"),
         ("register_run", "all"),
         ("standardize", "all"),  # every file of the chain is a target, known after the checkpoint
-    }  # fmt: skip
+    }
     r = snakemake(workflow_dir, "-n")
     assert "demo_data" in r.stdout and "standardize" in r.stdout
 
 
 def test_dry_run_with_user_datasets(workflow_dir, mvtec_tree, tmp_path):
     m = write_jsonl(tmp_path / "m.jsonl", [{"image": "a.png", "category": "c"}])
-    write_config(workflow_dir, datasets={
-        "demo": {"enabled": False, "sources": [{"type": "demo"}]},
-        "parts": {"sources": [{"type": "mvtec", "path": str(mvtec_tree)}, {"type": "manifest", "path": str(m)}]},
-        "line2": {"sources": [{"type": "folder", "path": str(mvtec_tree / "test")}]},
-    })  # fmt: skip
+    write_config(
+        workflow_dir,
+        datasets={
+            "demo": {"enabled": False, "sources": [{"type": "demo"}]},
+            "parts": {
+                "sources": [
+                    {"type": "mvtec", "path": str(mvtec_tree)},
+                    {"type": "manifest", "path": str(m)},
+                ]
+            },
+            "line2": {"sources": [{"type": "folder", "path": str(mvtec_tree / "test")}]},
+        },
+    )
     s = summary(workflow_dir)
     assert "resources/demo" not in s and not any(k.startswith("results/demo/") for k in s)
     assert (
@@ -137,14 +156,20 @@ def weld_config(wf: Path, data: Path, **extra) -> None:
         wf,
         datasets={
             "demo": {"enabled": False, "sources": [{"type": "demo"}]},
-            "weld": {"sources": [
-                {"type": "manifest", "path": str(data / "train_welding.json"), "split": "train"},
-                {"type": "manifest", "path": str(data / "test_welding.json"), "split": "test"},
-            ]},
+            "weld": {
+                "sources": [
+                    {
+                        "type": "manifest",
+                        "path": str(data / "train_welding.json"),
+                        "split": "train",
+                    },
+                    {"type": "manifest", "path": str(data / "test_welding.json"), "split": "test"},
+                ]
+            },
         },
         preflight={"severity": {"LEAKAGE_EXACT": "warning"}},
         **extra,
-    )  # fmt: skip
+    )
 
 
 def test_battery_weld_jsonl_through_standardize(workflow_dir, battery_weld):
@@ -189,13 +214,27 @@ def demo_run(tmp_path_factory) -> Path:
 
 def test_end_to_end_artifacts_are_valid(demo_run):
     res = demo_run / "results" / "demo"
-    files = [res / "manifest.jsonl", res / "preflight.json", res / "standardized.parquet", res / "image_facts.parquet",
-             *(demo_run / "results" / "backbones").glob("*/backbone.json")]  # fmt: skip
+    files = [
+        res / "manifest.jsonl",
+        res / "preflight.json",
+        res / "standardized.parquet",
+        res / "image_facts.parquet",
+        *(demo_run / "results" / "backbones").glob("*/backbone.json"),
+    ]
     for model in MODELS:
         for cat in ("tile", "bracket"):
             d = res / "models" / model / cat
-            files += [d / n for n in ("model_card.json", "crossfit.parquet", "scores/shard-000-of-001.scores.parquet",
-                                      "infer_config.json", "predictions.jsonl", "metrics.json")]  # fmt: skip
+            files += [
+                d / n
+                for n in (
+                    "model_card.json",
+                    "crossfit.parquet",
+                    "scores/shard-000-of-001.scores.parquet",
+                    "infer_config.json",
+                    "predictions.jsonl",
+                    "metrics.json",
+                )
+            ]
             preds = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines()]
             # 4 normal + 6 defective test images, of which 1 + 3 are held out as val
             assert len(preds) == 3 + 3 and all(p["score"] is not None for p in preds)
@@ -264,8 +303,12 @@ def test_leaderboard_and_run_registry(demo_run):
     reg = pq.read_table(demo_run / "runs/registry.parquet").to_pylist()
     assert {r["run_id"] for r in reg} >= {run["run_id"]} and run["n_rows"] == 6
     assert run["inputs"]["manifest:demo"] and run["versions"]["defectflow"]
-    gate = subprocess.run([sys.executable, "-m", "defectflow.cli", "gate", "--baseline", "latest"],
-                          cwd=demo_run, capture_output=True, text=True)  # fmt: skip
+    gate = subprocess.run(
+        [sys.executable, "-m", "defectflow.cli", "gate", "--baseline", "latest"],
+        cwd=demo_run,
+        capture_output=True,
+        text=True,
+    )
     assert gate.returncode == 0, gate.stdout + gate.stderr
     report = (demo_run / "results/demo/report.html").read_text()
     assert (
@@ -300,10 +343,21 @@ def test_report_renders_in_a_real_browser(demo_run, tmp_path):
             "chromium is not installed (`make browser-deps` installs Debian chromium, as root)"
         )
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1280,5000",
-                    (demo_run / "results/demo/report.html").as_uri()],
-                   capture_output=True, timeout=180, check=True)  # fmt: skip
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1280,5000",
+            (demo_run / "results/demo/report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert img.shape[:2] == (5000, 1280)
     red = (img[..., 0] > 180) & (img[..., 1] < 90) & (img[..., 2] < 90)
@@ -335,8 +389,16 @@ def _planned_jobs(wf: Path, *config: str) -> dict[str, int]:
 
 def test_threshold_change_reruns_calibration_never_scoring(demo_run):
     jobs = _planned_jobs(demo_run, "threshold={'quantile': 0.9}")
-    assert jobs == {"calibrate": 6, "predict": 6, "metrics": 6, "leaderboard": 1, "report": 1,
-                    "register_run": 1, "all": 1, "total": 22}  # fmt: skip
+    assert jobs == {
+        "calibrate": 6,
+        "predict": 6,
+        "metrics": 6,
+        "leaderboard": 1,
+        "report": 1,
+        "register_run": 1,
+        "all": 1,
+        "total": 22,
+    }
     jobs = _planned_jobs(
         demo_run, "models={'patchcore': {'backend': 'patchcore', 'coreset_ratio': 0.2}}"
     )
@@ -360,10 +422,14 @@ def test_a_backbone_sweep_embeds_once_per_backbone_and_category(demo_run):
     """2 backbones x 2 layer sets x 3 models x 3 seeds: one backbone export and one embed job
     per new backbone and category (the run's own lite0 [2, 3] features are reused, not redone),
     each model variant trained on its backbone's features."""
-    sweep = ("backbone={'image_size': 128, 'name': ['tf_efficientnet_lite0', 'tf_efficientnet_lite1'], "
-             "'layers': [[2, 3], [2, 4]]}")  # fmt: skip
-    models = ("models={'knn': {'backend': 'knn', 'seeds': [0, 1, 2]}, 'patchcore': {'backend': 'patchcore', 'seeds': [0, 1, 2]},"
-              " 'padim': {'backend': 'padim', 'seeds': [0, 1, 2]}}")  # fmt: skip
+    sweep = (
+        "backbone={'image_size': 128, 'name': ['tf_efficientnet_lite0', 'tf_efficientnet_lite1'], "
+        "'layers': [[2, 3], [2, 4]]}"
+    )
+    models = (
+        "models={'knn': {'backend': 'knn', 'seeds': [0, 1, 2]}, 'patchcore': {'backend': 'patchcore', 'seeds': [0, 1, 2]},"
+        " 'padim': {'backend': 'padim', 'seeds': [0, 1, 2]}}"
+    )
     jobs = _planned_jobs(demo_run, sweep, models)
     assert jobs.get("backbone") == 3 and jobs.get("embed") == 3 * 2  # new backbones x categories
     assert jobs.get("train") == 4 * 3 * 3 * 2 and jobs.get("score") == 4 * 3 * 3 * 2
@@ -373,8 +439,9 @@ def test_a_backbone_sweep_embeds_once_per_backbone_and_category(demo_run):
     )
     assert sorted(embed_outputs) == sorted(
         (f"tf_efficientnet_lite{n}_L{la}_p3_s128", c)
-        for n, la in (("0", "24"), ("1", "23"), ("1", "24")) for c in ("bracket", "tile")
-    )  # fmt: skip
+        for n, la in (("0", "24"), ("1", "23"), ("1", "24"))
+        for c in ("bracket", "tile")
+    )
     trains = re.findall(
         r"rule train:\n\s+input: ([^\n]+)\n(?:.*\n)*?\s+wildcards: dataset=demo, model=(\S+), category=(\w+)",
         out,
@@ -389,8 +456,13 @@ def test_a_backbone_sweep_embeds_once_per_backbone_and_category(demo_run):
 
 
 def test_performance_settings_plan_no_job(demo_run):
-    out = snakemake(demo_run, "-n", "--config", "backbone={'image_size': 128, 'threads': 1, 'batch_size': 3, 'shard_size': 500, 'device': 'cpu'}",
-                    "preflight={'threads': 1}").stdout  # fmt: skip
+    out = snakemake(
+        demo_run,
+        "-n",
+        "--config",
+        "backbone={'image_size': 128, 'threads': 1, 'batch_size': 3, 'shard_size': 500, 'device': 'cpu'}",
+        "preflight={'threads': 1}",
+    ).stdout
     assert "Nothing to be done" in out, out[-2000:]
 
 
@@ -572,8 +644,10 @@ def test_indexed_patchcore_states_its_search_and_infer_reproduces_it(demo_run, t
     images = demo_run / "resources" / "demo" / "bracket" / "test"
     r = _infer("--infer-config", str(delivered), str(images), "--out", str(tmp_path / "p.jsonl"))
     assert r.returncode == 0, r.stderr
-    ours = {json.loads(x)["image_path"]: json.loads(x)["score"]
-            for x in (tmp_path / "p.jsonl").read_text().splitlines()}  # fmt: skip
+    ours = {
+        json.loads(x)["image_path"]: json.loads(x)["score"]
+        for x in (tmp_path / "p.jsonl").read_text().splitlines()
+    }
     pipeline = [
         json.loads(x) for x in (demo_run / rel / "predictions.jsonl").read_text().splitlines()
     ]
@@ -616,14 +690,22 @@ def test_whole_model_onnx_export_matches_the_delivered_model(demo_run, tmp_path)
     assert exportable == ["knn", "padim", "patchcore"]
     for name in exportable:
         d = demo_run / "results/demo/models" / name / "bracket"
-        rep = run_export_onnx(d / "infer_config.json", demo_run / "results/demo/standardized.parquet", "bracket",
-                              tmp_path / f"{name}.onnx", tmp_path / f"{name}.json", n_check=4)  # fmt: skip
+        rep = run_export_onnx(
+            d / "infer_config.json",
+            demo_run / "results/demo/standardized.parquet",
+            "bracket",
+            tmp_path / f"{name}.onnx",
+            tmp_path / f"{name}.json",
+            n_check=4,
+        )
         assert rep["passed"] and rep["max_relative_difference"] < 1e-3, (name, rep)
 
 
 def test_a_failing_model_does_not_stop_the_others(demo_run):
-    models = ("models={'broken': {'backend': 'anomalib', 'model': 'Padim', 'init': {'backbone': 'no_such_net'}},"
-              " 'knn5': {'backend': 'knn', 'k': 5}}")  # fmt: skip
+    models = (
+        "models={'broken': {'backend': 'anomalib', 'model': 'Padim', 'init': {'backbone': 'no_such_net'}},"
+        " 'knn5': {'backend': 'knn', 'k': 5}}"
+    )
     r = snakemake(demo_run, "--config", models, check=False)  # the default profile keeps going
     assert r.returncode != 0
     log = (demo_run / "logs/demo/train/broken-tile.log").read_text()
@@ -665,8 +747,12 @@ def test_battery_weld_quality_and_delivered_threshold(workflow_dir, battery_weld
     """
     weld_config(workflow_dir, battery_weld)
     snakemake(workflow_dir, "results/weld/report.html")
-    m = {name: json.loads((workflow_dir / f"results/weld/models/{name}/welding/metrics.json").read_text())
-         for name in MODELS}  # fmt: skip
+    m = {
+        name: json.loads(
+            (workflow_dir / f"results/weld/models/{name}/welding/metrics.json").read_text()
+        )
+        for name in MODELS
+    }
     for name, floor in (("knn", 0.95), ("patchcore", 0.90), ("padim", 0.83)):
         img = m[name]["image"]
         assert img["n_normal"] == 20 and img["n_anomaly"] == 65
@@ -703,9 +789,17 @@ def test_sharded_scoring_merges_into_the_same_predictions(tmp_path):
     """Embedding and scoring run one job per shard (`backbone.shard_size`); prediction merges the
     shards in the table's order. 22 images in shards of 6 (4 shards, one of training images only)
     must give the predictions of one shard."""
-    small = {"demo": {"categories": ["bracket"], "n_train": 12, "n_test_normal": 4,
-                      "n_test_per_defect": 2, "image_size": 64},
-             "backbone": {"image_size": 96}, "threshold": {"folds": 3}}  # fmt: skip
+    small = {
+        "demo": {
+            "categories": ["bracket"],
+            "n_train": 12,
+            "n_test_normal": 4,
+            "n_test_per_defect": 2,
+            "image_size": 64,
+        },
+        "backbone": {"image_size": 96},
+        "threshold": {"folds": 3},
+    }
     runs = {}
     for shard_size in (2000, 6):
         wf = copy_workflow(tmp_path / f"s{shard_size}")
@@ -756,8 +850,13 @@ def _kill_job_midway(
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--cores", "2"], cwd=wf,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *args, "--cores", "2"],
+        cwd=wf,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     killed, seen = False, {}
     while proc.poll() is None and not killed:
         for pid in _job_pids(rule):
@@ -790,8 +889,10 @@ def test_kill_9_in_embed_train_predict_then_rerun_gives_identical_files(tmp_path
     core kept busy by another process."""
     import time
 
-    small = {"demo": {"categories": ["bracket"], "n_test_normal": 4, "n_test_per_defect": 2},
-             "threshold": {"folds": 3}}  # fmt: skip
+    small = {
+        "demo": {"categories": ["bracket"], "n_test_normal": 4, "n_test_per_defect": 2},
+        "threshold": {"folds": 3},
+    }
     ref = copy_workflow(tmp_path / "ref")
     write_config(ref, **small)
     snakemake(ref)
@@ -805,9 +906,17 @@ def test_kill_9_in_embed_train_predict_then_rerun_gives_identical_files(tmp_path
     (shard,) = (ref / "results/demo/embeddings").glob("*/bracket/shard-000-of-001.safetensors")
     for rule, bench, target in (  # one job each: the one whose wall time was measured
         ("embed", "embed/*/bracket-000-of-001.tsv", str(shard.relative_to(ref))),
-        ("train", "train/patchcore-bracket.tsv", "results/demo/models/patchcore/bracket/checkpoint.safetensors"),
-        ("predict", "predict/padim-bracket.tsv", "results/demo/models/padim/bracket/predictions.jsonl"),
-    ):  # fmt: skip
+        (
+            "train",
+            "train/patchcore-bracket.tsv",
+            "results/demo/models/patchcore/bracket/checkpoint.safetensors",
+        ),
+        (
+            "predict",
+            "predict/padim-bracket.tsv",
+            "results/demo/models/padim/bracket/predictions.jsonl",
+        ),
+    ):
         # 40% of its uninterrupted time (which ran beside other jobs); at most 0.3 s for
         # predict, which alone takes about a second
         r = _kill_job_midway(
@@ -833,8 +942,11 @@ def test_kill_9_in_embed_train_predict_then_rerun_gives_identical_files(tmp_path
     snakemake(wf)
 
     def finals(root: Path) -> list[Path]:
-        return sorted(p.relative_to(root) for p in (root / "results/demo").rglob("*")
-                      if p.is_file() and p.suffix in (".safetensors", ".parquet", ".jsonl", ".json", ".png"))  # fmt: skip
+        return sorted(
+            p.relative_to(root)
+            for p in (root / "results/demo").rglob("*")
+            if p.is_file() and p.suffix in (".safetensors", ".parquet", ".jsonl", ".json", ".png")
+        )
 
     files = finals(ref)
     assert len(files) > 40 and finals(wf) == files  # no file more, none missing
@@ -844,9 +956,16 @@ def test_kill_9_in_embed_train_predict_then_rerun_gives_identical_files(tmp_path
         if (
             rel.suffix == ".parquet" and a != b
         ):  # tables holding absolute paths or times: by content
-            a, b = (json.dumps([{k: v for k, v in r.items() if k not in timed}
-                                for r in pq.read_table(root / rel).to_pylist()], default=str).encode()
-                    for root in (ref, wf))  # fmt: skip
+            a, b = (
+                json.dumps(
+                    [
+                        {k: v for k, v in r.items() if k not in timed}
+                        for r in pq.read_table(root / rel).to_pylist()
+                    ],
+                    default=str,
+                ).encode()
+                for root in (ref, wf)
+            )
         # absolute paths name the run folder
         a, b = a.replace(str(ref).encode(), b"<run>"), b.replace(str(wf).encode(), b"<run>")
         assert a == b, rel

@@ -117,8 +117,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
     write_predictions(records, out)
     n_an = sum(r.pred_label == "anomaly" for r in records)
     failed = [r for r in records if r.error is not None]
-    print(f"{len(records) - len(failed)} of {len(records)} images scored with {det.cfg.model_id}: {n_an} anomalous, "
-          f"{len(failed)} could not be read -> {out}")  # fmt: skip
+    print(
+        f"{len(records) - len(failed)} of {len(records)} images scored with {det.cfg.model_id}: {n_an} anomalous, "
+        f"{len(failed)} could not be read -> {out}"
+    )
     for r in failed[:5]:
         print(f"  {r.image_path}: {r.error}", file=sys.stderr)
     if failed and len(failed) == len(records):
@@ -140,8 +142,10 @@ def cmd_similar(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'#':>3}  {'distance':>8}  {'split':<5}  {'label':<7}  {'defect':<12}  image")
     for h in hits:
-        print(f"{h['rank']:>3}  {h['distance']:>8.4f}  {h['split'] or '-':<5}  {h['label'] or '-':<7}  "
-              f"{h['defect_type'] or '-':<12}  {h['image_path']}")  # fmt: skip
+        print(
+            f"{h['rank']:>3}  {h['distance']:>8.4f}  {h['split'] or '-':<5}  {h['label'] or '-':<7}  "
+            f"{h['defect_type'] or '-':<12}  {h['image_path']}"
+        )
     return EXIT_OK
 
 
@@ -163,10 +167,13 @@ def cmd_app(args: argparse.Namespace) -> int:
                 f"the FiftyOne database {db} holds no dataset {args.dataset!r} "
                 f"(it has {fo.list_datasets()}); run `snakemake fiftyone`"
             )
-        session = fo.launch_app(fo.load_dataset(args.dataset), remote=True, address=args.address,
-                                port=args.port)  # fmt: skip
-        print(f"FiftyOne App for {args.dataset!r}: http://{args.address}:{args.port}/  (Ctrl-C stops it)",
-              flush=True)  # fmt: skip
+        session = fo.launch_app(
+            fo.load_dataset(args.dataset), remote=True, address=args.address, port=args.port
+        )
+        print(
+            f"FiftyOne App for {args.dataset!r}: http://{args.address}:{args.port}/  (Ctrl-C stops it)",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             session.wait(-1)
     return EXIT_OK
@@ -177,13 +184,17 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     if args.action == "push":
         got = review.push(args.dataset, args.results)
-        print(f"Label Studio project {got['project']}: {got['imported']} tasks imported, "
-              f"{got['already_there']} already there")  # fmt: skip
+        print(
+            f"Label Studio project {got['project']}: {got['imported']} tasks imported, "
+            f"{got['already_there']} already there"
+        )
     else:
         out = args.out or Path("corrections") / f"{args.dataset}.jsonl"
         got = review.pull(args.dataset, out, args.results)
-        print(f"{got['corrections']} corrections from {got['annotated_tasks']} annotated tasks -> {out}\n"
-              f"add to the dataset's sources: - {{type: corrections, path: {out}}}")  # fmt: skip
+        print(
+            f"{got['corrections']} corrections from {got['annotated_tasks']} annotated tasks -> {out}\n"
+            f"add to the dataset's sources: - {{type: corrections, path: {out}}}"
+        )
     return EXIT_OK
 
 
@@ -201,8 +212,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"{'run':<24} {'time':<20} {'config':<12} {'commit':<11} rows  mean image AUROC")
         for s in summary:
             commit = (s["git_commit"] or "-") + ("*" if s["git_dirty"] else "")
-            print(f"{s['run_id']:<24} {s['time']:<20} {s['config_sha256']:<12} {commit:<11} "
-                  f"{s['rows']:>4}  {s['mean_image_auroc']}")  # fmt: skip
+            print(
+                f"{s['run_id']:<24} {s['time']:<20} {s['config_sha256']:<12} {commit:<11} "
+                f"{s['rows']:>4}  {s['mean_image_auroc']}"
+            )
         return EXIT_OK
     if args.action == "show":
         picked = runs.baseline_rows(args.runs[0] if args.runs else "latest", args.registry)
@@ -210,11 +223,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(json.dumps(picked, indent=2, default=str))
             return EXIT_OK
         r0 = picked[0]
-        print(f"run {r0['run_id']} at {r0['time']}, commit {r0['git_commit']}{' (dirty)' if r0['git_dirty'] else ''}, "
-              f"config {r0['config_sha256'][:12]}")  # fmt: skip
+        print(
+            f"run {r0['run_id']} at {r0['time']}, commit {r0['git_commit']}{' (dirty)' if r0['git_dirty'] else ''}, "
+            f"config {r0['config_sha256'][:12]}"
+        )
         for r in picked:
-            print(f"  {r['dataset']}/{r['category']}/{r['model']}: image AUROC {r['image_auroc']}, "
-                  f"F1 {r['f1']} (best {r['best_f1']}), pixel AUROC {r['pixel_auroc']}")  # fmt: skip
+            print(
+                f"  {r['dataset']}/{r['category']}/{r['model']}: image AUROC {r['image_auroc']}, "
+                f"F1 {r['f1']} (best {r['best_f1']}), pixel AUROC {r['pixel_auroc']}"
+            )
         return EXIT_OK
     if len(args.runs) != 2:
         raise DefectflowError(
@@ -248,8 +265,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
     base = runs.baseline_rows(args.baseline, args.registry)
     failed = runs.gate(current, base, args.metric, args.max_drop)
     if args.json:
-        print(json.dumps({"passed": not failed, "metric": args.metric, "max_drop": args.max_drop,
-                          "failed": failed}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "passed": not failed,
+                    "metric": args.metric,
+                    "max_drop": args.max_drop,
+                    "failed": failed,
+                },
+                indent=2,
+            )
+        )
     elif failed:
         print(
             f"gate FAILED: {len(failed)} of {len(base)} results dropped {args.metric} by more than {args.max_drop}:"
@@ -279,8 +305,10 @@ def cmd_seal(args: argparse.Namespace) -> int:
         )
         print(f"{f}: {what}")
         if t is not old.threshold:
-            print(f"  threshold {old.threshold.low + old.threshold.spread:.6g} -> {t.value:.6g}: normalized "
-                  f"scores follow (0.5 at {t.value:.6g}, 0 at {t.low:.6g})")  # fmt: skip
+            print(
+                f"  threshold {old.threshold.low + old.threshold.spread:.6g} -> {t.value:.6g}: normalized "
+                f"scores follow (0.5 at {t.value:.6g}, 0 at {t.low:.6g})"
+            )
     return EXIT_OK
 
 
@@ -399,8 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
         "gate",
         help="exit 1 when a metric dropped against a baseline run or leaderboard file (a CI step)",
     )
-    s.add_argument("--baseline", required=True,
-                   help="run id (prefix, latest, previous) or a leaderboard .parquet/.csv")  # fmt: skip
+    s.add_argument(
+        "--baseline",
+        required=True,
+        help="run id (prefix, latest, previous) or a leaderboard .parquet/.csv",
+    )
     s.add_argument("--current", default="latest", help="run to check (default: the latest)")
     s.add_argument("--metric", default="image_auroc")
     s.add_argument("--max-drop", type=float, default=0.01, help="tolerated drop (default 0.01)")

@@ -38,21 +38,27 @@ class SplitConfig(_Strict):
     """How images without a split are assigned (deterministic, group-aware)."""
 
     val_fraction: float = Field(
-        default=0.0, ge=0.0, lt=1.0,
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
         description="share of normal training images moved to `val` when a category has none (val is held out: "
         "never fitted, scored by the delivered model for calibration)",
-    )  # fmt: skip
+    )
     val_from_test: float = Field(
-        default=0.3, ge=0.0, lt=1.0,
+        default=0.3,
+        ge=0.0,
+        lt=1.0,
         description="share of a category's test images (normal and anomalous alike, per defect type, whole groups) "
         "moved to `val` when its val split holds no anomaly, so the threshold is chosen on held-out labelled images "
         "(anomalib's default validation split is carved from test the same way); test metrics rest on the rest. "
         "0: the test split stays whole and the threshold rests on cross-fitted training normals",
-    )  # fmt: skip
+    )
     test_fraction: float = Field(
-        default=0.2, ge=0.0, lt=1.0,
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
         description="share of normal images with no split that go to `test` (anomalies with no split always go to `test`)",
-    )  # fmt: skip
+    )
     seed: int = Field(default=0, description="seed of the split hash")
 
 
@@ -95,13 +101,16 @@ class PreflightConfig(_Strict):
         description="`header`: read headers only; `full`: also decode every image and mask",
     )
     threads: int = Field(
-        default=4, ge=1,
+        default=4,
+        ge=1,
         description="processes for file inspection (Snakemake caps it at --cores; performance only: no rerun)",
-    )  # fmt: skip
+    )
     near_duplicate_distance: int = Field(
-        default=4, ge=-1, le=64,
+        default=4,
+        ge=-1,
+        le=64,
         description="max Hamming distance of the 256-bit dHash that counts as a near-duplicate across splits (-1 disables)",
-    )  # fmt: skip
+    )
     min_train_images: int = Field(
         default=10, ge=0, description="fewer normal training images than this is a warning"
     )
@@ -266,14 +275,18 @@ class ThresholdConfig(_Strict):
         "out-of-fold scores of every training normal (cross-fitting) and val normals",
     )
     quantile: float = Field(
-        default=0.95, gt=0, lt=1,
+        default=0.95,
+        gt=0,
+        lt=1,
         description="normal_quantile: quantile of the out-of-fold normal scores (1 - target false-positive rate)",
-    )  # fmt: skip
+    )
     value: float | None = Field(default=None, description="fixed: the raw score threshold")
     folds: int = Field(
-        default=5, ge=2, le=50,
+        default=5,
+        ge=2,
+        le=50,
         description="cross-fit folds over the train normals (fit on k-1, score the held-out fold)",
-    )  # fmt: skip
+    )
     min_anomalies: int = Field(
         default=3, ge=1, description="auto: val anomalies needed to use f1_optimal"
     )
@@ -433,23 +446,43 @@ class Config(_Strict):
                 key = ["datasets", name, "sources", i]
                 full = Path(base) / path
                 if not full.exists():
-                    problems.append((key + ["path"], f"{path} does not exist (looked for "
-                                     f"{full.resolve()}); fix the path or set `enabled: false` on "
-                                     f"dataset {name!r}"))  # fmt: skip
+                    problems.append(
+                        (
+                            key + ["path"],
+                            f"{path} does not exist (looked for "
+                            f"{full.resolve()}); fix the path or set `enabled: false` on "
+                            f"dataset {name!r}",
+                        )
+                    )
                 elif src.type == "coco" and not (Path(base) / src.labels).is_file():
-                    problems.append((key + ["labels"], f"{src.labels} does not exist (looked for "
-                                     f"{(Path(base) / src.labels).resolve()})"))  # fmt: skip
+                    problems.append(
+                        (
+                            key + ["labels"],
+                            f"{src.labels} does not exist (looked for "
+                            f"{(Path(base) / src.labels).resolve()})",
+                        )
+                    )
                 elif src.type == "manifest" and not full.is_file():
-                    problems.append((key + ["path"], f"{path} is a folder; a manifest source names "
-                                     "a file (use type: mvtec or folder for a folder of images)"))  # fmt: skip
+                    problems.append(
+                        (
+                            key + ["path"],
+                            f"{path} is a folder; a manifest source names "
+                            "a file (use type: mvtec or folder for a folder of images)",
+                        )
+                    )
         for bb in self.backbones.values():
             if (
                 bb.weights not in ("builtin", "pretrained")
                 and not (Path(base) / bb.weights).is_file()
             ):
-                problems.append((["backbone", "weights"], f"weights file {bb.weights} does not exist "
-                                 f"(looked for {(Path(base) / bb.weights).resolve()}); give a "
-                                 ".safetensors/.pth state dict, `builtin` or `pretrained`"))  # fmt: skip
+                problems.append(
+                    (
+                        ["backbone", "weights"],
+                        f"weights file {bb.weights} does not exist "
+                        f"(looked for {(Path(base) / bb.weights).resolve()}); give a "
+                        ".safetensors/.pth state dict, `builtin` or `pretrained`",
+                    )
+                )
         return list({text: (k, text) for k, text in problems}.values())
 
     def missing_sources(self, base: str | Path = ".") -> list[str]:
@@ -537,9 +570,13 @@ def _describe(err: dict[str, Any]) -> tuple[list[Any], str]:
         key = str(ctx.get("discriminator", "type")).strip("'")
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
         if err["type"] == "union_tag_not_found":
-            kinds = list(REGISTRY) if key == "backend" else [
-                typing.get_args(m.model_fields["type"].annotation)[0] for m in _members(Source)
-            ]  # fmt: skip
+            kinds = (
+                list(REGISTRY)
+                if key == "backend"
+                else [
+                    typing.get_args(m.model_fields["type"].annotation)[0] for m in _members(Source)
+                ]
+            )
             return path, f"{loc}: needs `{key}:`, one of {', '.join(kinds)}"
         close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.6)
         hint = f"; did you mean `{close[0]}`?" if close else ""
@@ -605,8 +642,10 @@ def cross_backbones(models: dict[str, Any], variants: dict[str, str]) -> dict[st
             continue
         for label, bid in variants.items():
             out[f"{name}{label}"] = {
-                **entry, "backbone_variant": bid, "variant_of": entry.get("variant_of") or name
-            }  # fmt: skip
+                **entry,
+                "backbone_variant": bid,
+                "variant_of": entry.get("variant_of") or name,
+            }
     return out
 
 
@@ -622,8 +661,13 @@ def expand_sweeps(models: dict[str, Any]) -> dict[str, Any]:
             out[name] = entry  # validation reports it
             continue
         fields = REGISTRY[entry["backend"]].params.model_fields
-        swept = {k: v for k, v in entry.items() if isinstance(v, list) and k in fields
-                 and typing.get_origin(fields[k].annotation) is not list}  # fmt: skip
+        swept = {
+            k: v
+            for k, v in entry.items()
+            if isinstance(v, list)
+            and k in fields
+            and typing.get_origin(fields[k].annotation) is not list
+        }
         seeds = entry.get("seeds")
         if not swept and seeds is None:
             out[name] = entry
@@ -680,8 +724,9 @@ def _defined_in(path: list[Any], files: list[tuple[str, Any]]) -> str | None:
     return best
 
 
-def parse_config(data: dict[str, Any] | None, where: str = "config",
-                 files: list[tuple[str, Any]] | None = None) -> Config:  # fmt: skip
+def parse_config(
+    data: dict[str, Any] | None, where: str = "config", files: list[tuple[str, Any]] | None = None
+) -> Config:
     """Validate a config mapping (sweeps expanded into model variants). Raises
     :class:`ConfigError` naming each bad key once, the file that sets it (``files``: name and
     content of the YAML files the mapping was merged from), the value given and what is allowed
@@ -708,7 +753,9 @@ def parse_config(data: dict[str, Any] | None, where: str = "config",
         raise ConfigError("\n".join(parts)) from None
 
 
-def parse_workflow_config(data: dict[str, Any], configfiles: list[Any], overrides: list[Any] = ()) -> Config:  # fmt: skip
+def parse_workflow_config(
+    data: dict[str, Any], configfiles: list[Any], overrides: list[Any] = ()
+) -> Config:
     """The config Snakemake merged from ``configfiles`` (and ``--config``): each file is read
     again to refuse a key written twice (YAML keeps the last silently) and to name, in each
     error, the file that sets the bad key. ``overrides``: the ``--configfile`` files, which take

@@ -28,8 +28,10 @@ def resolve(name: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     if name == "cuda":
-        raise ModelError("backbone.device is cuda, but torch sees no CUDA device "
-                         "(torch.cuda.is_available() is False); use auto or cpu")  # fmt: skip
+        raise ModelError(
+            "backbone.device is cuda, but torch sees no CUDA device "
+            "(torch.cuda.is_available() is False); use auto or cpu"
+        )
     return "cpu"
 
 

@@ -125,10 +125,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             line = key_node.start_mark.line + 1
             if first is not None:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is written twice (lines {first} and {line}); "
+                    None,
+                    None,
+                    f"key {key!r} is written twice (lines {first} and {line}); "
                     "the second would replace the first: merge them or rename one",
                     key_node.start_mark,
-                )  # fmt: skip
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 

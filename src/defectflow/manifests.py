@@ -20,15 +20,34 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 #: defectflow field -> column names recognised in third-party manifests (first match wins,
 #: case-insensitive). A source's ``fields:`` mapping takes precedence.
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "image_path": ("image_path", "image", "filename", "file_name", "file", "path", "img", "img_path", "filepath", "image_file"),
+    "image_path": (
+        "image_path",
+        "image",
+        "filename",
+        "file_name",
+        "file",
+        "path",
+        "img",
+        "img_path",
+        "filepath",
+        "image_file",
+    ),
     "category": ("category", "clsname", "class_name", "object", "cls", "product", "class"),
     "split": ("split", "subset", "set", "phase"),
     "label": ("label", "is_anomaly", "anomaly", "target", "gt_label", "status"),
-    "mask_path": ("mask_path", "mask", "maskname", "mask_name", "mask_file", "gt_mask", "ground_truth"),
+    "mask_path": (
+        "mask_path",
+        "mask",
+        "maskname",
+        "mask_name",
+        "mask_file",
+        "gt_mask",
+        "ground_truth",
+    ),
     "defect_type": ("defect_type", "label_name", "defect", "anomaly_type", "defect_class", "type"),
     "group_id": ("group_id", "group", "part_id", "serial", "sample_id"),
     "meta": ("meta",),
-}  # fmt: skip
+}
 
 
 def resolve(base: Path, value: str | None) -> str | None:
@@ -127,8 +146,9 @@ def iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 if not isinstance(obj, dict):
                     raise ManifestError(
                         f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}",
-                        file=str(path), line=lineno,
-                    )  # fmt: skip
+                        file=str(path),
+                        line=lineno,
+                    )
                 yield lineno, obj
         elif fmt == "csv":
             with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -184,8 +204,11 @@ def _json_array(path: Path, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"{where} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
-                            file=str(path), line=exc.lineno) from None  # fmt: skip
+        raise ManifestError(
+            f"{where} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
+            file=str(path),
+            line=exc.lineno,
+        ) from None
     for i, obj in enumerate(data, start=1):
         if not isinstance(obj, dict):
             raise ManifestError(
@@ -217,6 +240,9 @@ def image_rows(path: Path) -> Iterator[dict[str, Any]]:
         if image is None:
             continue
         label = normalize_label(row.get(cmap["label"])) if "label" in cmap else None
-        yield {"image_path": image, "label": label,
-               "defect_type": row.get(cmap["defect_type"]) if "defect_type" in cmap else None,
-               "category": row.get(cmap["category"]) if "category" in cmap else None}  # fmt: skip
+        yield {
+            "image_path": image,
+            "label": label,
+            "defect_type": row.get(cmap["defect_type"]) if "defect_type" in cmap else None,
+            "category": row.get(cmap["category"]) if "category" in cmap else None,
+        }

@@ -28,18 +28,37 @@ class Severity(StrEnum):
 
 
 SPLIT_ALIASES: dict[str, Split] = {
-    "train": Split.TRAIN, "training": Split.TRAIN,
-    "val": Split.VAL, "valid": Split.VAL, "validation": Split.VAL, "calibration": Split.VAL,
-    "test": Split.TEST, "testing": Split.TEST, "eval": Split.TEST,
-}  # fmt: skip
+    "train": Split.TRAIN,
+    "training": Split.TRAIN,
+    "val": Split.VAL,
+    "valid": Split.VAL,
+    "validation": Split.VAL,
+    "calibration": Split.VAL,
+    "test": Split.TEST,
+    "testing": Split.TEST,
+    "eval": Split.TEST,
+}
 
 LABEL_ALIASES: dict[str, Label] = {
-    "normal": Label.NORMAL, "good": Label.NORMAL, "ok": Label.NORMAL, "0": Label.NORMAL,
-    "false": Label.NORMAL, "pass": Label.NORMAL, "nominal": Label.NORMAL,
-    "anomaly": Label.ANOMALY, "anomalous": Label.ANOMALY, "abnormal": Label.ANOMALY,
-    "defect": Label.ANOMALY, "defective": Label.ANOMALY, "bad": Label.ANOMALY, "ng": Label.ANOMALY,
-    "nok": Label.ANOMALY, "1": Label.ANOMALY, "true": Label.ANOMALY, "fail": Label.ANOMALY,
-}  # fmt: skip
+    "normal": Label.NORMAL,
+    "good": Label.NORMAL,
+    "ok": Label.NORMAL,
+    "0": Label.NORMAL,
+    "false": Label.NORMAL,
+    "pass": Label.NORMAL,
+    "nominal": Label.NORMAL,
+    "anomaly": Label.ANOMALY,
+    "anomalous": Label.ANOMALY,
+    "abnormal": Label.ANOMALY,
+    "defect": Label.ANOMALY,
+    "defective": Label.ANOMALY,
+    "bad": Label.ANOMALY,
+    "ng": Label.ANOMALY,
+    "nok": Label.ANOMALY,
+    "1": Label.ANOMALY,
+    "true": Label.ANOMALY,
+    "fail": Label.ANOMALY,
+}
 
 
 def _norm(value: Any) -> str | None:

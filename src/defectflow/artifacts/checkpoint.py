@@ -45,8 +45,11 @@ def save_checkpoint(backend: Any, path: str | Path) -> None:
 
     from defectflow import device
 
-    meta = {"params": backend.params.model_dump(mode="json"), "extra": backend.extra_meta(),
-            "device": device.current()}  # fmt: skip
+    meta = {
+        "params": backend.params.model_dump(mode="json"),
+        "extra": backend.extra_meta(),
+        "device": device.current(),
+    }
     arrays = {k: np.ascontiguousarray(v) for k, v in backend.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})

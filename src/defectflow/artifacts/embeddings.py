@@ -21,28 +21,41 @@ def shard_name(shard: int, n_shards: int) -> str:
     return f"shard-{shard:03d}-of-{n_shards:03d}"
 
 
-def write_shard(patch: np.ndarray, image: np.ndarray, rows: list[dict[str, Any]], meta: dict[str, Any],
-                out_patches: str | Path, out_images: str | Path) -> None:  # fmt: skip
+def write_shard(
+    patch: np.ndarray,
+    image: np.ndarray,
+    rows: list[dict[str, Any]],
+    meta: dict[str, Any],
+    out_patches: str | Path,
+    out_images: str | Path,
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
     from safetensors.numpy import save_file
 
     ids = [r["image_id"] for r in rows]
-    full = dict(meta, image_ids=ids, splits=[r["split"] for r in rows],
-                labels=[r["label"] for r in rows])  # fmt: skip
+    full = dict(
+        meta, image_ids=ids, splits=[r["split"] for r in rows], labels=[r["label"] for r in rows]
+    )
     with atomic_path(out_patches) as tmp:
         save_file(
-            {"patch": np.ascontiguousarray(patch, np.float16),
-             "embedding": np.ascontiguousarray(image, np.float32)},
-            str(tmp), metadata={META_KEY: json.dumps(full, sort_keys=True)},
-        )  # fmt: skip
-    tbl = pa.table({
-        "image_id": pa.array(ids, pa.string()),
-        "split": pa.array(full["splits"], pa.string()),
-        "label": pa.array(full["labels"], pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(
-            pa.array(np.ascontiguousarray(image, np.float32).ravel()), image.shape[1]),
-    })  # fmt: skip
+            {
+                "patch": np.ascontiguousarray(patch, np.float16),
+                "embedding": np.ascontiguousarray(image, np.float32),
+            },
+            str(tmp),
+            metadata={META_KEY: json.dumps(full, sort_keys=True)},
+        )
+    tbl = pa.table(
+        {
+            "image_id": pa.array(ids, pa.string()),
+            "split": pa.array(full["splits"], pa.string()),
+            "label": pa.array(full["labels"], pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.ascontiguousarray(image, np.float32).ravel()), image.shape[1]
+            ),
+        }
+    )
     with atomic_path(out_images) as tmp:
         pq.write_table(tbl, tmp)
 
@@ -67,9 +80,13 @@ def shard_shapes(path: str | Path) -> tuple[list[int], int]:
         )
 
 
-def load_features(files: list[str | Path], splits: tuple[str, ...] | None = None,
-                  labels: tuple[str | None, ...] | None = None, ids: set[str] | None = None,
-                  patches: bool = True):  # fmt: skip
+def load_features(
+    files: list[str | Path],
+    splits: tuple[str, ...] | None = None,
+    labels: tuple[str | None, ...] | None = None,
+    ids: set[str] | None = None,
+    patches: bool = True,
+):
     """Concatenate shards, keeping rows of the given splits (and labels, and ``ids``). Returns
     (:class:`~defectflow.models.backends.base.Features`, per-row splits, per-row labels, metadata).
 
@@ -84,10 +101,14 @@ def load_features(files: list[str | Path], splits: tuple[str, ...] | None = None
     for f in sorted(map(str, files)):
         meta = shard_meta(f)
         keep = [
-            i for i, (iid, s, la) in enumerate(zip(meta["image_ids"], meta["splits"], meta["labels"], strict=True))
-            if (splits is None or s in splits) and (labels is None or la in labels)
+            i
+            for i, (iid, s, la) in enumerate(
+                zip(meta["image_ids"], meta["splits"], meta["labels"], strict=True)
+            )
+            if (splits is None or s in splits)
+            and (labels is None or la in labels)
             and (ids is None or iid in ids)
-        ]  # fmt: skip
+        ]
         if keep:
             plan.append((f, keep, meta))
     n = sum(len(k) for _, k, _ in plan)

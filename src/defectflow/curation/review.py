@@ -63,8 +63,10 @@ def local_files_url(path: str, document_root: str) -> str:
     """Label Studio's URL of a local file under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT."""
     rel = os.path.relpath(Path(path).resolve(), Path(document_root).resolve())
     if rel.startswith(".."):
-        raise ReviewError(f"{path} is not under the document root {document_root} "
-                          "(review.document_root); Label Studio can only serve files under it")  # fmt: skip
+        raise ReviewError(
+            f"{path} is not under the document root {document_root} "
+            "(review.document_root); Label Studio can only serve files under it"
+        )
     return "/data/local-files/?d=" + urllib.parse.quote(rel, safe="/")
 
 
@@ -86,30 +88,69 @@ def _best_models(metrics: list[str]) -> dict[str, str]:
 def _prediction_result(rec: Any, norm_map: np.ndarray | None, w: int, h: int) -> list[dict]:
     from PIL import Image
 
-    out: list[dict] = [{"from_name": "verdict", "to_name": "image", "type": "choices",
-                        "value": {"choices": [rec.pred_label]}}]  # fmt: skip
+    out: list[dict] = [
+        {
+            "from_name": "verdict",
+            "to_name": "image",
+            "type": "choices",
+            "value": {"choices": [rec.pred_label]},
+        }
+    ]
     for i, r in enumerate(rec.regions):
-        out.append({"id": f"box{i}", "from_name": "box", "to_name": "image", "type": "rectanglelabels",
-                    "original_width": w, "original_height": h, "image_rotation": 0,
-                    "value": {"x": 100 * r.x0 / w, "y": 100 * r.y0 / h, "width": 100 * (r.x1 - r.x0) / w,
-                              "height": 100 * (r.y1 - r.y0) / h, "rotation": 0,
-                              "rectanglelabels": ["defect"]}})  # fmt: skip
+        out.append(
+            {
+                "id": f"box{i}",
+                "from_name": "box",
+                "to_name": "image",
+                "type": "rectanglelabels",
+                "original_width": w,
+                "original_height": h,
+                "image_rotation": 0,
+                "value": {
+                    "x": 100 * r.x0 / w,
+                    "y": 100 * r.y0 / h,
+                    "width": 100 * (r.x1 - r.x0) / w,
+                    "height": 100 * (r.y1 - r.y0) / h,
+                    "rotation": 0,
+                    "rectanglelabels": ["defect"],
+                },
+            }
+        )
     if norm_map is not None:
         m = Image.fromarray(((norm_map >= 0.5) * 255).astype(np.uint8)).resize(
             (w, h), Image.NEAREST
         )
         mask = np.asarray(m, np.uint8)
         if mask.any():
-            out.append({"id": "mask0", "from_name": "mask", "to_name": "image", "type": "brushlabels",
-                        "original_width": w, "original_height": h, "image_rotation": 0,
-                        "value": {"format": "rle", "rle": _sdk_brush().mask2rle(mask),
-                                  "brushlabels": ["defect"]}})  # fmt: skip
+            out.append(
+                {
+                    "id": "mask0",
+                    "from_name": "mask",
+                    "to_name": "image",
+                    "type": "brushlabels",
+                    "original_width": w,
+                    "original_height": h,
+                    "image_rotation": 0,
+                    "value": {
+                        "format": "rle",
+                        "rle": _sdk_brush().mask2rle(mask),
+                        "brushlabels": ["defect"],
+                    },
+                }
+            )
     return out
 
 
-def build_tasks(dataset: str, table: str | Path, preflight: str | Path,
-                models: dict[str, list[dict[str, Any]]], metrics: list[str], document_root: str,
-                margin: float = 0.1, max_tasks: int = 200) -> list[dict[str, Any]]:  # fmt: skip
+def build_tasks(
+    dataset: str,
+    table: str | Path,
+    preflight: str | Path,
+    models: dict[str, list[dict[str, Any]]],
+    metrics: list[str],
+    document_root: str,
+    margin: float = 0.1,
+    max_tasks: int = 200,
+) -> list[dict[str, Any]]:
     from defectflow.artifacts.infer_config import normalize, read_infer_config
     from defectflow.artifacts.predictions import read_predictions
     from defectflow.artifacts.scores import read_maps
@@ -151,25 +192,50 @@ def build_tasks(dataset: str, table: str | Path, preflight: str | Path,
                 r = rows[rec.image_id]
                 nm = normalize(maps[rec.image_id], cfg.threshold) if rec.image_id in maps else None
                 picked[rec.image_id] = {
-                    "data": {"image": local_files_url(r["image_path"], document_root),
-                             "image_id": rec.image_id, "image_path": r["image_path"], "dataset": dataset,
-                             "category": r["category"], "split": r["split"], "label": r["label"],
-                             "defect_type": r["defect_type"], "model": model, "score": rec.normalized_score,
-                             "reasons": ", ".join(reasons + codes)},
-                    "predictions": [{"model_version": cfg.model_id, "score": rec.normalized_score,
-                                     "result": _prediction_result(rec, nm, r["width"], r["height"])}],
-                    "_rank": (min(order[x] for x in reasons), abs(rec.normalized_score - 0.5), rec.image_id),
-                }  # fmt: skip
+                    "data": {
+                        "image": local_files_url(r["image_path"], document_root),
+                        "image_id": rec.image_id,
+                        "image_path": r["image_path"],
+                        "dataset": dataset,
+                        "category": r["category"],
+                        "split": r["split"],
+                        "label": r["label"],
+                        "defect_type": r["defect_type"],
+                        "model": model,
+                        "score": rec.normalized_score,
+                        "reasons": ", ".join(reasons + codes),
+                    },
+                    "predictions": [
+                        {
+                            "model_version": cfg.model_id,
+                            "score": rec.normalized_score,
+                            "result": _prediction_result(rec, nm, r["width"], r["height"]),
+                        }
+                    ],
+                    "_rank": (
+                        min(order[x] for x in reasons),
+                        abs(rec.normalized_score - 0.5),
+                        rec.image_id,
+                    ),
+                }
     tasks = sorted(picked.values(), key=lambda t: t["_rank"])
     for t in tasks:
         del t["_rank"]
     return tasks[:max_tasks]
 
 
-def run_review_tasks(dataset: str, table: str | Path, preflight: str | Path,
-                     models: dict[str, list[dict[str, Any]]], metrics: list[str], document_root: str,
-                     margin: float, max_tasks: int, out_tasks: str | Path,
-                     out_config: str | Path) -> int:  # fmt: skip
+def run_review_tasks(
+    dataset: str,
+    table: str | Path,
+    preflight: str | Path,
+    models: dict[str, list[dict[str, Any]]],
+    metrics: list[str],
+    document_root: str,
+    margin: float,
+    max_tasks: int,
+    out_tasks: str | Path,
+    out_config: str | Path,
+) -> int:
     """Snakemake entry point."""
     tasks = build_tasks(
         dataset, table, preflight, models, metrics, document_root, margin, max_tasks
@@ -206,8 +272,10 @@ class LabelStudio:
                 "set LABEL_STUDIO_URL to your Label Studio (e.g. http://127.0.0.1:8080)"
             )
         if not self._token:
-            raise ReviewError("set LABEL_STUDIO_API_KEY to your Personal Access Token (Label "
-                              "Studio: Account & Settings > Personal Access Token)")  # fmt: skip
+            raise ReviewError(
+                "set LABEL_STUDIO_API_KEY to your Personal Access Token (Label "
+                "Studio: Account & Settings > Personal Access Token)"
+            )
 
     @property
     def personal(self) -> bool:
@@ -217,10 +285,14 @@ class LabelStudio:
         if self.personal:
             why = "the Personal Access Token was refused (revoked, expired, or of another server)"
         else:
-            why = ("the legacy token was refused: Label Studio 1.18+ turns legacy tokens off by "
-                   "default; create a Personal Access Token (Account & Settings) and use that")  # fmt: skip
-        return ReviewError(f"Label Studio at {self.url}: {why} (HTTP {code}); set "
-                           "LABEL_STUDIO_API_KEY to a valid token")  # fmt: skip
+            why = (
+                "the legacy token was refused: Label Studio 1.18+ turns legacy tokens off by "
+                "default; create a Personal Access Token (Account & Settings) and use that"
+            )
+        return ReviewError(
+            f"Label Studio at {self.url}: {why} (HTTP {code}); set "
+            "LABEL_STUDIO_API_KEY to a valid token"
+        )
 
     def _refresh(self) -> str:
         """A fresh access token for the Personal Access Token."""
@@ -230,8 +302,10 @@ class LabelStudio:
             raise self._refused(exc.code) from None
         access = got.get("access") if isinstance(got, dict) else None
         if not access:
-            raise ReviewError(f"Label Studio at {self.url} gave no access token for the Personal "
-                              "Access Token; is it Label Studio 1.18 or later?")  # fmt: skip
+            raise ReviewError(
+                f"Label Studio at {self.url} gave no access token for the Personal "
+                "Access Token; is it Label Studio 1.18 or later?"
+            )
         self._access = access
         return access
 
@@ -248,8 +322,10 @@ class LabelStudio:
             raise
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ReviewError(f"Label Studio at {self.url} does not answer ({reason}); start it, "
-                              "or set LABEL_STUDIO_URL") from None  # fmt: skip
+            raise ReviewError(
+                f"Label Studio at {self.url} does not answer ({reason}); start it, "
+                "or set LABEL_STUDIO_URL"
+            ) from None
         return json.loads(raw) if raw else None
 
     def auth_header(self) -> str:
@@ -268,8 +344,10 @@ class LabelStudio:
                 if exc.code in (401, 403):
                     raise self._refused(exc.code) from None
                 detail = exc.read()[:300].decode(errors="replace")
-                raise ReviewError(f"Label Studio at {self.url}: {method} {path.split('?')[0]} failed "
-                                  f"(HTTP {exc.code}): {detail}") from None  # fmt: skip
+                raise ReviewError(
+                    f"Label Studio at {self.url}: {method} {path.split('?')[0]} failed "
+                    f"(HTTP {exc.code}): {detail}"
+                ) from None
         raise AssertionError("unreachable")
 
     def tasks(self, project: int) -> list[dict[str, Any]]:
@@ -296,8 +374,17 @@ def _ensure_local_storage(ls: LabelStudio, project: int, paths: list[str]) -> No
     have = ls.call("GET", f"/api/storages/localfiles?project={project}") or []
     if any(root.startswith(str(st.get("path", "")).rstrip("/") or "/") for st in have):
         return
-    ls.call("POST", "/api/storages/localfiles", {"project": project, "path": root, "title": "defectflow images",
-                                                  "use_blob_urls": False, "regex_filter": "^$"})  # fmt: skip
+    ls.call(
+        "POST",
+        "/api/storages/localfiles",
+        {
+            "project": project,
+            "path": root,
+            "title": "defectflow images",
+            "use_blob_urls": False,
+            "regex_filter": "^$",
+        },
+    )
 
 
 def push(dataset: str, results: str | Path = "results", client: LabelStudio | None = None) -> dict:
@@ -352,8 +439,12 @@ def _mask_from(result: list[dict], w: int, h: int) -> np.ndarray | None:
     return mask if found else None
 
 
-def pull(dataset: str, out: str | Path, results: str | Path = "results",
-         client: LabelStudio | None = None) -> dict:  # fmt: skip
+def pull(
+    dataset: str,
+    out: str | Path,
+    results: str | Path = "results",
+    client: LabelStudio | None = None,
+) -> dict:
     """Export the project and write the completed annotations as a corrections file (JSON Lines:
     image_path, label, mask_path, defect_type), masks beside it in ``<out stem>_masks/``.
     Nothing is written unless every annotated task is one of this dataset's images."""
@@ -391,9 +482,11 @@ def pull(dataset: str, out: str | Path, results: str | Path = "results",
             (task, max(anns, key=lambda a: a.get("updated_at") or a.get("created_at") or ""))
         )
     if foreign:
-        raise ReviewError(f"the export of project {state['id']} holds {len(foreign)} annotated tasks "
-                          f"that are not images of dataset {dataset!r} (e.g. {foreign[0]}); is this "
-                          "another project's export? Nothing was written")  # fmt: skip
+        raise ReviewError(
+            f"the export of project {state['id']} holds {len(foreign)} annotated tasks "
+            f"that are not images of dataset {dataset!r} (e.g. {foreign[0]}); is this "
+            "another project's export? Nothing was written"
+        )
     out = Path(out)
     mask_dir = out.with_name(out.stem + "_masks")
     records = []
@@ -404,9 +497,14 @@ def pull(dataset: str, out: str | Path, results: str | Path = "results",
         )
         if verdict not in ("normal", "anomaly"):
             continue
-        rec = {"image_path": r["image_path"], "label": verdict, "mask_path": None,
-               "defect_type": None if verdict == "normal" else (r["defect_type"] or "reviewed"),
-               "reviewed_by": ann.get("completed_by"), "task": task.get("id")}  # fmt: skip
+        rec = {
+            "image_path": r["image_path"],
+            "label": verdict,
+            "mask_path": None,
+            "defect_type": None if verdict == "normal" else (r["defect_type"] or "reviewed"),
+            "reviewed_by": ann.get("completed_by"),
+            "task": task.get("id"),
+        }
         mask = _mask_from(ann["result"], r["width"], r["height"]) if verdict == "anomaly" else None
         if mask is not None:
             path = mask_dir / f"{r['image_id']}.png"

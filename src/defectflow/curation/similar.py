@@ -25,9 +25,15 @@ def _backbone_for(results: Path, onnx_sha256: str) -> tuple[Path, Any]:
     )
 
 
-def find_similar(image: str | Path, dataset: str, results: str | Path = "results",
-                 category: str | None = None, k: int = 10, threads: int = 2,
-                 backbone: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def find_similar(
+    image: str | Path,
+    dataset: str,
+    results: str | Path = "results",
+    category: str | None = None,
+    k: int = 10,
+    threads: int = 2,
+    backbone: str | None = None,
+) -> list[dict[str, Any]]:
     """The ``k`` stored images nearest to ``image`` (all splits), nearest first. ``backbone``:
     which backbone's embeddings (``results/{dataset}/embeddings/{backbone}``); needed only when
     a sweep made several."""
@@ -74,8 +80,13 @@ def find_similar(image: str | Path, dataset: str, results: str | Path = "results
         ids += t["image_id"].to_pylist()
         vecs.append(np.stack(t["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32))
     onnx, card = _backbone_for(results, sha)
-    _, q = extract(OnnxBackbone(onnx, threads=threads), [str(image)],
-                   PreprocessSpec.model_validate(card.preprocess), 1, desc="embed query")  # fmt: skip
+    _, q = extract(
+        OnnxBackbone(onnx, threads=threads),
+        [str(image)],
+        PreprocessSpec.model_validate(card.preprocess),
+        1,
+        desc="embed query",
+    )
     bank = np.concatenate(vecs)
     bank_n = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
     qn = q[0] / max(float(np.linalg.norm(q[0])), 1e-12)
@@ -85,7 +96,16 @@ def find_similar(image: str | Path, dataset: str, results: str | Path = "results
     out = []
     for rank, i in enumerate(order, 1):
         r = rows.get(ids[i], {})
-        out.append({"rank": rank, "image_id": ids[i], "distance": round(float(dist[i]), 6),
-                    "category": r.get("category"), "split": r.get("split"), "label": r.get("label"),
-                    "defect_type": r.get("defect_type"), "image_path": r.get("image_path")})  # fmt: skip
+        out.append(
+            {
+                "rank": rank,
+                "image_id": ids[i],
+                "distance": round(float(dist[i]), 6),
+                "category": r.get("category"),
+                "split": r.get("split"),
+                "label": r.get("label"),
+                "defect_type": r.get("defect_type"),
+                "image_path": r.get("image_path"),
+            }
+        )
     return out

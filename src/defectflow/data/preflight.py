@@ -134,11 +134,18 @@ def check_records(
             if r.mask_path is not None:
                 col.add("MASK_ORPHAN", f"mask {r.mask_path} has no image", **ctx)
             elif r.meta.get("orphan_label"):
-                col.add("LABEL_ORPHAN", f"label file {r.meta['orphan_label']} has no image "
-                        f"({r.meta.get('why', 'none found')})", **{**ctx, "path": r.meta["orphan_label"]})  # fmt: skip
+                col.add(
+                    "LABEL_ORPHAN",
+                    f"label file {r.meta['orphan_label']} has no image "
+                    f"({r.meta.get('why', 'none found')})",
+                    **{**ctx, "path": r.meta["orphan_label"]},
+                )
             else:
-                col.add("IMAGE_PATH_MISSING", "record names no image (its image path field is "
-                        "absent or empty)", **ctx)  # fmt: skip
+                col.add(
+                    "IMAGE_PATH_MISSING",
+                    "record names no image (its image path field is absent or empty)",
+                    **ctx,
+                )
             continue
         if not r.category:
             col.add("CATEGORY_MISSING", f"record has no category ({r.image_path})", **ctx)
@@ -293,8 +300,13 @@ def _check_duplicates(
         t_hash = [facts[(records[i].image_path, "image")].dhash for i in t_idx]  # type: ignore[index]
         for a, b, d in nearest_within(f_hash, t_hash, cfg.near_duplicate_distance):
             ra, rb = records[f_idx[a]], records[t_idx[b]]
-            col.add("LEAKAGE_NEAR", f"test image {rb.image_path} looks like {ra.split} image {ra.image_path} (dHash distance {d})",
-                    **_ctx(t_idx[b], rb), similar_to=ra.image_path, distance=d)  # fmt: skip
+            col.add(
+                "LEAKAGE_NEAR",
+                f"test image {rb.image_path} looks like {ra.split} image {ra.image_path} (dHash distance {d})",
+                **_ctx(t_idx[b], rb),
+                similar_to=ra.image_path,
+                distance=d,
+            )
 
 
 def _check_groups(records: list[ManifestRecord], col: _Collector) -> None:
@@ -442,10 +454,17 @@ def preflight_records(
     issues = sorted(col.issues, key=lambda x: (order[x.severity], x.code))
     counts = {s.value: sum(1 for x in issues if x.severity == s) for s in Severity}
     report = PreflightReport(
-        dataset=dataset, manifest=manifest, verify=cfg.verify, ok=counts["error"] == 0, counts=counts,
-        n_records=len(records), n_images=len({r.image_path for r in records if r.image_path}),
-        categories=summarize(records, facts), issues=issues, ignored_codes=sorted(cfg.ignore),
-    )  # fmt: skip
+        dataset=dataset,
+        manifest=manifest,
+        verify=cfg.verify,
+        ok=counts["error"] == 0,
+        counts=counts,
+        n_records=len(records),
+        n_images=len({r.image_path for r in records if r.image_path}),
+        categories=summarize(records, facts),
+        issues=issues,
+        ignored_codes=sorted(cfg.ignore),
+    )
     return report, facts
 
 
@@ -498,8 +517,18 @@ def unreadable_manifest_report(
     code = getattr(exc, "code", "MANIFEST_UNREADABLE")
     col.add(code, str(exc), **{k: v for k, v in ctx.items() if v is not None})
     counts = {s.value: sum(1 for x in col.issues if x.severity == s) for s in Severity}
-    return PreflightReport(dataset=dataset, manifest=manifest, verify=cfg.verify, ok=counts["error"] == 0, counts=counts,
-                           n_records=0, n_images=0, categories={}, issues=col.issues, ignored_codes=sorted(cfg.ignore))  # fmt: skip
+    return PreflightReport(
+        dataset=dataset,
+        manifest=manifest,
+        verify=cfg.verify,
+        ok=counts["error"] == 0,
+        counts=counts,
+        n_records=0,
+        n_images=0,
+        categories={},
+        issues=col.issues,
+        ignored_codes=sorted(cfg.ignore),
+    )
 
 
 def write_report(report: PreflightReport, path: str | Path) -> None:
@@ -510,8 +539,15 @@ def read_report(path: str | Path) -> PreflightReport:
     return read_json_artifact("preflight", PreflightReport, path)
 
 
-def run_preflight(manifest: str | Path, report_out: str | Path, facts_out: str | Path | None, checks: dict[str, Any] | PreflightConfig,
-                  dataset: str, report_copy: str | Path | None = None, threads: int = 1) -> PreflightReport:  # fmt: skip
+def run_preflight(
+    manifest: str | Path,
+    report_out: str | Path,
+    facts_out: str | Path | None,
+    checks: dict[str, Any] | PreflightConfig,
+    dataset: str,
+    report_copy: str | Path | None = None,
+    threads: int = 1,
+) -> PreflightReport:
     """Snakemake entry point: ``manifest.jsonl`` -> ``preflight.json`` (+ facts table).
 
     On errors the report is still written to ``report_copy`` (a log file that survives the failed

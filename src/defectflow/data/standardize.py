@@ -137,8 +137,10 @@ def _val_from_test(cat: str, cat_rows: list[dict[str, Any]], cfg: SplitConfig) -
         ids = {r["image_id"] for r in rows}
         want = round(len(rows) * cfg.val_from_test)
         done = len(ids & moved)  # moved with a group of another stratum
-        groups = sorted({r["group_id"] or r["image_id"] for r in rows},
-                        key=lambda g: (_unit(cfg.seed + 2, g), g))  # fmt: skip
+        groups = sorted(
+            {r["group_id"] or r["image_id"] for r in rows},
+            key=lambda g: (_unit(cfg.seed + 2, g), g),
+        )
         for g in groups:
             if done >= want:
                 break
@@ -152,9 +154,15 @@ def _val_from_test(cat: str, cat_rows: list[dict[str, Any]], cfg: SplitConfig) -
             done += here
     if moved:
         n_anom = sum(r["label"] == Label.ANOMALY for r in test if r["image_id"] in moved)
-        log.info("category %s: %d of %d test images (%d normal, %d anomalous) held out as val "
-                 "for threshold calibration (split.val_from_test)", cat, len(moved), len(test),
-                 len(moved) - n_anom, n_anom)  # fmt: skip
+        log.info(
+            "category %s: %d of %d test images (%d normal, %d anomalous) held out as val "
+            "for threshold calibration (split.val_from_test)",
+            cat,
+            len(moved),
+            len(test),
+            len(moved) - n_anom,
+            n_anom,
+        )
 
 
 def standardize_records(
@@ -168,14 +176,30 @@ def standardize_records(
         if label is None and r.split == Split.TRAIN:
             label = Label.NORMAL
         rel = r.rel_path or Path(r.image_path).name  # type: ignore[arg-type]
-        rows.append({
-            "image_id": image_id(r.category or "", rel), "category": r.category, "split": r.split, "split_assigned": False,
-            "label": label, "defect_type": r.defect_type if label == Label.ANOMALY else None,
-            "image_path": r.image_path, "mask_path": r.mask_path, "rel_path": rel,
-            "sha256": f.sha256, "width": f.width, "height": f.height, "channels": f.channels, "mode": f.mode,
-            "bit_depth": f.bit_depth, "mask_fraction": m.mask_fraction if m else None, "group_id": r.group_id,
-            "source_file": r.source.file, "source_line": r.source.line, "source_type": r.source.type,
-        })  # fmt: skip
+        rows.append(
+            {
+                "image_id": image_id(r.category or "", rel),
+                "category": r.category,
+                "split": r.split,
+                "split_assigned": False,
+                "label": label,
+                "defect_type": r.defect_type if label == Label.ANOMALY else None,
+                "image_path": r.image_path,
+                "mask_path": r.mask_path,
+                "rel_path": rel,
+                "sha256": f.sha256,
+                "width": f.width,
+                "height": f.height,
+                "channels": f.channels,
+                "mode": f.mode,
+                "bit_depth": f.bit_depth,
+                "mask_fraction": m.mask_fraction if m else None,
+                "group_id": r.group_id,
+                "source_file": r.source.file,
+                "source_line": r.source.line,
+                "source_type": r.source.type,
+            }
+        )
     assign_splits(rows, split_cfg)
     rows.sort(
         key=lambda r: (r["category"], SPLIT_ORDER[Split(r["split"])], r["rel_path"], r["image_id"])

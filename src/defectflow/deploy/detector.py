@@ -39,13 +39,16 @@ def resolve(base: Path, ref: FileRef, what: str) -> Path:
         )
     got = sha256_file(path)
     if got != ref.sha256:
-        raise IntegrityError(f"{what} {path} has sha256 {got[:16]}..., infer_config.json records "
-                             f"{ref.sha256[:16]}...: refusing a changed file")  # fmt: skip
+        raise IntegrityError(
+            f"{what} {path} has sha256 {got[:16]}..., infer_config.json records "
+            f"{ref.sha256[:16]}...: refusing a changed file"
+        )
     return path
 
 
-def score_with_maps(backend: Backend, data: Any, out_size: int, sigma: float, batch: int = 32,
-                    desc: str = "score") -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+def score_with_maps(
+    backend: Backend, data: Any, out_size: int, sigma: float, batch: int = 32, desc: str = "score"
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Raw scores and maps at the model input size (smoothed), by image id. The pipeline and
     ``defectflow infer`` both go through this."""
     scores, maps = [], {}
@@ -60,20 +63,34 @@ def score_with_maps(backend: Backend, data: Any, out_size: int, sigma: float, ba
     return (np.concatenate(scores) if scores else np.zeros(0)), maps
 
 
-def record(cfg: InferConfig, image_id: str, image_path: str, score: float | None, norm_map: np.ndarray | None,
-           image_size: tuple[int, int] | None, gt_label: str | None = None, defect_type: str | None = None,
-           error: str | None = None, warnings: list[str] | None = None) -> PredictionRecord:  # fmt: skip
+def record(
+    cfg: InferConfig,
+    image_id: str,
+    image_path: str,
+    score: float | None,
+    norm_map: np.ndarray | None,
+    image_size: tuple[int, int] | None,
+    gt_label: str | None = None,
+    defect_type: str | None = None,
+    error: str | None = None,
+    warnings: list[str] | None = None,
+) -> PredictionRecord:
     """One prediction from a raw score (and normalized map): the pipeline and ``defectflow infer``
     build records here."""
     norm = None if score is None else float(normalize(score, cfg.threshold))
     return PredictionRecord(
-        image_id=image_id, image_path=image_path, score=None if score is None else round6(score),
+        image_id=image_id,
+        image_path=image_path,
+        score=None if score is None else round6(score),
         normalized_score=None if norm is None else round6(norm),
         pred_label=None if norm is None else ("anomaly" if norm >= 0.5 else "normal"),
-        gt_label=gt_label, defect_type=defect_type, model_id=cfg.model_id, error=error,
+        gt_label=gt_label,
+        defect_type=defect_type,
+        model_id=cfg.model_id,
+        error=error,
         regions=regions(norm_map, image_size) if norm_map is not None and image_size else [],
         warnings=warnings or [],
-    )  # fmt: skip
+    )
 
 
 def image_warnings(img: Image.Image) -> list[str]:
@@ -133,8 +150,9 @@ class Detector:
             self.backend, data, self.out_size, self.cfg.map_sigma, batch=len(ids)
         )
 
-    def predict(self, items: list[dict[str, Any]], batch_size: int = 16,
-                maps_dir: Path | None = None) -> tuple[list[PredictionRecord], dict[str, np.ndarray]]:  # fmt: skip
+    def predict(
+        self, items: list[dict[str, Any]], batch_size: int = 16, maps_dir: Path | None = None
+    ) -> tuple[list[PredictionRecord], dict[str, np.ndarray]]:
         """Score ``items`` (dicts with image_path, image_id and optional gt_label, defect_type).
 
         Returns records in input order and the normalized maps by image id. An unreadable image
@@ -155,8 +173,17 @@ class Detector:
                         loaded[j] = to_rgb(raw)
                     ok.append(j)
                 except Exception as exc:  # noqa: BLE001 - any unreadable file becomes an error record
-                    slots[j] = record(self.cfg, it["image_id"], str(it["image_path"]), None, None, None,
-                                      it.get("gt_label"), it.get("defect_type"), error=f"cannot read image: {exc}")  # fmt: skip
+                    slots[j] = record(
+                        self.cfg,
+                        it["image_id"],
+                        str(it["image_path"]),
+                        None,
+                        None,
+                        None,
+                        it.get("gt_label"),
+                        it.get("defect_type"),
+                        error=f"cannot read image: {exc}",
+                    )
             if ok:
                 ids = [chunk[j]["image_id"] for j in ok]
                 scores, maps = self._score(
@@ -170,8 +197,17 @@ class Detector:
                         if m is not None
                         else None
                     )
-                    rec = record(self.cfg, it["image_id"], str(it["image_path"]), float(scores[n]), nm, img.size,
-                                 it.get("gt_label"), it.get("defect_type"), warnings=warn[j])  # fmt: skip
+                    rec = record(
+                        self.cfg,
+                        it["image_id"],
+                        str(it["image_path"]),
+                        float(scores[n]),
+                        nm,
+                        img.size,
+                        it.get("gt_label"),
+                        it.get("defect_type"),
+                        warnings=warn[j],
+                    )
                     if nm is not None:
                         maps_out[it["image_id"]] = nm
                         if maps_dir is not None:

@@ -34,8 +34,13 @@ def gather_images(inputs: list[Path], category: str | None) -> list[dict]:
             for r in image_rows(p):
                 if category is None or r["category"] in (None, "", category):
                     label = r["label"] if r["label"] in ("normal", "anomaly") else None
-                    found.append({"image_path": Path(r["image_path"]), "gt_label": label,
-                                  "defect_type": r["defect_type"]})  # fmt: skip
+                    found.append(
+                        {
+                            "image_path": Path(r["image_path"]),
+                            "gt_label": label,
+                            "defect_type": r["defect_type"],
+                        }
+                    )
         else:
             found.append({"image_path": p})  # a missing or unreadable file becomes an error record
     if not found:

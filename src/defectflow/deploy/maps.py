@@ -59,9 +59,16 @@ def regions(
         if sl is None:
             continue
         inside = lab[sl] == k
-        out.append(Region(x0=int(sl[1].start * sx), y0=int(sl[0].start * sy), x1=int(np.ceil(sl[1].stop * sx)),
-                          y1=int(np.ceil(sl[0].stop * sy)), score=round6(float(norm_map[sl][inside].max())),
-                          area=round6(float(inside.sum()) / (h * w))))  # fmt: skip
+        out.append(
+            Region(
+                x0=int(sl[1].start * sx),
+                y0=int(sl[0].start * sy),
+                x1=int(np.ceil(sl[1].stop * sx)),
+                y1=int(np.ceil(sl[0].stop * sy)),
+                score=round6(float(norm_map[sl][inside].max())),
+                area=round6(float(inside.sum()) / (h * w)),
+            )
+        )
     out.sort(key=lambda r: (-r.score, -r.area))
     return out[:max_regions]
 

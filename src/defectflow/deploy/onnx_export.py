@@ -19,8 +19,15 @@ from defectflow.io import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def run_export_onnx(infer_config: str | Path, table: str | Path, category: str, out_model: str | Path,
-                    out_report: str | Path, tolerance: float = 1e-3, n_check: int = 8) -> dict[str, Any]:  # fmt: skip
+def run_export_onnx(
+    infer_config: str | Path,
+    table: str | Path,
+    category: str,
+    out_model: str | Path,
+    out_report: str | Path,
+    tolerance: float = 1e-3,
+    n_check: int = 8,
+) -> dict[str, Any]:
     """Export backbone + scoring to one ONNX graph; compare with the delivered detector."""
     import onnx
     import onnxruntime as ort
@@ -46,8 +53,15 @@ def run_export_onnx(infer_config: str | Path, table: str | Path, category: str, 
     x = np.stack([preprocess(r["image_path"], det.pp) for r in rows])
     p, e = det.backbone(x)
     head_path = Path(str(out_model) + ".head.onnx")
-    torch.onnx.export(Head(), (torch.from_numpy(p[:1]), torch.from_numpy(e[:1])), str(head_path),
-                      input_names=["patch", "embedding"], output_names=["score"], opset_version=17, dynamo=False)  # fmt: skip
+    torch.onnx.export(
+        Head(),
+        (torch.from_numpy(p[:1]), torch.from_numpy(e[:1])),
+        str(head_path),
+        input_names=["patch", "embedding"],
+        output_names=["score"],
+        opset_version=17,
+        dynamo=False,
+    )
     backbone = onnx.load(det.backbone.model_path)
     head = onnx.load(str(head_path))
     head_path.unlink()
@@ -65,9 +79,18 @@ def run_export_onnx(infer_config: str | Path, table: str | Path, category: str, 
         [det.backend.score(det._features_of(x[i : i + 1]))[0] for i in range(len(x))]
     )
     rel = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-6)))
-    report = {"images": len(rows), "max_relative_difference": rel, "tolerance": tolerance, "passed": rel <= tolerance,
-              "input": {"name": "image", "shape": [1, 3, det.pp.out_size, det.pp.out_size], "preprocess": det.pp.model_dump()},
-              "output": "head_score (raw; normalize with infer_config.json threshold)"}  # type: ignore[union-attr]  # fmt: skip
+    report = {
+        "images": len(rows),
+        "max_relative_difference": rel,
+        "tolerance": tolerance,
+        "passed": rel <= tolerance,
+        "input": {
+            "name": "image",
+            "shape": [1, 3, det.pp.out_size, det.pp.out_size],
+            "preprocess": det.pp.model_dump(),
+        },
+        "output": "head_score (raw; normalize with infer_config.json threshold)",
+    }  # type: ignore[union-attr]
     write_json_atomic(out_report, report)
     if rel > tolerance:
         Path(out_model).unlink(missing_ok=True)

@@ -20,8 +20,15 @@ from defectflow.features.preprocess import load_rgb
 log = logging.getLogger(__name__)
 
 
-def run_predict(infer_config: str | Path, scores: list[str], maps: list[str], table: str | Path,
-                category: str, out: str | Path, heatmaps: str | Path) -> int:  # fmt: skip
+def run_predict(
+    infer_config: str | Path,
+    scores: list[str],
+    maps: list[str],
+    table: str | Path,
+    category: str,
+    out: str | Path,
+    heatmaps: str | Path,
+) -> int:
     """Snakemake entry point: the per-shard raw scores and maps (one shard in memory at a time)
     -> one ``predictions.jsonl`` in the table's order, and a heatmap per image with a map."""
     cfg = read_infer_config(infer_config)
@@ -35,11 +42,20 @@ def run_predict(infer_config: str | Path, scores: list[str], maps: list[str], ta
             r = rows.pop(s["image_id"])
             m = shard_maps.get(r["image_id"])
             nm = normalize(m, cfg.threshold).astype(np.float32) if m is not None else None
-            rec = record(cfg, r["image_id"], r["image_path"], s["score"], nm,
-                         (r["width"], r["height"]), r["label"], r["defect_type"])  # fmt: skip
+            rec = record(
+                cfg,
+                r["image_id"],
+                r["image_path"],
+                s["score"],
+                nm,
+                (r["width"], r["height"]),
+                r["label"],
+                r["defect_type"],
+            )
             if nm is not None:
-                rec.map_path = str(save_heatmap(nm, load_rgb(r["image_path"]),
-                                                heat_dir / f"{r['image_id']}.png"))  # fmt: skip
+                rec.map_path = str(
+                    save_heatmap(nm, load_rgb(r["image_path"]), heat_dir / f"{r['image_id']}.png")
+                )
             recs.append(rec)
     if rows:
         raise ModelError(
@@ -47,6 +63,12 @@ def run_predict(infer_config: str | Path, scores: list[str], maps: list[str], ta
             "re-run the score rule"
         )
     write_predictions(recs, out)
-    log.info("%s: %d predictions, %d anomalies at threshold %.5g (%s)", category, len(recs),
-             sum(r.pred_label == "anomaly" for r in recs), cfg.threshold.value, cfg.threshold.policy)  # fmt: skip
+    log.info(
+        "%s: %d predictions, %d anomalies at threshold %.5g (%s)",
+        category,
+        len(recs),
+        sum(r.pred_label == "anomaly" for r in recs),
+        cfg.threshold.value,
+        cfg.threshold.policy,
+    )
     return len(recs)

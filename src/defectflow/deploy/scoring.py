@@ -18,9 +18,20 @@ from defectflow.threads import set_threads
 log = logging.getLogger(__name__)
 
 
-def run_score(checkpoint: str | Path, table: str | Path, feature_file: str | None, category: str,
-              shard: int, n_shards: int, out_size: int, sigma: float, out_scores: str | Path,
-              out_maps: str | Path, threads: int = 1, device: str = "cpu") -> int:  # fmt: skip
+def run_score(
+    checkpoint: str | Path,
+    table: str | Path,
+    feature_file: str | None,
+    category: str,
+    shard: int,
+    n_shards: int,
+    out_size: int,
+    sigma: float,
+    out_scores: str | Path,
+    out_maps: str | Path,
+    threads: int = 1,
+    device: str = "cpu",
+) -> int:
     """Snakemake entry point: the test images of one shard of a category (the shard's stored
     features, or its image files), so memory per job is bounded by ``backbone.shard_size``."""
     set_threads(threads)
@@ -35,13 +46,39 @@ def run_score(checkpoint: str | Path, table: str | Path, feature_file: str | Non
         entry = backends.entry(backend.name)
         out_size = int(backend.extra_meta().get("image_size", out_size))
         files = [feature_file] if feature_file else []
-        data, rows = load_inputs(entry.consumes, table, category, files, out_size, ("test",),
-                                 ids=ids, patches=entry.patches)  # fmt: skip
-        scores, maps = score_with_maps(backend, data, out_size, sigma,
-                                       desc=f"score {category} {shard + 1}/{n_shards}")  # fmt: skip
-    write_scores(out_scores, [{"image_id": r["image_id"], "split": r["split"], "label": r["label"], "fold": -1,
-                               "score": float(s)} for r, s in zip(rows, scores, strict=True)])  # fmt: skip
+        data, rows = load_inputs(
+            entry.consumes,
+            table,
+            category,
+            files,
+            out_size,
+            ("test",),
+            ids=ids,
+            patches=entry.patches,
+        )
+        scores, maps = score_with_maps(
+            backend, data, out_size, sigma, desc=f"score {category} {shard + 1}/{n_shards}"
+        )
+    write_scores(
+        out_scores,
+        [
+            {
+                "image_id": r["image_id"],
+                "split": r["split"],
+                "label": r["label"],
+                "fold": -1,
+                "score": float(s),
+            }
+            for r, s in zip(rows, scores, strict=True)
+        ],
+    )
     write_maps(out_maps, maps)
-    log.info("%s shard %d/%d: scored %d test images (%d maps)", category, shard + 1, n_shards,
-             len(rows), len(maps))  # fmt: skip
+    log.info(
+        "%s shard %d/%d: scored %d test images (%d maps)",
+        category,
+        shard + 1,
+        n_shards,
+        len(rows),
+        len(maps),
+    )
     return len(rows)

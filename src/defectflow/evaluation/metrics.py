@@ -156,20 +156,41 @@ def pixel_metrics(
     return PixelMetrics(status="ok", auroc=_r(auroc), aupro=_r(pro), resolution=side)
 
 
-def compute_metrics(recs: list[PredictionRecord], masks: dict[str, str | None], maps: dict[str, np.ndarray],
-                    dataset: str, category: str, model: str, threshold: float | None = None,
-                    policy: str | None = None) -> Metrics:  # fmt: skip
+def compute_metrics(
+    recs: list[PredictionRecord],
+    masks: dict[str, str | None],
+    maps: dict[str, np.ndarray],
+    dataset: str,
+    category: str,
+    model: str,
+    threshold: float | None = None,
+    policy: str | None = None,
+) -> Metrics:
     image = image_metrics(recs)
     image.threshold, image.threshold_policy = threshold, policy
     return Metrics(
-        dataset=dataset, category=category, model=model, model_id=recs[0].model_id if recs else "",
-        n_images=len(recs), n_errors=sum(r.error is not None for r in recs),
-        image=image, per_defect_type=per_defect(recs), pixel=pixel_metrics(recs, masks, maps),
-    )  # fmt: skip
+        dataset=dataset,
+        category=category,
+        model=model,
+        model_id=recs[0].model_id if recs else "",
+        n_images=len(recs),
+        n_errors=sum(r.error is not None for r in recs),
+        image=image,
+        per_defect_type=per_defect(recs),
+        pixel=pixel_metrics(recs, masks, maps),
+    )
 
 
-def run_metrics(predictions: str | Path, maps: list[str], infer_config: str | Path, table: str | Path,
-                dataset: str, category: str, model: str, out: str | Path) -> Metrics:  # fmt: skip
+def run_metrics(
+    predictions: str | Path,
+    maps: list[str],
+    infer_config: str | Path,
+    table: str | Path,
+    dataset: str,
+    category: str,
+    model: str,
+    out: str | Path,
+) -> Metrics:
     """Snakemake entry point: one model's predictions of one category + masks -> metrics.json."""
     from defectflow.artifacts.infer_config import read_infer_config
     from defectflow.artifacts.scores import read_maps
@@ -178,10 +199,26 @@ def run_metrics(predictions: str | Path, maps: list[str], infer_config: str | Pa
     masks = {r["image_id"]: r["mask_path"] for r in category_rows(table, category)}
     thr = read_infer_config(infer_config).threshold
     all_maps = {k: v for f in maps for k, v in read_maps(f).items()}
-    m = compute_metrics(read_predictions(predictions), masks, all_maps, dataset, category, model,
-                        thr.value, thr.policy)  # fmt: skip
+    m = compute_metrics(
+        read_predictions(predictions),
+        masks,
+        all_maps,
+        dataset,
+        category,
+        model,
+        thr.value,
+        thr.policy,
+    )
     write_metrics(m, out)
     pixel = m.pixel.auroc if m.pixel.status == "ok" else m.pixel.reason
-    log.info("%s/%s/%s: image AUROC %s, F1 %s (best possible %s), pixel %s",
-             dataset, category, model, m.image.auroc, m.image.f1, m.image.best_f1, pixel)  # fmt: skip
+    log.info(
+        "%s/%s/%s: image AUROC %s, F1 %s (best possible %s), pixel %s",
+        dataset,
+        category,
+        model,
+        m.image.auroc,
+        m.image.f1,
+        m.image.best_f1,
+        pixel,
+    )
     return m

@@ -110,8 +110,14 @@ def _triptych(rec: PredictionRecord, mask_path: str | None, side: int = 180) -> 
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _cases(title: str, recs: list[PredictionRecord], masks: dict[str, str | None],
-           raw_thr: float | None, shown: int = 6, maps: bool = True) -> list[str]:  # fmt: skip
+def _cases(
+    title: str,
+    recs: list[PredictionRecord],
+    masks: dict[str, str | None],
+    raw_thr: float | None,
+    shown: int = 6,
+    maps: bool = True,
+) -> list[str]:
     """The first ``shown`` cases as pictures (image, mask, heatmap where the model makes maps),
     then every case by image in a table (a model without maps still names its mistakes)."""
     if not recs:
@@ -124,17 +130,25 @@ def _cases(title: str, recs: list[PredictionRecord], masks: dict[str, str | None
             if r.score is not None and raw_thr is not None
             else ""
         )
-        cap = (f"{html.escape(r.image_id)} ({html.escape(r.defect_type or r.gt_label or '')}): "
-               f"score {r.normalized_score:.2f} vs threshold 0.50{raw}")  # fmt: skip
-        out.append(f"<figure><img src='{_triptych(r, masks.get(r.image_id))}'><figcaption title='{html.escape(r.image_path)}'>"
-                   f"{cap}</figcaption></figure>")  # fmt: skip
+        cap = (
+            f"{html.escape(r.image_id)} ({html.escape(r.defect_type or r.gt_label or '')}): "
+            f"score {r.normalized_score:.2f} vs threshold 0.50{raw}"
+        )
+        out.append(
+            f"<figure><img src='{_triptych(r, masks.get(r.image_id))}'><figcaption title='{html.escape(r.image_path)}'>"
+            f"{cap}</figcaption></figure>"
+        )
     out.append("</div>")
     if len(recs) > shown:
-        out.append("<details><summary>all of them by image</summary><table><tr><th class=l>image</th>"
-                   "<th class=l>label</th><th>normalized score</th><th>raw score</th></tr>")  # fmt: skip
+        out.append(
+            "<details><summary>all of them by image</summary><table><tr><th class=l>image</th>"
+            "<th class=l>label</th><th>normalized score</th><th>raw score</th></tr>"
+        )
         for r in recs:
-            out.append(f"<tr><td class=l>{html.escape(r.image_id)}</td><td class=l>{html.escape(r.defect_type or r.gt_label or '')}</td>"
-                       f"<td>{_fmt(r.normalized_score)}</td><td>{_fmt(r.score)}</td></tr>")  # fmt: skip
+            out.append(
+                f"<tr><td class=l>{html.escape(r.image_id)}</td><td class=l>{html.escape(r.defect_type or r.gt_label or '')}</td>"
+                f"<td>{_fmt(r.normalized_score)}</td><td>{_fmt(r.score)}</td></tr>"
+            )
         out.append("</table></details>")
     return out
 
@@ -164,29 +178,45 @@ def leaderboard_plot(rows: list[dict]) -> str | None:
 def _thr(t) -> str:
     if t is None:
         return "–"
-    on = {"val": "held-out val images", "crossfit": f"out-of-fold training normals, {t.folds} folds",
-          "crossfit+val": f"out-of-fold training normals ({t.folds} folds) and val"}.get(t.calibration, t.calibration)  # fmt: skip
-    return (f"raw {t.value:.4g} = 0.50 normalized ({html.escape(t.policy)} on {html.escape(on)}: "
-            f"{t.n_normal} normal/{t.n_anomaly} anomalous)")  # fmt: skip
+    on = {
+        "val": "held-out val images",
+        "crossfit": f"out-of-fold training normals, {t.folds} folds",
+        "crossfit+val": f"out-of-fold training normals ({t.folds} folds) and val",
+    }.get(t.calibration, t.calibration)
+    return (
+        f"raw {t.value:.4g} = 0.50 normalized ({html.escape(t.policy)} on {html.escape(on)}: "
+        f"{t.n_normal} normal/{t.n_anomaly} anomalous)"
+    )
 
 
 def _search(s: dict) -> str:
     """What the nearest-neighbour search behind a model's scores is, in words."""
     if s.get("method") != "ivf":
         return "Scores from exact nearest-neighbour search (every memory bank entry)."
-    out = (f"Scores from an IVF index ({s.get('lists')} lists, {s.get('probe')} searched per "
-           "patch): image scores are exact (certified by re-ranking); a map patch may be "
-           "overstated when its nearest entry is in a list not searched")  # fmt: skip
+    out = (
+        f"Scores from an IVF index ({s.get('lists')} lists, {s.get('probe')} searched per "
+        "patch): image scores are exact (certified by re-ranking); a map patch may be "
+        "overstated when its nearest entry is in a list not searched"
+    )
     if "recall" in s:
-        out += (f": on {s['queries']} training patches the index found the nearest entry "
-                f"{s['recall']:.1%} of the time, overstating by {s['mean_overstatement']:.2%} "
-                "on average")  # fmt: skip
+        out += (
+            f": on {s['queries']} training patches the index found the nearest entry "
+            f"{s['recall']:.1%} of the time, overstating by {s['mean_overstatement']:.2%} "
+            "on average"
+        )
     return html.escape(out + ".")
 
 
-def build_report(dataset: str, metrics_files: list[str], prediction_files: list[str], preflight: str | None,
-                 infer_configs: list[str] | None = None, memory: str | None = None,
-                 leaderboard: str | None = None, table: str | None = None) -> str:  # fmt: skip
+def build_report(
+    dataset: str,
+    metrics_files: list[str],
+    prediction_files: list[str],
+    preflight: str | None,
+    infer_configs: list[str] | None = None,
+    memory: str | None = None,
+    leaderboard: str | None = None,
+    table: str | None = None,
+) -> str:
     metrics = [read_metrics(f) for f in metrics_files]
     masks: dict[str, str | None] = {}
     if table and Path(table).exists():
@@ -205,8 +235,10 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
         f"<!doctype html><html><head><meta charset='utf-8'><title>defectflow: {html.escape(dataset)}</title><style>{CSS}</style></head><body>"
     ]
     parts.append(f"<h1>defectflow report: {html.escape(dataset)}</h1>")
-    parts.append("<h2>Metrics</h2><table><tr><th class=l>category</th><th class=l>model</th><th>image AUROC</th><th>AUPR</th><th>F1</th><th>best F1</th>"
-                 "<th>threshold (policy, scores)</th><th>precision</th><th>recall</th><th>TP/FP/TN/FN</th><th>pixel AUROC</th><th>AUPRO</th><th>errors</th></tr>")  # fmt: skip
+    parts.append(
+        "<h2>Metrics</h2><table><tr><th class=l>category</th><th class=l>model</th><th>image AUROC</th><th>AUPR</th><th>F1</th><th>best F1</th>"
+        "<th>threshold (policy, scores)</th><th>precision</th><th>recall</th><th>TP/FP/TN/FN</th><th>pixel AUROC</th><th>AUPRO</th><th>errors</th></tr>"
+    )
     by_cat: dict[str, list[Metrics]] = defaultdict(list)
     for m in metrics:
         by_cat[m.category].append(m)
@@ -238,24 +270,43 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
         seeded = any(
             (r.get("n_seeds") or 1) > 1 for r in rows
         )  # the column only where it says something
-        parts.append("<h2>Leaderboard</h2><table><tr><th class=l>category</th><th class=l>model</th><th class=l>backbone</th>"
-                     "<th>image AUROC</th>" + ("<th>over seeds</th>" if seeded else "") + "<th>F1 / best F1</th><th>pixel AUROC</th><th>fit s</th><th>score s</th>"
-                     "<th>peak MB</th><th>model MB</th><th class=l>chosen</th></tr>")  # fmt: skip
+        parts.append(
+            "<h2>Leaderboard</h2><table><tr><th class=l>category</th><th class=l>model</th><th class=l>backbone</th>"
+            "<th>image AUROC</th>"
+            + ("<th>over seeds</th>" if seeded else "")
+            + "<th>F1 / best F1</th><th>pixel AUROC</th><th>fit s</th><th>score s</th>"
+            "<th>peak MB</th><th>model MB</th><th class=l>chosen</th></tr>"
+        )
         for r in rows:
-            marks = [m for m, on in (("best on test", r.get("best_on_test")),
-                                     ("picked without test labels", r.get("picked_without_test_labels"))) if on]  # fmt: skip
-            seeds = (f"{_fmt(r['auroc_mean_over_seeds'])} &plusmn; {_fmt(r['auroc_std_over_seeds'])} (n={int(r['n_seeds'])})"
-                     if (r.get("n_seeds") or 1) > 1 else "")  # fmt: skip
+            marks = [
+                m
+                for m, on in (
+                    ("best on test", r.get("best_on_test")),
+                    ("picked without test labels", r.get("picked_without_test_labels")),
+                )
+                if on
+            ]
+            seeds = (
+                f"{_fmt(r['auroc_mean_over_seeds'])} &plusmn; {_fmt(r['auroc_std_over_seeds'])} (n={int(r['n_seeds'])})"
+                if (r.get("n_seeds") or 1) > 1
+                else ""
+            )
             cls = " class=best" if r.get("best_on_test") else ""
-            parts.append(f"<tr{cls}><td class=l>{html.escape(r['category'])}</td><td class=l>{html.escape(r['model'])}</td>"
-                         f"<td class=l>{html.escape(r.get('backbone') or 'own network')}</td>"
-                         f"<td>{_fmt(r['image_auroc'])}</td>" + (f"<td>{seeds}</td>" if seeded else "") + f"<td>{_fmt(r['f1'])} / {_fmt(r['best_f1'])}</td><td>{_fmt(r['pixel_auroc'])}</td>"
-                         f"<td>{_fmt(r['fit_s'])}</td><td>{_fmt(r['score_s'])}</td><td>{_fmt(r['peak_mb'])}</td><td>{_fmt(r['model_mb'])}</td>"
-                         f"<td class=l>{html.escape(', '.join(marks))}</td></tr>")  # fmt: skip
-        parts.append("</table><p class=muted>Bold: best image AUROC of the category on the test split. "
-                     "<i>picked without test labels</i>: the variant a choice that never sees test labels makes (F1 on "
-                     "validation anomalies when there are some, else the tightest cross-fit normal scores); when it "
-                     "differs from the best on test, choosing without labels costs the difference.</p>")  # fmt: skip
+            parts.append(
+                f"<tr{cls}><td class=l>{html.escape(r['category'])}</td><td class=l>{html.escape(r['model'])}</td>"
+                f"<td class=l>{html.escape(r.get('backbone') or 'own network')}</td>"
+                f"<td>{_fmt(r['image_auroc'])}</td>"
+                + (f"<td>{seeds}</td>" if seeded else "")
+                + f"<td>{_fmt(r['f1'])} / {_fmt(r['best_f1'])}</td><td>{_fmt(r['pixel_auroc'])}</td>"
+                f"<td>{_fmt(r['fit_s'])}</td><td>{_fmt(r['score_s'])}</td><td>{_fmt(r['peak_mb'])}</td><td>{_fmt(r['model_mb'])}</td>"
+                f"<td class=l>{html.escape(', '.join(marks))}</td></tr>"
+            )
+        parts.append(
+            "</table><p class=muted>Bold: best image AUROC of the category on the test split. "
+            "<i>picked without test labels</i>: the variant a choice that never sees test labels makes (F1 on "
+            "validation anomalies when there are some, else the tightest cross-fit normal scores); when it "
+            "differs from the best on test, choosing without labels costs the difference.</p>"
+        )
         lp = leaderboard_plot(rows)
         if lp:
             parts.append(f"<img src='{lp}' alt='quality vs time'>")
@@ -274,11 +325,17 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
         ms = {m.model: m for m in by_cat.get(cat, [])}
         types = sorted({t for m in ms.values() for t in m.per_defect_type})
         if types:
-            parts.append("<h3>Recall per defect type (at the delivered threshold)</h3><table><tr><th class=l>model</th>"
-                         + "".join(f"<th>{html.escape(t)}</th>" for t in types) + "</tr>")  # fmt: skip
+            parts.append(
+                "<h3>Recall per defect type (at the delivered threshold)</h3><table><tr><th class=l>model</th>"
+                + "".join(f"<th>{html.escape(t)}</th>" for t in types)
+                + "</tr>"
+            )
             for name, m in sorted(ms.items()):
-                cells = "".join(f"<td>{_fmt(m.per_defect_type.get(t, {}).get('recall'))} "
-                                f"<span class=muted>(n={m.per_defect_type.get(t, {}).get('n', 0)})</span></td>" for t in types)  # fmt: skip
+                cells = "".join(
+                    f"<td>{_fmt(m.per_defect_type.get(t, {}).get('recall'))} "
+                    f"<span class=muted>(n={m.per_defect_type.get(t, {}).get('n', 0)})</span></td>"
+                    for t in types
+                )
                 parts.append(f"<tr><td class=l>{html.escape(name)}</td>{cells}</tr>")
             parts.append("</table>")
         for model_name in sorted(by_model):
@@ -289,14 +346,28 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
             parts.append(f"<h3>{html.escape(model_name)}: threshold {_thr(thr)}</h3>")
             if searches.get((cat, model_name)):
                 parts.append(f"<p class=muted>{_search(searches[(cat, model_name)])}</p>")
-            fn = sorted((r for r in recs if r.gt_label == "anomaly" and r.pred_label == "normal"),
-                        key=lambda r: r.normalized_score or 0)  # fmt: skip
-            fp = sorted((r for r in recs if r.gt_label == "normal" and r.pred_label == "anomaly"),
-                        key=lambda r: -(r.normalized_score or 0))  # fmt: skip
-            parts += _cases("Missed defects (false negatives), lowest scores first", fn, masks,
-                            raw_thr, maps=has_maps)  # fmt: skip
-            parts += _cases("False alarms (false positives), highest scores first", fp, masks,
-                            raw_thr, maps=has_maps)  # fmt: skip
+            fn = sorted(
+                (r for r in recs if r.gt_label == "anomaly" and r.pred_label == "normal"),
+                key=lambda r: r.normalized_score or 0,
+            )
+            fp = sorted(
+                (r for r in recs if r.gt_label == "normal" and r.pred_label == "anomaly"),
+                key=lambda r: -(r.normalized_score or 0),
+            )
+            parts += _cases(
+                "Missed defects (false negatives), lowest scores first",
+                fn,
+                masks,
+                raw_thr,
+                maps=has_maps,
+            )
+            parts += _cases(
+                "False alarms (false positives), highest scores first",
+                fp,
+                masks,
+                raw_thr,
+                maps=has_maps,
+            )
             if not fn and not fp:
                 hits = sorted(
                     (r for r in recs if r.gt_label == "anomaly"),
@@ -320,15 +391,19 @@ def build_report(dataset: str, metrics_files: list[str], prediction_files: list[
         parts.append("</table>")
         issues = pf["issues"]
         if issues:
-            parts.append("<h3>Problems, with file and line</h3><table><tr><th class=l>severity</th><th class=l>code</th>"
-                         "<th class=l>where</th><th class=l>message</th></tr>")  # fmt: skip
+            parts.append(
+                "<h3>Problems, with file and line</h3><table><tr><th class=l>severity</th><th class=l>code</th>"
+                "<th class=l>where</th><th class=l>message</th></tr>"
+            )
             for i in issues[:100]:
                 ctx = i.get("context", {})
                 where = ctx.get("file") or ctx.get("path") or ""
                 if ctx.get("line"):
                     where = f"{where}:{ctx['line']}"
-                parts.append(f"<tr><td class=l>{i['severity']}</td><td class=l>{i['code']}</td><td class=l>{html.escape(str(where))}</td>"
-                             f"<td class=l>{html.escape(i['message'])}</td></tr>")  # fmt: skip
+                parts.append(
+                    f"<tr><td class=l>{i['severity']}</td><td class=l>{i['code']}</td><td class=l>{html.escape(str(where))}</td>"
+                    f"<td class=l>{html.escape(i['message'])}</td></tr>"
+                )
             parts.append(
                 "</table>"
                 + (

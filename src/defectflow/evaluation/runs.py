@@ -27,10 +27,28 @@ from defectflow.io import atomic_path, write_json_atomic
 
 REGISTRY = "runs/registry.parquet"
 METRICS = ("image_auroc", "image_aupr", "f1", "best_f1", "f1_gap", "pixel_auroc", "pixel_aupro")
-COLUMNS = ("dataset", "category", "model", "variant_of", "seed", "backend", "backbone", "threshold", "threshold_policy",
-           *METRICS, "fit_s", "score_s", "peak_mb", "model_mb", "auroc_mean_over_seeds",
-           "auroc_std_over_seeds", "n_seeds", "best_on_test", "picked_without_test_labels",
-           "selection_signal")  # fmt: skip
+COLUMNS = (
+    "dataset",
+    "category",
+    "model",
+    "variant_of",
+    "seed",
+    "backend",
+    "backbone",
+    "threshold",
+    "threshold_policy",
+    *METRICS,
+    "fit_s",
+    "score_s",
+    "peak_mb",
+    "model_mb",
+    "auroc_mean_over_seeds",
+    "auroc_std_over_seeds",
+    "n_seeds",
+    "best_on_test",
+    "picked_without_test_labels",
+    "selection_signal",
+)
 
 
 def _bench(path: Path) -> dict[str, float]:
@@ -67,18 +85,31 @@ def leaderboard_rows(
         backend = params.get("backend")
         signal, backbone = _signal_and_backbone(folder / "infer_config.json")
         peak = [b["max_rss"] for b in [fit, *scores] if "max_rss" in b]
-        rows.append({
-            "dataset": m.dataset, "category": m.category, "model": m.model, "backend": backend,
-            "variant_of": params.get("variant_of") or m.model, "seed": params.get("seed"),
-            "selection_signal": signal, "backbone": backbone,
-            "threshold": m.image.threshold, "threshold_policy": m.image.threshold_policy,
-            "image_auroc": m.image.auroc, "image_aupr": m.image.aupr, "f1": m.image.f1,
-            "best_f1": m.image.best_f1, "f1_gap": m.image.f1_gap,
-            "pixel_auroc": m.pixel.auroc, "pixel_aupro": m.pixel.aupro,
-            "fit_s": fit.get("s"), "score_s": sum(b["s"] for b in scores if "s" in b) if scores else None,
-            "peak_mb": max(peak) if peak else None,
-            "model_mb": round(ckpt.stat().st_size / 2**20, 3) if ckpt.exists() else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "dataset": m.dataset,
+                "category": m.category,
+                "model": m.model,
+                "backend": backend,
+                "variant_of": params.get("variant_of") or m.model,
+                "seed": params.get("seed"),
+                "selection_signal": signal,
+                "backbone": backbone,
+                "threshold": m.image.threshold,
+                "threshold_policy": m.image.threshold_policy,
+                "image_auroc": m.image.auroc,
+                "image_aupr": m.image.aupr,
+                "f1": m.image.f1,
+                "best_f1": m.image.best_f1,
+                "f1_gap": m.image.f1_gap,
+                "pixel_auroc": m.pixel.auroc,
+                "pixel_aupro": m.pixel.aupro,
+                "fit_s": fit.get("s"),
+                "score_s": sum(b["s"] for b in scores if "s" in b) if scores else None,
+                "peak_mb": max(peak) if peak else None,
+                "model_mb": round(ckpt.stat().st_size / 2**20, 3) if ckpt.exists() else None,
+            }
+        )
     rows = sorted(rows, key=lambda r: (r["dataset"], r["category"], r["model"]))
     _mark(rows)
     return rows
@@ -140,8 +171,7 @@ def write_leaderboard(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows],
-                                 schema=_schema())  # fmt: skip
+    table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=_schema())
     with atomic_path(out_parquet) as tmp:
         pq.write_table(table, tmp)
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as fh:
@@ -155,12 +185,20 @@ def _schema():
 
     text = {"dataset", "category", "model", "variant_of", "backend", "backbone", "threshold_policy"}
     flags = {"best_on_test", "picked_without_test_labels"}
-    return pa.schema([(c, pa.string() if c in text else pa.bool_() if c in flags else pa.float64())
-                      for c in COLUMNS])  # fmt: skip
+    return pa.schema(
+        [
+            (c, pa.string() if c in text else pa.bool_() if c in flags else pa.float64())
+            for c in COLUMNS
+        ]
+    )
 
 
-def run_leaderboard(metrics_files: list[str], out_parquet: str | Path, out_csv: str | Path,
-                    benchmarks: str | Path = "benchmarks") -> list[dict[str, Any]]:  # fmt: skip
+def run_leaderboard(
+    metrics_files: list[str],
+    out_parquet: str | Path,
+    out_csv: str | Path,
+    benchmarks: str | Path = "benchmarks",
+) -> list[dict[str, Any]]:
     """Snakemake entry point."""
     rows = leaderboard_rows(metrics_files, benchmarks)
     write_leaderboard(rows, out_parquet, out_csv)
@@ -172,10 +210,19 @@ def run_leaderboard(metrics_files: list[str], out_parquet: str | Path, out_csv: 
 
 def _git(root: Path) -> dict[str, Any]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""  # fmt: skip
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            != ""
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit or None, "dirty": dirty if commit else None}
@@ -185,8 +232,17 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("defectflow", "numpy", "onnxruntime", "snakemake", "torch", "timm", "anomalib",
-                 "scikit-learn", "fiftyone"):  # fmt: skip
+    for name in (
+        "defectflow",
+        "numpy",
+        "onnxruntime",
+        "snakemake",
+        "torch",
+        "timm",
+        "anomalib",
+        "scikit-learn",
+        "fiftyone",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -200,9 +256,15 @@ def _sha(path: str | Path) -> str | None:
     return sha256_file(path) if Path(path).is_file() else None
 
 
-def record_run(config: dict[str, Any], leaderboards: list[str], manifests: list[str],
-               backbone_cards: list[str], registry: str | Path, out: str | Path,
-               code_root: str | Path = ".") -> dict[str, Any]:  # fmt: skip
+def record_run(
+    config: dict[str, Any],
+    leaderboards: list[str],
+    manifests: list[str],
+    backbone_cards: list[str],
+    registry: str | Path,
+    out: str | Path,
+    code_root: str | Path = ".",
+) -> dict[str, Any]:
     """Append this run's leaderboard rows to the registry; write the run record to ``out``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -218,15 +280,35 @@ def record_run(config: dict[str, Any], leaderboards: list[str], manifests: list[
         inputs[f"weights:{Path(c).parent.name}"] = json.loads(Path(c).read_text()).get(
             "weights_sha256"
         )
-    run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + hashlib.sha256(
-        f"{now}{cfg_sha}".encode()).hexdigest()[:6]  # fmt: skip
-    record = {"run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-              "config_sha256": cfg_sha, "config": cfg_json, "code": _git(Path(code_root)),
-              "versions": _versions(), "inputs": inputs, "n_rows": len(rows)}  # fmt: skip
-    flat = [{"run_id": run_id, "time": record["time"], "config_sha256": cfg_sha, "config": cfg_json,
-             "git_commit": record["code"]["commit"], "git_dirty": record["code"]["dirty"],
-             "versions": json.dumps(record["versions"], sort_keys=True),
-             "inputs": json.dumps(inputs, sort_keys=True), **r} for r in rows]  # fmt: skip
+    run_id = (
+        time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+        + "-"
+        + hashlib.sha256(f"{now}{cfg_sha}".encode()).hexdigest()[:6]
+    )
+    record = {
+        "run_id": run_id,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "config_sha256": cfg_sha,
+        "config": cfg_json,
+        "code": _git(Path(code_root)),
+        "versions": _versions(),
+        "inputs": inputs,
+        "n_rows": len(rows),
+    }
+    flat = [
+        {
+            "run_id": run_id,
+            "time": record["time"],
+            "config_sha256": cfg_sha,
+            "config": cfg_json,
+            "git_commit": record["code"]["commit"],
+            "git_dirty": record["code"]["dirty"],
+            "versions": json.dumps(record["versions"], sort_keys=True),
+            "inputs": json.dumps(inputs, sort_keys=True),
+            **r,
+        }
+        for r in rows
+    ]
     registry = Path(registry)
     old = read_parquet(registry).to_pylist() if registry.exists() else []
     # columns of every run (a newer run may add some): missing values are null
@@ -252,9 +334,18 @@ def runs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One summary per run, oldest first."""
     seen: dict[str, dict[str, Any]] = {}
     for r in rows:
-        s = seen.setdefault(r["run_id"], {"run_id": r["run_id"], "time": r["time"],
-                                          "config_sha256": r["config_sha256"][:12], "git_commit": (r["git_commit"] or "")[:10],
-                                          "git_dirty": r["git_dirty"], "rows": 0, "mean_image_auroc": []})  # fmt: skip
+        s = seen.setdefault(
+            r["run_id"],
+            {
+                "run_id": r["run_id"],
+                "time": r["time"],
+                "config_sha256": r["config_sha256"][:12],
+                "git_commit": (r["git_commit"] or "")[:10],
+                "git_dirty": r["git_dirty"],
+                "rows": 0,
+                "mean_image_auroc": [],
+            },
+        )
         s["rows"] += 1
         if r.get("image_auroc") is not None:
             s["mean_image_auroc"].append(r["image_auroc"])
@@ -273,8 +364,10 @@ def _pick(rows: list[dict[str, Any]], run: str) -> list[dict[str, Any]]:
         run = ids[-2]
     match = [i for i in ids if i == run or i.startswith(run)]
     if len(match) != 1:
-        raise DefectflowError(f"run {run!r} {'is ambiguous' if match else 'is not in the registry'}; "
-                              f"known: {', '.join(ids[-5:]) or 'none'}")  # fmt: skip
+        raise DefectflowError(
+            f"run {run!r} {'is ambiguous' if match else 'is not in the registry'}; "
+            f"known: {', '.join(ids[-5:]) or 'none'}"
+        )
     return [r for r in rows if r["run_id"] == match[0]]
 
 
@@ -284,8 +377,13 @@ def baseline_rows(baseline: str, registry: str | Path) -> list[dict[str, Any]]:
     if path.suffix in (".parquet", ".csv") and path.is_file():
         if path.suffix == ".csv":
             with open(path, newline="") as fh:
-                return [{k: (float(v) if k in METRICS and v not in ("", None) else (v or None))
-                         for k, v in row.items()} for row in csv.DictReader(fh)]  # fmt: skip
+                return [
+                    {
+                        k: (float(v) if k in METRICS and v not in ("", None) else (v or None))
+                        for k, v in row.items()
+                    }
+                    for row in csv.DictReader(fh)
+                ]
         from defectflow.tables import read_parquet
 
         return read_parquet(path).to_pylist()
@@ -336,8 +434,12 @@ def diff(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
     return {"config_changes": changes, "metrics": deltas}
 
 
-def gate(current: list[dict[str, Any]], baseline: list[dict[str, Any]], metric: str = "image_auroc",
-         max_drop: float = 0.01) -> list[dict[str, Any]]:  # fmt: skip
+def gate(
+    current: list[dict[str, Any]],
+    baseline: list[dict[str, Any]],
+    metric: str = "image_auroc",
+    max_drop: float = 0.01,
+) -> list[dict[str, Any]]:
     """The rows whose ``metric`` dropped by more than ``max_drop`` against the baseline (a row
     missing from the current run counts as a drop)."""
     higher_is_better = [m for m in METRICS if m != "f1_gap"]
@@ -353,7 +455,14 @@ def gate(current: list[dict[str, Any]], baseline: list[dict[str, Any]], metric: 
             continue
         now = cur.get(_key(r), {}).get(metric)
         if now is None or base - now > max_drop + 1e-12:
-            failed.append({"dataset": r["dataset"], "category": r["category"], "model": r["model"],
-                           "baseline": base, "current": now,
-                           "drop": None if now is None else round(base - now, 6)})  # fmt: skip
+            failed.append(
+                {
+                    "dataset": r["dataset"],
+                    "category": r["category"],
+                    "model": r["model"],
+                    "baseline": base,
+                    "current": now,
+                    "drop": None if now is None else round(base - now, 6),
+                }
+            )
     return failed

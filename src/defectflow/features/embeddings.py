@@ -22,8 +22,13 @@ from defectflow.sharding import shard_rows
 log = logging.getLogger(__name__)
 
 
-def extract(backbone: OnnxBackbone, paths: list[str], pp: PreprocessSpec, batch_size: int,
-            desc: str = "embed") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def extract(
+    backbone: OnnxBackbone,
+    paths: list[str],
+    pp: PreprocessSpec,
+    batch_size: int,
+    desc: str = "embed",
+) -> tuple[np.ndarray, np.ndarray]:
     """Features of image files, batched with progress; the next batch is decoded on a thread
     while the network runs on the current one (PIL releases the GIL)."""
 
@@ -47,9 +52,19 @@ def extract(backbone: OnnxBackbone, paths: list[str], pp: PreprocessSpec, batch_
     return np.concatenate(patches), np.concatenate(images)
 
 
-def run_embed(table: str | Path, backbone_onnx: str | Path, backbone_card: str | Path, category: str, shard: int,
-              n_shards: int, out_patches: str | Path, out_images: str | Path, threads: int = 1,
-              batch_size: int = 16, device: str = "cpu") -> int:  # fmt: skip
+def run_embed(
+    table: str | Path,
+    backbone_onnx: str | Path,
+    backbone_card: str | Path,
+    category: str,
+    shard: int,
+    n_shards: int,
+    out_patches: str | Path,
+    out_images: str | Path,
+    threads: int = 1,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> int:
     """Snakemake entry point: one shard of one category's images (all splits) -> stored features."""
     rows = shard_rows(category_rows(table, category), shard, n_shards)
     if not rows:
@@ -62,12 +77,30 @@ def run_embed(table: str | Path, backbone_onnx: str | Path, backbone_card: str |
     where = dev.use(device)
     backbone = make_backbone(str(backbone_onnx), card.spec, card.weights_sha256, where, threads)
     t = time.perf_counter()
-    patch, image = extract(backbone, [r["image_path"] for r in rows], pp, batch_size,
-                           desc=f"embed {category} {shard + 1}/{n_shards}")  # fmt: skip
+    patch, image = extract(
+        backbone,
+        [r["image_path"] for r in rows],
+        pp,
+        batch_size,
+        desc=f"embed {category} {shard + 1}/{n_shards}",
+    )
     dt = time.perf_counter() - t
-    meta = {"backbone_onnx_sha256": card.onnx_sha256, "preprocess": card.preprocess,
-            "backbone": card.spec, "weights_sha256": card.weights_sha256, "device": where}  # fmt: skip
+    meta = {
+        "backbone_onnx_sha256": card.onnx_sha256,
+        "preprocess": card.preprocess,
+        "backbone": card.spec,
+        "weights_sha256": card.weights_sha256,
+        "device": where,
+    }
     write_shard(patch, image, rows, meta, out_patches, out_images)
-    log.info("%s shard %d/%d: %d images in %.1f s (%.1f img/s), patch features %s", category,
-             shard + 1, n_shards, len(rows), dt, len(rows) / dt, tuple(patch.shape))  # fmt: skip
+    log.info(
+        "%s shard %d/%d: %d images in %.1f s (%.1f img/s), patch features %s",
+        category,
+        shard + 1,
+        n_shards,
+        len(rows),
+        dt,
+        len(rows) / dt,
+        tuple(patch.shape),
+    )
     return len(rows)

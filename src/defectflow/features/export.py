@@ -18,8 +18,13 @@ from defectflow.io import atomic_path, sha256_file
 log = logging.getLogger(__name__)
 
 
-def export_backbone(spec: BackboneSpec, pp: PreprocessSpec, out_onnx: str | Path, out_card: str | Path,
-                    tolerance: float = 1e-3) -> BackboneCard:  # fmt: skip
+def export_backbone(
+    spec: BackboneSpec,
+    pp: PreprocessSpec,
+    out_onnx: str | Path,
+    out_card: str | Path,
+    tolerance: float = 1e-3,
+) -> BackboneCard:
     """Export the feature extractor to ONNX (dynamic batch) and check onnxruntime against torch."""
     import onnxruntime as ort
     import torch
@@ -34,10 +39,15 @@ def export_backbone(spec: BackboneSpec, pp: PreprocessSpec, out_onnx: str | Path
         ref_p, ref_i = model(x)
     with atomic_path(out_onnx) as tmp:
         torch.onnx.export(
-            model, (x,), str(tmp), input_names=["image"], output_names=["patch", "embedding"],
+            model,
+            (x,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["patch", "embedding"],
             dynamic_axes={"image": {0: "batch"}, "patch": {0: "batch"}, "embedding": {0: "batch"}},
-            opset_version=17, dynamo=False,
-        )  # fmt: skip
+            opset_version=17,
+            dynamo=False,
+        )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(out_onnx), opts, providers=["CPUExecutionProvider"])
@@ -52,10 +62,15 @@ def export_backbone(spec: BackboneSpec, pp: PreprocessSpec, out_onnx: str | Path
             f"the ONNX backbone differs from torch by {err:.2e} (> {tolerance}); not delivered"
         )
     card = BackboneCard(
-        spec=spec.model_dump(), preprocess=pp.model_dump(), weights_sha256=weights_sha,
-        onnx_sha256=sha256_file(out_onnx), patch_shape=list(ref_p.shape[1:]),
-        embedding_dim=int(ref_i.shape[1]), parity=err, versions=_versions(),
-    )  # fmt: skip
+        spec=spec.model_dump(),
+        preprocess=pp.model_dump(),
+        weights_sha256=weights_sha,
+        onnx_sha256=sha256_file(out_onnx),
+        patch_shape=list(ref_p.shape[1:]),
+        embedding_dim=int(ref_i.shape[1]),
+        parity=err,
+        versions=_versions(),
+    )
     write_backbone_card(card, out_card)
     log.info(
         "backbone %s exported: patch %s, embedding %d, ONNX vs torch %.1e",

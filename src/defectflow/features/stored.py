@@ -13,15 +13,25 @@ from defectflow.models.backends.base import Images
 FIT_SPLITS = ("train", "val")
 
 
-def load_inputs(consumes: str, table: str | Path, category: str, feature_files: list[str],
-                image_size: int, splits: tuple[str, ...], ids: set[str] | None = None,
-                select: Callable[[dict[str, Any]], bool] | None = None,
-                patches: bool = True) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
+def load_inputs(
+    consumes: str,
+    table: str | Path,
+    category: str,
+    feature_files: list[str],
+    image_size: int,
+    splits: tuple[str, ...],
+    ids: set[str] | None = None,
+    select: Callable[[dict[str, Any]], bool] | None = None,
+    patches: bool = True,
+) -> tuple[Any, list[dict[str, Any]]]:
     """A category's inputs of the given splits (stored features, or image files) and their rows
     (the table's: its labels are the truth); ``ids``: only these images (one shard); ``select``:
     only the rows it accepts; ``patches=False``: image embeddings only."""
-    rows = {r["image_id"]: r for r in category_rows(table, category, splits)
-            if (ids is None or r["image_id"] in ids) and (select is None or select(r))}  # fmt: skip
+    rows = {
+        r["image_id"]: r
+        for r in category_rows(table, category, splits)
+        if (ids is None or r["image_id"] in ids) and (select is None or select(r))
+    }
     if consumes == "features":
         from defectflow.artifacts.embeddings import load_features
 

@@ -21,8 +21,10 @@ class TorchBackbone:
 
         model, sha = build_extractor(BackboneSpec.model_validate(spec))
         if weights_sha256 and sha != weights_sha256:
-            raise ModelError(f"the backbone weights found here (sha256 {sha[:12]}) are not the ones "
-                             f"the model was made with ({weights_sha256[:12]})")  # fmt: skip
+            raise ModelError(
+                f"the backbone weights found here (sha256 {sha[:12]}) are not the ones "
+                f"the model was made with ({weights_sha256[:12]})"
+            )
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.torch = torch
@@ -36,8 +38,9 @@ class TorchBackbone:
         return (patch.half().float().cpu().numpy(), image.float().cpu().numpy())
 
 
-def make_backbone(onnx_path: str, spec: dict[str, Any], weights_sha256: str | None,
-                  device: str, threads: int = 1) -> Any:  # fmt: skip
+def make_backbone(
+    onnx_path: str, spec: dict[str, Any], weights_sha256: str | None, device: str, threads: int = 1
+) -> Any:
     """The backbone for ``device`` (resolved: cpu or cuda)."""
     if device == "cuda":
         return TorchBackbone(spec, weights_sha256, device)

@@ -27,9 +27,19 @@ def _ref(path: str | Path, base: Path) -> FileRef:
     )
 
 
-def run_calibrate(crossfit: str | Path, checkpoint: str | Path, backbone_onnx: str | Path | None,
-                  backbone_card: str | Path | None, dataset: str, category: str, model: str,
-                  threshold: dict[str, Any], map_sigma: float, out: str | Path, seed: int = 0) -> InferConfig:  # fmt: skip
+def run_calibrate(
+    crossfit: str | Path,
+    checkpoint: str | Path,
+    backbone_onnx: str | Path | None,
+    backbone_card: str | Path | None,
+    dataset: str,
+    category: str,
+    model: str,
+    threshold: dict[str, Any],
+    map_sigma: float,
+    out: str | Path,
+    seed: int = 0,
+) -> InferConfig:
     """Snakemake entry point."""
     tcfg = ThresholdConfig.model_validate(threshold)
     rows = read_scores(crossfit)
@@ -57,14 +67,37 @@ def run_calibrate(crossfit: str | Path, checkpoint: str | Path, backbone_onnx: s
             "std": extra.get("std"),
         }
     cfg = InferConfig(
-        dataset=dataset, category=category, model=model, backend=e.name, params=meta["params"],
-        consumes=e.consumes, backbone=bb_ref, backbone_spec=spec, weights_sha256=wsha, preprocess=pp,
-        checkpoint=_ref(checkpoint, out.parent), threshold=thr, map_sigma=map_sigma, seed=seed,
+        dataset=dataset,
+        category=category,
+        model=model,
+        backend=e.name,
+        params=meta["params"],
+        consumes=e.consumes,
+        backbone=bb_ref,
+        backbone_spec=spec,
+        weights_sha256=wsha,
+        preprocess=pp,
+        checkpoint=_ref(checkpoint, out.parent),
+        threshold=thr,
+        map_sigma=map_sigma,
+        seed=seed,
         search=meta.get("extra", {}).get("search"),
-        versions=versions, device=meta.get("device", "cpu"), digest="",
-    )  # fmt: skip
+        versions=versions,
+        device=meta.get("device", "cpu"),
+        digest="",
+    )
     cfg = write_infer_config(cfg, out)
-    log.info("%s/%s/%s: threshold %.5g (%s) on %d normal (%d folds) and %d anomalous scores; normal "
-             "scores %s", dataset, category, model, thr.value, thr.policy, thr.n_normal, thr.folds,
-             thr.n_anomaly, thr.normal_scores)  # fmt: skip
+    log.info(
+        "%s/%s/%s: threshold %.5g (%s) on %d normal (%d folds) and %d anomalous scores; normal "
+        "scores %s",
+        dataset,
+        category,
+        model,
+        thr.value,
+        thr.policy,
+        thr.n_normal,
+        thr.folds,
+        thr.n_anomaly,
+        thr.normal_scores,
+    )
     return cfg

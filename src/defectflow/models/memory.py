@@ -45,8 +45,13 @@ def model_memory_mb(
     return p.memory_mb(n_train, patch_shape, embedding_dim)
 
 
-def train_mem_mb(params: dict[str, Any], feature_files: list[str], fallback: int,
-                 base_mb: int = 400, margin: float = 1.15) -> int:  # fmt: skip
+def train_mem_mb(
+    params: dict[str, Any],
+    feature_files: list[str],
+    fallback: int,
+    base_mb: int = 400,
+    margin: float = 1.15,
+) -> int:
     """The ``mem_mb`` a train job declares: the stored features it loads (float16 patches as
     stored, unless its backend reads image embeddings only), plus the larger of one shard read
     while loading and what its backend holds while fitting and cross-fitting
@@ -92,9 +97,15 @@ print("PEAK_KB", [x.split()[1] for x in Path("/proc/self/status").read_text().sp
 """
 
 
-def synthetic_train_data(root: str | Path, n: int, shard_size: int,
-                         patch_shape: tuple[int, int, int] = (152, 28, 28), dim: int = 472,
-                         seed: int = 0, prototypes: Any = None) -> tuple[Path, list[str]]:  # fmt: skip
+def synthetic_train_data(
+    root: str | Path,
+    n: int,
+    shard_size: int,
+    patch_shape: tuple[int, int, int] = (152, 28, 28),
+    dim: int = 472,
+    seed: int = 0,
+    prototypes: Any = None,
+) -> tuple[Path, list[str]]:
     """A standardized table of ``n`` normal images of category ``cat`` (every tenth held out
     as val) and their synthetic stored features in shards: what a train job reads, for
     measuring one (``bench/train_memory.py``, ``bench/scale.py`` and a test). Returns (table,
@@ -111,14 +122,31 @@ def synthetic_train_data(root: str | Path, n: int, shard_size: int,
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows = [{
-        "image_id": f"cat-{i:06d}", "category": "cat", "split": "val" if i % 10 == 9 else "train",
-        "split_assigned": False, "label": "normal", "defect_type": None,
-        "image_path": f"/synthetic/{i}.png", "mask_path": None, "rel_path": f"{i}.png",
-        "sha256": f"{i:064x}", "width": 224, "height": 224, "channels": 3, "mode": "RGB",
-        "bit_depth": 8, "mask_fraction": None, "group_id": None, "source_file": "synthetic",
-        "source_line": i + 1, "source_type": "manifest",
-    } for i in range(n)]  # fmt: skip
+    rows = [
+        {
+            "image_id": f"cat-{i:06d}",
+            "category": "cat",
+            "split": "val" if i % 10 == 9 else "train",
+            "split_assigned": False,
+            "label": "normal",
+            "defect_type": None,
+            "image_path": f"/synthetic/{i}.png",
+            "mask_path": None,
+            "rel_path": f"{i}.png",
+            "sha256": f"{i:064x}",
+            "width": 224,
+            "height": 224,
+            "channels": 3,
+            "mode": "RGB",
+            "bit_depth": 8,
+            "mask_fraction": None,
+            "group_id": None,
+            "source_file": "synthetic",
+            "source_line": i + 1,
+            "source_type": "manifest",
+        }
+        for i in range(n)
+    ]
     table = root / "standardized.parquet"
     write_standardized(table, rows)
     base = rng.standard_normal(patch_shape, dtype=np.float32)
@@ -137,21 +165,36 @@ def synthetic_train_data(root: str | Path, n: int, shard_size: int,
                 patch[i] = np.roll(protos[rng.integers(len(protos))], shift, axis=(1, 2))
                 patch[i] += scale * rng.standard_normal(patch_shape, dtype=np.float32)
         f = root / f"{shard_name(s, k)}.safetensors"
-        write_shard(patch, rng.standard_normal((len(part), dim), dtype=np.float32), part, {}, f,
-                    f.with_suffix(".parquet"))  # fmt: skip
+        write_shard(
+            patch,
+            rng.standard_normal((len(part), dim), dtype=np.float32),
+            part,
+            {},
+            f,
+            f.with_suffix(".parquet"),
+        )
         files.append(str(f))
     return table, files
 
 
-def measure_train(table: str | Path, files: list[str], params: dict[str, Any], out: str | Path,
-                  threads: int = 1) -> float:  # fmt: skip
+def measure_train(
+    table: str | Path, files: list[str], params: dict[str, Any], out: str | Path, threads: int = 1
+) -> float:
     """Run a real train job (category ``cat``) in a child process; its peak RSS in MB."""
     import json
     import subprocess
     import sys
 
-    arg = json.dumps({"table": str(table), "files": files, "model": params["backend"],
-                      "params": params, "out": str(out), "threads": threads})  # fmt: skip
+    arg = json.dumps(
+        {
+            "table": str(table),
+            "files": files,
+            "model": params["backend"],
+            "params": params,
+            "out": str(out),
+            "threads": threads,
+        }
+    )
     Path(out).mkdir(parents=True, exist_ok=True)
     r = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, arg], capture_output=True, text=True)
     if r.returncode != 0:
@@ -159,17 +202,31 @@ def measure_train(table: str | Path, files: list[str], params: dict[str, Any], o
     return int(r.stdout.split("PEAK_KB")[1].split()[0]) / 1024
 
 
-def run_memory_check(preflight: str | Path, backbone_cards: list[str | Path], models: dict[str, Any],
-                     dataset: str, max_memory_mb: int, out: str | Path, default_backbone: str,
-                     severity: dict[str, str] | None = None) -> MemoryReport:  # fmt: skip
+def run_memory_check(
+    preflight: str | Path,
+    backbone_cards: list[str | Path],
+    models: dict[str, Any],
+    dataset: str,
+    max_memory_mb: int,
+    out: str | Path,
+    default_backbone: str,
+    severity: dict[str, str] | None = None,
+) -> MemoryReport:
     """Snakemake entry point. ``backbone_cards``: ``backbones/{id}/backbone.json`` of every
     backbone; each model is projected with its own (``backbone_variant``, else the default)."""
     report = read_report(preflight)
     cards = {Path(c).parent.name: read_backbone_card(c) for c in backbone_cards}
     sev = severity or {}
-    fit = {cat: sum(n for sp, labels in s.counts.items() if sp in ("train", "unassigned")
-                    for lab, n in labels.items() if lab in ("normal", "unlabeled"))
-           for cat, s in report.categories.items()}  # fmt: skip
+    fit = {
+        cat: sum(
+            n
+            for sp, labels in s.counts.items()
+            if sp in ("train", "unassigned")
+            for lab, n in labels.items()
+            if lab in ("normal", "unlabeled")
+        )
+        for cat, s in report.categories.items()
+    }
     out_models: dict[str, dict[str, dict[str, float]]] = {}
     issues = []
     for cat, n in sorted(fit.items()):
@@ -180,13 +237,25 @@ def run_memory_check(preflight: str | Path, backbone_cards: list[str | Path], mo
             if not mb:
                 continue
             out_models[cat][name] = mb
-            issues.append(Issue(code="MEMORY_PROJECTION", severity=Severity(sev.get("MEMORY_PROJECTION", CODES["MEMORY_PROJECTION"][0])),
-                                message=f"category {cat!r}, model {name!r}: fitting holds about {mb['candidates_mb']:.0f} MB of features, "
-                                f"the fitted model {mb['model_mb']:.0f} MB", context={"category": cat, "model": name, **mb}))  # fmt: skip
+            issues.append(
+                Issue(
+                    code="MEMORY_PROJECTION",
+                    severity=Severity(sev.get("MEMORY_PROJECTION", CODES["MEMORY_PROJECTION"][0])),
+                    message=f"category {cat!r}, model {name!r}: fitting holds about {mb['candidates_mb']:.0f} MB of features, "
+                    f"the fitted model {mb['model_mb']:.0f} MB",
+                    context={"category": cat, "model": name, **mb},
+                )
+            )
             if max(mb.values()) > max_memory_mb:
-                issues.append(Issue(code="MEMORY_HIGH", severity=Severity(sev.get("MEMORY_HIGH", CODES["MEMORY_HIGH"][0])),
-                                    message=f"category {cat!r}, model {name!r}: needs about {max(mb.values()):.0f} MB "
-                                    f"(> preflight.max_memory_mb {max_memory_mb})", context={"category": cat, "model": name}))  # fmt: skip
+                issues.append(
+                    Issue(
+                        code="MEMORY_HIGH",
+                        severity=Severity(sev.get("MEMORY_HIGH", CODES["MEMORY_HIGH"][0])),
+                        message=f"category {cat!r}, model {name!r}: needs about {max(mb.values()):.0f} MB "
+                        f"(> preflight.max_memory_mb {max_memory_mb})",
+                        context={"category": cat, "model": name},
+                    )
+                )
     rep = MemoryReport(
         dataset=dataset,
         patch_shapes={b: c.patch_shape for b, c in sorted(cards.items())},

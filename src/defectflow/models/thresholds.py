@@ -81,16 +81,29 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
     low = float(min(every.min(), value)) if len(every) else 0.0
     spread = max(value - low, 1e-6 * max(abs(value), 1.0))
     stats = (
-        {k: round(float(v), 6) for k, v in zip(("min", "median", "p95", "max"),
-                                               np.quantile(normal, [0, 0.5, 0.95, 1]), strict=True)}
-        if len(normal) else {}
-    )  # fmt: skip
+        {
+            k: round(float(v), 6)
+            for k, v in zip(
+                ("min", "median", "p95", "max"), np.quantile(normal, [0, 0.5, 0.95, 1]), strict=True
+            )
+        }
+        if len(normal)
+        else {}
+    )
     return Threshold(
-        value=value, policy=policy, quantile=cfg.quantile if policy == "normal_quantile" else None,
-        low=low, spread=spread, n_normal=len(normal), n_anomaly=len(anomaly), folds=folds,
-        normal_scores=stats, calibration_ids_sha256=fingerprint([r["image_id"] for r in rows]), f1=f1,
+        value=value,
+        policy=policy,
+        quantile=cfg.quantile if policy == "normal_quantile" else None,
+        low=low,
+        spread=spread,
+        n_normal=len(normal),
+        n_anomaly=len(anomaly),
+        folds=folds,
+        normal_scores=stats,
+        calibration_ids_sha256=fingerprint([r["image_id"] for r in rows]),
+        f1=f1,
         calibration=calibration,
-    )  # fmt: skip
+    )
 
 
 def follow_threshold(t: Threshold) -> Threshold:

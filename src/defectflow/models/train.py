@@ -37,8 +37,13 @@ def assign_folds(ids: list[str], groups: list[str | None], k: int, seed: int) ->
     return np.array([fold_by_key[g] for g in keys])
 
 
-def oof_scores(backend: Backend, data: Any, rows: np.ndarray | None = None, batch: int = 32,
-               progress: Progress | None = None) -> np.ndarray:  # fmt: skip
+def oof_scores(
+    backend: Backend,
+    data: Any,
+    rows: np.ndarray | None = None,
+    batch: int = 32,
+    progress: Progress | None = None,
+) -> np.ndarray:
     """Raw image scores of ``data`` (of its ``rows`` only, when given), in batches so memory
     stays bounded (maps are not needed)."""
     idx = np.arange(len(data)) if rows is None else np.asarray(rows)
@@ -50,10 +55,22 @@ def oof_scores(backend: Backend, data: Any, rows: np.ndarray | None = None, batc
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def run_train(table: str | Path, feature_files: list[str], dataset: str, category: str, model: str,
-              params: dict[str, Any], folds: int, out_ckpt: str | Path, out_card: str | Path,
-              out_crossfit: str | Path, image_size: int = 224, seed: int = 0, threads: int = 1,
-              device: str = "cpu") -> ModelCard:  # fmt: skip
+def run_train(
+    table: str | Path,
+    feature_files: list[str],
+    dataset: str,
+    category: str,
+    model: str,
+    params: dict[str, Any],
+    folds: int,
+    out_ckpt: str | Path,
+    out_card: str | Path,
+    out_crossfit: str | Path,
+    image_size: int = 224,
+    seed: int = 0,
+    threads: int = 1,
+    device: str = "cpu",
+) -> ModelCard:
     """Snakemake entry point."""
     from defectflow import device as dev
 
@@ -67,8 +84,16 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
     def fitted(r: dict[str, Any]) -> bool:
         return r["label"] != "anomaly" and r["split"] != "val"
 
-    fit, fit_rows = load_inputs(entry.consumes, table, category, feature_files, image_size,
-                                FIT_SPLITS, select=fitted, patches=entry.patches)  # fmt: skip
+    fit, fit_rows = load_inputs(
+        entry.consumes,
+        table,
+        category,
+        feature_files,
+        image_size,
+        FIT_SPLITS,
+        select=fitted,
+        patches=entry.patches,
+    )
     if len(fit) < 2:
         raise ModelError(
             f"{dataset}/{category}: {len(fit)} normal training image(s); at least 2 are needed"
@@ -94,27 +119,81 @@ def run_train(table: str | Path, feature_files: list[str], dataset: str, categor
         else:
             method = "derived from the delivered model (see the backend's fold_model)"
         oof[held] = oof_scores(b, fit, held, progress=progress)
-        log.info("%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals", dataset, category, model, f + 1, k, len(held))  # fmt: skip
-    out = [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal", "fold": int(fo),
-            "score": float(s)} for r, fo, s in zip(fit_rows, fold, oof, strict=True)]  # fmt: skip
+        log.info(
+            "%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals",
+            dataset,
+            category,
+            model,
+            f + 1,
+            k,
+            len(held),
+        )
+    out = [
+        {
+            "image_id": r["image_id"],
+            "split": r["split"],
+            "label": r["label"] or "normal",
+            "fold": int(fo),
+            "score": float(s),
+        }
+        for r, fo, s in zip(fit_rows, fold, oof, strict=True)
+    ]
     n_fit = len(fit)
     del fit
-    val, held_rows = load_inputs(entry.consumes, table, category, feature_files, image_size,
-                                 FIT_SPLITS, select=lambda r: not fitted(r), patches=entry.patches)  # fmt: skip
+    val, held_rows = load_inputs(
+        entry.consumes,
+        table,
+        category,
+        feature_files,
+        image_size,
+        FIT_SPLITS,
+        select=lambda r: not fitted(r),
+        patches=entry.patches,
+    )
     if len(val):
         sc = oof_scores(backend, val)
-        out += [{"image_id": r["image_id"], "split": r["split"], "label": r["label"] or "normal",
-                 "fold": -1, "score": float(s)} for r, s in zip(held_rows, sc, strict=True)]  # fmt: skip
+        out += [
+            {
+                "image_id": r["image_id"],
+                "split": r["split"],
+                "label": r["label"] or "normal",
+                "fold": -1,
+                "score": float(s),
+            }
+            for r, s in zip(held_rows, sc, strict=True)
+        ]
     write_scores(out_crossfit, out)
     cf_s = time.perf_counter() - t
     n_anom = sum(r["label"] == "anomaly" for r in held_rows)
-    card = ModelCard(dataset=dataset, category=category, model=model, backend=p.backend, params=p.fit_params(),
-                     n_train=n_fit, device=dev.current(),
-                     crossfit={"folds": k, "scored": n_fit, "val_anomalies": n_anom,
-                               "val_normals": len(held_rows) - n_anom,
-                               "fold_models": method},
-                     facts=facts, backbone=backend.extra_meta().get("backbone", {}), seed=seed)  # fmt: skip
+    card = ModelCard(
+        dataset=dataset,
+        category=category,
+        model=model,
+        backend=p.backend,
+        params=p.fit_params(),
+        n_train=n_fit,
+        device=dev.current(),
+        crossfit={
+            "folds": k,
+            "scored": n_fit,
+            "val_anomalies": n_anom,
+            "val_normals": len(held_rows) - n_anom,
+            "fold_models": method,
+        },
+        facts=facts,
+        backbone=backend.extra_meta().get("backbone", {}),
+        seed=seed,
+    )
     write_model_card(card, out_card)
-    log.info("%s/%s/%s: fitted on %d images in %.2f s, cross-fit %d folds in %.2f s: %s",
-             dataset, category, model, n_fit, fit_s, k, cf_s, facts)  # fmt: skip
+    log.info(
+        "%s/%s/%s: fitted on %d images in %.2f s, cross-fit %d folds in %.2f s: %s",
+        dataset,
+        category,
+        model,
+        n_fit,
+        fit_s,
+        k,
+        cf_s,
+        facts,
+    )
     return card

@@ -105,8 +105,9 @@ def is_labels_file(path: Path) -> bool:
     return isinstance(data, dict) and isinstance(data.get("images"), list)
 
 
-def _coco_object(ann: dict[str, Any], cls: str, W: float, H: float, where: str,
-                 name: str) -> Object:  # fmt: skip
+def _coco_object(
+    ann: dict[str, Any], cls: str, W: float, H: float, where: str, name: str
+) -> Object:
     obj = Object(cls)
     seg = ann.get("segmentation")
     if isinstance(seg, dict):
@@ -118,8 +119,10 @@ def _coco_object(ann: dict[str, Any], cls: str, W: float, H: float, where: str,
                 continue
             xy = _numbers(poly, where, f"segmentation[{k}]")
             if len(xy) < 6 or len(xy) % 2:
-                raise LabelsInvalid(f"{where}: polygon segmentation[{k}] has {len(xy)} numbers; "
-                                    "a polygon is x1 y1 x2 y2 x3 y3 ... (at least 3 points)")  # fmt: skip
+                raise LabelsInvalid(
+                    f"{where}: polygon segmentation[{k}] has {len(xy)} numbers; "
+                    "a polygon is x1 y1 x2 y2 x3 y3 ... (at least 3 points)"
+                )
             obj.polygons.append(list(zip(xy[0::2], xy[1::2], strict=True)))
     bbox = ann.get("bbox")
     if bbox is not None and bbox != []:
@@ -131,14 +134,27 @@ def _coco_object(ann: dict[str, Any], cls: str, W: float, H: float, where: str,
             xs, ys = [p[0] for p in corners], [p[1] for p in corners]
             b = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
         elif len(b) != 4:
-            raise LabelsInvalid(f"{where}: `bbox` has {len(b)} numbers; COCO boxes are "
-                                "[x, y, width, height] in pixels (5: a rotated box)")  # fmt: skip
+            raise LabelsInvalid(
+                f"{where}: `bbox` has {len(b)} numbers; COCO boxes are "
+                "[x, y, width, height] in pixels (5: a rotated box)"
+            )
         x, y, w, h = b
-        if w <= 0 or h <= 0 or x + w <= 0 or y + h <= 0 or (W and x >= W) or (H and y >= H) or \
-                (len(bbox) == 4 and (x < -_PX or y < -_PX or (W and x + w > W + _PX)
-                                     or (H and y + h > H + _PX))):  # fmt: skip
-            raise LabelsInvalid(f"{where}: box {bbox} lies outside image {name!r} ({W:g} x {H:g}); "
-                                "fix the box or the image size")  # fmt: skip
+        if (
+            w <= 0
+            or h <= 0
+            or x + w <= 0
+            or y + h <= 0
+            or (W and x >= W)
+            or (H and y >= H)
+            or (
+                len(bbox) == 4
+                and (x < -_PX or y < -_PX or (W and x + w > W + _PX) or (H and y + h > H + _PX))
+            )
+        ):
+            raise LabelsInvalid(
+                f"{where}: box {bbox} lies outside image {name!r} ({W:g} x {H:g}); "
+                "fix the box or the image size"
+            )
         obj.box = (x, y, w, h)
     return obj
 
@@ -172,8 +188,11 @@ def _load_coco(labels: Path) -> dict[str, Any]:
     try:
         data = json.loads(labels.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"{labels} line {exc.lineno}: not valid JSON ({exc.msg})",
-                            file=str(labels), line=exc.lineno) from None  # fmt: skip
+        raise ManifestError(
+            f"{labels} line {exc.lineno}: not valid JSON ({exc.msg})",
+            file=str(labels),
+            line=exc.lineno,
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(
             f"{labels}: not a readable COCO JSON file ({exc})", file=str(labels)
@@ -223,11 +242,17 @@ def read(src: CocoSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
         where += f" (id {ann.get('id')})"
         im = images.get(ann.get("image_id"))
         if im is None:
-            raise LabelsInvalid(f"{where} names image_id {ann.get('image_id')!r}, which `images` does "
-                                "not list; fix or drop the annotation", file=str(labels))  # fmt: skip
+            raise LabelsInvalid(
+                f"{where} names image_id {ann.get('image_id')!r}, which `images` does "
+                "not list; fix or drop the annotation",
+                file=str(labels),
+            )
         if ann.get("category_id") not in classes:
-            raise LabelsInvalid(f"{where} names category_id {ann.get('category_id')!r}, which "
-                                "`categories` does not list", file=str(labels))  # fmt: skip
+            raise LabelsInvalid(
+                f"{where} names category_id {ann.get('category_id')!r}, which "
+                "`categories` does not list",
+                file=str(labels),
+            )
         i = ann["image_id"]
         if i not in sizes:
             sizes[i] = image_size(paths[i])
@@ -245,6 +270,17 @@ def read(src: CocoSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
         if objects[i]:  # drawn at the file's size; the JSON's when the file is missing
             json_size = tuple(int(v) for v in _declared_size(im))
             size = sizes.get(i) or image_size(paths[i]) or (json_size if all(json_size) else None)
-        out.append(record(paths[i].resolve() if paths[i].exists() else paths[i], objects[i], size,
-                           src, root, "coco", where, Path(mask_dir), {"coco_id": i}))  # fmt: skip
+        out.append(
+            record(
+                paths[i].resolve() if paths[i].exists() else paths[i],
+                objects[i],
+                size,
+                src,
+                root,
+                "coco",
+                where,
+                Path(mask_dir),
+                {"coco_id": i},
+            )
+        )
     return out

@@ -31,8 +31,10 @@ def apply(records: list[ManifestRecord], path: Path) -> int:
         img = row.get("image_path")
         rec = by_path.get(str(Path(img).resolve())) if isinstance(img, str) else None
         if rec is None:
-            raise ManifestError(f"{where}: {img!r} is not an image of the sources before it; "
-                                "was this file pulled for another dataset?")  # fmt: skip
+            raise ManifestError(
+                f"{where}: {img!r} is not an image of the sources before it; "
+                "was this file pulled for another dataset?"
+            )
         label = normalize_label(row.get("label"))
         if label not in (Label.NORMAL, Label.ANOMALY):
             raise ManifestError(

@@ -58,8 +58,9 @@ def read(src: ManifestSource, **_: Any) -> list[ManifestRecord]:
         raise ManifestError(
             f"{path}: column {cmap['image_path']!r} is empty in every record: no record names an image; "
             "map the right column with `fields: {image_path: <column>}`",
-            file=str(path), line=rows[0][0],
-        )  # fmt: skip
+            file=str(path),
+            line=rows[0][0],
+        )
     mapped_cols = set(cmap.values())
     records = []
     for lineno, row in rows:

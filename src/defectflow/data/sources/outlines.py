@@ -118,9 +118,17 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return None  # preflight reports the image itself
 
 
-def record(img: Path, objects: list[Object], size: tuple[int, int] | None,
-            src: DetectionParams, root: Path, kind: str, where: SourceRef,
-            mask_dir: Path, meta: dict[str, Any]) -> ManifestRecord:  # fmt: skip
+def record(
+    img: Path,
+    objects: list[Object],
+    size: tuple[int, int] | None,
+    src: DetectionParams,
+    root: Path,
+    kind: str,
+    where: SourceRef,
+    mask_dir: Path,
+    meta: dict[str, Any],
+) -> ManifestRecord:
     from defectflow.manifests import group_from
 
     wanted = set(src.defect_classes) if src.defect_classes is not None else None
@@ -137,17 +145,25 @@ def record(img: Path, objects: list[Object], size: tuple[int, int] | None,
             key = hashlib.sha256(f"{kind}:{root}:{rel}".encode()).hexdigest()[:12]
             mask_path = draw(drawable, size[0], size[1], mask_dir / f"{img.stem}-{key}.png")
     return ManifestRecord(
-        image_path=str(img), category=src.category or root.name, split=src.split,
-        label=Label.ANOMALY if defects else Label.NORMAL, mask_path=mask_path,
-        defect_type=defect, group_id=group_from(src.group_regex, rel), rel_path=rel,
-        meta={**meta, "objects": len(defects)}, source=where,
-    )  # fmt: skip
+        image_path=str(img),
+        category=src.category or root.name,
+        split=src.split,
+        label=Label.ANOMALY if defects else Label.NORMAL,
+        mask_path=mask_path,
+        defect_type=defect,
+        group_id=group_from(src.group_regex, rel),
+        rel_path=rel,
+        meta={**meta, "objects": len(defects)},
+        source=where,
+    )
 
 
 def orphan(label_file: Path, kind: str, category: str, why: str) -> ManifestRecord:
     """A label file with no image (preflight: ``LABEL_ORPHAN``)."""
     return ManifestRecord(
-        image_path=None, category=category, rel_path=label_file.name,
+        image_path=None,
+        category=category,
+        rel_path=label_file.name,
         meta={"orphan_label": str(label_file), "why": why},
         source=SourceRef(file=str(label_file), type=kind),
-    )  # fmt: skip
+    )

@@ -151,8 +151,13 @@ def _label_file(img: Path) -> Path:
     return img.with_suffix(".txt")
 
 
-def _yolo_objects(txt: Path, names: list[str] | None, yaml_path: Path | None,
-                  size: tuple[int, int] | None, pose: bool) -> list[Object]:  # fmt: skip
+def _yolo_objects(
+    txt: Path,
+    names: list[str] | None,
+    yaml_path: Path | None,
+    size: tuple[int, int] | None,
+    pose: bool,
+) -> list[Object]:
     """The objects of one label file: ``class cx cy w h`` boxes (a sixth number, a confidence, is
     ignored), ``class x1 y1 ... xn yn`` polygons (segmentation, oriented boxes), pose lines."""
     try:
@@ -168,26 +173,51 @@ def _yolo_objects(txt: Path, names: list[str] | None, yaml_path: Path | None,
         try:
             values = [float(v) for v in parts]
         except ValueError:
-            raise LabelsInvalid(f"{txt}:{n}: not numbers: {line[:80]!r}; a YOLO line is `class cx cy "
-                                "w h` or `class x1 y1 x2 y2 ...`", file=str(txt), line=n) from None  # fmt: skip
+            raise LabelsInvalid(
+                f"{txt}:{n}: not numbers: {line[:80]!r}; a YOLO line is `class cx cy "
+                "w h` or `class x1 y1 x2 y2 ...`",
+                file=str(txt),
+                line=n,
+            ) from None
         cls_f, xy = values[0], values[1:]
         if not all(math.isfinite(v) for v in values) or cls_f != int(cls_f) or cls_f < 0:
-            raise LabelsInvalid(f"{txt}:{n}: class id {parts[0]!r} is not a non-negative integer",
-                                file=str(txt), line=n)  # fmt: skip
+            raise LabelsInvalid(
+                f"{txt}:{n}: class id {parts[0]!r} is not a non-negative integer",
+                file=str(txt),
+                line=n,
+            )
         cls = int(cls_f)
         if names is not None and cls >= len(names):
-            raise LabelsInvalid(f"{txt}:{n}: class id {cls} is not in {yaml_path} (names: {names}); "
-                                "fix the label or the YAML", file=str(txt), line=n)  # fmt: skip
+            raise LabelsInvalid(
+                f"{txt}:{n}: class id {cls} is not in {yaml_path} (names: {names}); "
+                "fix the label or the YAML",
+                file=str(txt),
+                line=n,
+            )
         name = names[cls] if names is not None else str(cls)
         if any(v < -_EPS or v > 1 + _EPS for v in (xy[:4] if pose else xy)):
-            raise LabelsInvalid(f"{txt}:{n}: coordinates {[round(v, 4) for v in xy[:8]]} lie outside "
-                                "the image (YOLO coordinates are relative, 0..1)", file=str(txt), line=n)  # fmt: skip
+            raise LabelsInvalid(
+                f"{txt}:{n}: coordinates {[round(v, 4) for v in xy[:8]]} lie outside "
+                "the image (YOLO coordinates are relative, 0..1)",
+                file=str(txt),
+                line=n,
+            )
         if len(xy) in (4, 5) or (pose and len(xy) >= 4):
             cx, cy, w, h = xy[:4]
-            if w <= 0 or h <= 0 or cx - w / 2 < -_EPS or cy - h / 2 < -_EPS or \
-                    cx + w / 2 > 1 + _EPS or cy + h / 2 > 1 + _EPS:  # fmt: skip
-                raise LabelsInvalid(f"{txt}:{n}: box {xy[:4]} lies outside the image (YOLO boxes are "
-                                    "relative, 0..1)", file=str(txt), line=n)  # fmt: skip
+            if (
+                w <= 0
+                or h <= 0
+                or cx - w / 2 < -_EPS
+                or cy - h / 2 < -_EPS
+                or cx + w / 2 > 1 + _EPS
+                or cy + h / 2 > 1 + _EPS
+            ):
+                raise LabelsInvalid(
+                    f"{txt}:{n}: box {xy[:4]} lies outside the image (YOLO boxes are "
+                    "relative, 0..1)",
+                    file=str(txt),
+                    line=n,
+                )
             objects.append(Object(name, box=((cx - w / 2) * W, (cy - h / 2) * H, w * W, h * H)))
         elif len(xy) >= 6 and len(xy) % 2 == 0:
             objects.append(
@@ -197,16 +227,22 @@ def _yolo_objects(txt: Path, names: list[str] | None, yaml_path: Path | None,
                 )
             )
         else:
-            raise LabelsInvalid(f"{txt}:{n}: {len(xy)} coordinates; a YOLO line is `class cx cy w h` "
-                                "(a box) or `class x1 y1 x2 y2 x3 y3 ...` (a polygon)", file=str(txt), line=n)  # fmt: skip
+            raise LabelsInvalid(
+                f"{txt}:{n}: {len(xy)} coordinates; a YOLO line is `class cx cy w h` "
+                "(a box) or `class x1 y1 x2 y2 x3 y3 ...` (a polygon)",
+                file=str(txt),
+                line=n,
+            )
     return objects
 
 
 def _yolo_layout(root: Path, src: YoloSource) -> tuple[Path | None, dict[str, Any], Path]:
     yaml_path = find_yaml(root, src.yaml)
     if yaml_path is None and not (root / "images").is_dir():
-        raise ManifestError(f"YOLO dataset {root}: no {src.yaml} (and no images/ folder to read "
-                            "without one); set the source `yaml`")  # fmt: skip
+        raise ManifestError(
+            f"YOLO dataset {root}: no {src.yaml} (and no images/ folder to read "
+            "without one); set the source `yaml`"
+        )
     doc = _read_yaml(yaml_path) if yaml_path is not None else {}
     if not isinstance(doc, dict):
         raise ManifestError(f"{yaml_path}: not a mapping of keys (path, train, val, names)")
@@ -217,8 +253,12 @@ def _yolo_layout(root: Path, src: YoloSource) -> tuple[Path | None, dict[str, An
         if p.is_dir():
             base = p
         else:
-            log.warning("%s: `path: %s` does not exist here; reading splits relative to %s",
-                        yaml_path, doc["path"], root)  # fmt: skip
+            log.warning(
+                "%s: `path: %s` does not exist here; reading splits relative to %s",
+                yaml_path,
+                doc["path"],
+                root,
+            )
     return yaml_path, doc, base
 
 
@@ -244,8 +284,10 @@ def read(src: YoloSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
     else:
         entries = {s: doc[s] for s in declared}
         if not entries:
-            raise ManifestError(f"{yaml_path}: declares none of the splits {src.splits}; name image "
-                                "folders under `train:`, `val:` or `test:`")  # fmt: skip
+            raise ManifestError(
+                f"{yaml_path}: declares none of the splits {src.splits}; name image "
+                "folders under `train:`, `val:` or `test:`"
+            )
     where = SourceRef(file=str(yaml_path or root), type="yolo")
     category = src.category or root.name
     out, seen, label_dirs = [], set(), set()
@@ -253,8 +295,10 @@ def read(src: YoloSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
         split: _split_images(base, entry, yaml_path, split) for split, entry in entries.items()
     }
     if not any(images.values()):
-        raise ManifestError(f"{yaml_path or root}: no image in the splits it names "
-                            f"({', '.join(f'{k}: {v}' for k, v in entries.items())}) under {base}")  # fmt: skip
+        raise ManifestError(
+            f"{yaml_path or root}: no image in the splits it names "
+            f"({', '.join(f'{k}: {v}' for k, v in entries.items())}) under {base}"
+        )
     for split, found in images.items():
         for img in found:
             key = os.path.abspath(img)

@@ -39,12 +39,41 @@ class BackendEntry:
 REGISTRY: dict[str, BackendEntry] = {
     e.name: e
     for e in (
-        BackendEntry("knn", KnnParams, "defectflow.models.backends.knn:KnnBackend", "features", False, True, patches=False),
-        BackendEntry("patchcore", PatchcoreParams, "defectflow.models.backends.patchcore:PatchcoreBackend", "features", True, True),
-        BackendEntry("padim", PadimParams, "defectflow.models.backends.padim:PadimBackend", "features", True, True),
-        BackendEntry("anomalib", AnomalibParams, "defectflow.models.backends.anomalib:AnomalibBackend", "images", True, False),
+        BackendEntry(
+            "knn",
+            KnnParams,
+            "defectflow.models.backends.knn:KnnBackend",
+            "features",
+            False,
+            True,
+            patches=False,
+        ),
+        BackendEntry(
+            "patchcore",
+            PatchcoreParams,
+            "defectflow.models.backends.patchcore:PatchcoreBackend",
+            "features",
+            True,
+            True,
+        ),
+        BackendEntry(
+            "padim",
+            PadimParams,
+            "defectflow.models.backends.padim:PadimBackend",
+            "features",
+            True,
+            True,
+        ),
+        BackendEntry(
+            "anomalib",
+            AnomalibParams,
+            "defectflow.models.backends.anomalib:AnomalibBackend",
+            "images",
+            True,
+            False,
+        ),
     )
-}  # fmt: skip
+}
 
 
 def entry(name: str) -> BackendEntry:

@@ -55,8 +55,11 @@ def builtin_pretrained() -> Iterator[None]:
             return original(name, *args, pretrained=pretrained, **kwargs)
         full = original(name, pretrained=False)
         own = full.state_dict()
-        sd = remap_in_order(torch.load(builtin_weights_path(name), map_location="cpu", weights_only=True),
-                            list(own), {k: v.shape for k, v in own.items()})  # fmt: skip
+        sd = remap_in_order(
+            torch.load(builtin_weights_path(name), map_location="cpu", weights_only=True),
+            list(own),
+            {k: v.shape for k, v in own.items()},
+        )
         full.load_state_dict(sd)
         kwargs.pop("pretrained_cfg", None)
         net = original(name, *args, pretrained=False, **kwargs)
@@ -89,14 +92,26 @@ def build_module(
 
     cls = _model_class(name)
     accepted = inspect.signature(cls.__init__).parameters
-    ours = {"pre_processor": PreProcessor(transform=v2.Compose([v2.Resize((image_size, image_size), antialias=True),
-                                                               v2.Normalize(mean=mean, std=std)])),
-            "post_processor": False, "evaluator": False, "visualizer": False}  # fmt: skip
+    ours = {
+        "pre_processor": PreProcessor(
+            transform=v2.Compose(
+                [
+                    v2.Resize((image_size, image_size), antialias=True),
+                    v2.Normalize(mean=mean, std=std),
+                ]
+            )
+        ),
+        "post_processor": False,
+        "evaluator": False,
+        "visualizer": False,
+    }
     kwargs = dict(init) | {k: v for k, v in ours.items() if k in accepted}
     unknown = sorted(set(init) - set(accepted))
     if unknown and not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-        raise ModelError(f"anomalib {name} takes no argument {unknown}; it takes "
-                         f"{sorted(k for k in accepted if k != 'self' and k not in ours)}")  # fmt: skip
+        raise ModelError(
+            f"anomalib {name} takes no argument {unknown}; it takes "
+            f"{sorted(k for k in accepted if k != 'self' and k not in ours)}"
+        )
     try:
         with builtin_pretrained():
             return cls(**kwargs)
@@ -133,11 +148,25 @@ class AnomalibBackend(Backend):
             good.mkdir(parents=True)
             for i, p in enumerate(data.paths):
                 os.symlink(os.path.abspath(p), good / f"{i:06d}{Path(p).suffix.lower()}")
-            dm = Folder(name="defectflow", root=Path(tmp) / "data", normal_dir="train/good",
-                        train_batch_size=self.params.batch_size, eval_batch_size=self.params.batch_size,
-                        num_workers=0, test_split_mode="none", val_split_mode="none", seed=seed)  # fmt: skip
-            engine = Engine(default_root_dir=Path(tmp) / "run", max_epochs=self.params.max_epochs,
-                            accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)  # fmt: skip
+            dm = Folder(
+                name="defectflow",
+                root=Path(tmp) / "data",
+                normal_dir="train/good",
+                train_batch_size=self.params.batch_size,
+                eval_batch_size=self.params.batch_size,
+                num_workers=0,
+                test_split_mode="none",
+                val_split_mode="none",
+                seed=seed,
+            )
+            engine = Engine(
+                default_root_dir=Path(tmp) / "run",
+                max_epochs=self.params.max_epochs,
+                accelerator="cpu",
+                devices=1,
+                logger=False,
+                enable_progress_bar=False,
+            )
             dm.setup("fit")
             threads = torch.get_num_threads()
             # batched linalg.inv (anomalib's PaDiM) is wrong in torch 2.14 with several threads
@@ -159,11 +188,17 @@ class AnomalibBackend(Backend):
         from defectflow.features.preprocess import load_rgb
 
         s = self.image_size
-        batch = torch.stack([
-            torch.from_numpy(np.asarray(load_rgb(p).resize((s, s), Image.Resampling.BILINEAR), np.float32)
-                             .transpose(2, 0, 1).copy()) / 255.0
-            for p in data.paths
-        ])  # fmt: skip
+        batch = torch.stack(
+            [
+                torch.from_numpy(
+                    np.asarray(load_rgb(p).resize((s, s), Image.Resampling.BILINEAR), np.float32)
+                    .transpose(2, 0, 1)
+                    .copy()
+                )
+                / 255.0
+                for p in data.paths
+            ]
+        )
         out = self.module.model(self.module.pre_processor.transform(batch))
         maps = out.anomaly_map
         if maps is not None:
@@ -195,8 +230,15 @@ class AnomalibBackend(Backend):
         self.module.eval()
 
     def extra_meta(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "mean": self.mean, "std": self.std,
-                "backbone": {"name": self.params.init.get("backbone"), "anomalib_model": self.params.model}}  # fmt: skip
+        return {
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "backbone": {
+                "name": self.params.init.get("backbone"),
+                "anomalib_model": self.params.model,
+            },
+        }
 
     def set_meta(self, meta: dict[str, Any]) -> None:
         self.image_size = int(meta.get("image_size", self.image_size))

@@ -112,9 +112,12 @@ def augmented_bank(bank: np.ndarray) -> np.ndarray:
 
 
 def nearest_sq_distances(
-    query: np.ndarray, bank: np.ndarray, aug: np.ndarray | None = None,
-    qblock: int = 256, bblock: int = 2048,
-) -> np.ndarray:  # fmt: skip
+    query: np.ndarray,
+    bank: np.ndarray,
+    aug: np.ndarray | None = None,
+    qblock: int = 256,
+    bblock: int = 2048,
+) -> np.ndarray:
     """Exact squared Euclidean distance of each query row to its nearest ``bank`` row.
 
     Blocked matrix products (BLAS) over query and bank blocks small enough for the distance
@@ -153,8 +156,9 @@ def nearest_index(query: np.ndarray, bank: np.ndarray, aug: np.ndarray | None = 
     return knn_distances(query, bank, 1, aug)[1][:, 0]
 
 
-def knn_distances(query: np.ndarray, bank: np.ndarray, k: int, aug: np.ndarray | None = None,
-                  margin: int = 32) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def knn_distances(
+    query: np.ndarray, bank: np.ndarray, k: int, aug: np.ndarray | None = None, margin: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean distances ``[n, k]`` and indices of the ``k`` nearest bank rows, in float64.
 
     With ``aug`` (the bank's :func:`augmented_bank`, kept by the caller) the bank is screened in

@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _kcenter(x: np.ndarray, n: int, first: int, out: np.ndarray,
-             radii: np.ndarray) -> float:  # pragma: no cover  # fmt: skip
+def _kcenter(
+    x: np.ndarray, n: int, first: int, out: np.ndarray, radii: np.ndarray
+) -> float:  # pragma: no cover
     """Greedy k-center of ``n`` rows of ``x`` from ``first`` into ``out``; ``radii[i]``: the
     covering radius (squared) by the first ``i + 1`` centres; returns the last one."""
     N, D = x.shape
@@ -101,8 +102,9 @@ def greedy_coreset(
     return kcenter(x, n, int(rng.integers(N)))[0]
 
 
-def kcenter(x: np.ndarray, n: int, first: int, top: int = 1024,
-            block: int = 32768) -> tuple[np.ndarray, float]:  # fmt: skip
+def kcenter(
+    x: np.ndarray, n: int, first: int, top: int = 1024, block: int = 32768
+) -> tuple[np.ndarray, float]:
     """Greedy k-center of ``n`` of the (projected) rows ``x`` from row ``first``, on this
     process's device: (indices in selection order, covering radius of ``x`` by them)."""
     N = len(x)
@@ -139,13 +141,21 @@ def kcenter(x: np.ndarray, n: int, first: int, top: int = 1024,
         new = _next_centres(x, sq, mind, min(top, N - 1), n - done)
     radius = float(np.sqrt(max(float(mind.max()), 0.0)))
     dt = time.perf_counter() - t
-    log.info("coreset: %d of %d candidates in %.1f s (%.0f points/s, %d passes); covering "
-             "radius %.4g", n, N, dt, n / max(dt, 1e-9), passes, radius)  # fmt: skip
+    log.info(
+        "coreset: %d of %d candidates in %.1f s (%.0f points/s, %d passes); covering radius %.4g",
+        n,
+        N,
+        dt,
+        n / max(dt, 1e-9),
+        passes,
+        radius,
+    )
     return out, radius
 
 
-def _next_centres(x: np.ndarray, sq: np.ndarray, mind: np.ndarray, top: int,
-                  limit: int) -> list[int]:  # fmt: skip
+def _next_centres(
+    x: np.ndarray, sq: np.ndarray, mind: np.ndarray, top: int, limit: int
+) -> list[int]:
     """The next centres of the textbook loop, as many as can be proven from the ``top``
     farthest candidates: candidate ``j``'s distance updated with the centres just taken is exact
     among them, and every candidate outside them is at most ``tau`` away from a centre."""
@@ -182,8 +192,9 @@ class Selection:
         return self.radius + (self.image_radius or 0.0)
 
 
-def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, room: int,
-                chunk_mb: int = 64) -> Selection:  # fmt: skip
+def select_bank(
+    patch: np.ndarray, n: int, projection_dim: int, seed: int, room: int, chunk_mb: int = 64
+) -> Selection:
     """Greedy k-center bank of ``n`` entries from ``[N, C, H, W]`` patch features (float16 as
     stored), streamed into their random projection one chunk of images at a time.
 
@@ -210,9 +221,14 @@ def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, room:
     # after each; then one radius r for all images, the smallest whose per-image prefixes fit
     # ``room``: images with unusual patches keep more of them.
     m_max = min(hw, max(1, 3 * (room // n_img), math.ceil(n / n_img)))
-    log.info("coreset: %d candidates exceed the global greedy's bound (%d); each image is first "
-             "reduced by its own greedy k-center (up to %d of %d patches)", total, room, m_max,
-             hw)  # fmt: skip
+    log.info(
+        "coreset: %d candidates exceed the global greedy's bound (%d); each image is first "
+        "reduced by its own greedy k-center (up to %d of %d patches)",
+        total,
+        room,
+        m_max,
+        hw,
+    )
     firsts = rng.integers(hw, size=n_img)
     order = np.empty((n_img, m_max), np.int32)
     radii = np.empty((n_img, m_max), np.float32)
@@ -237,8 +253,13 @@ def select_bank(patch: np.ndarray, n: int, projection_dim: int, seed: int, room:
         kept = flat_patches(patch[i0:i1])[sel - i0 * hw]
         x[starts[i0] : starts[i1]] = kept if proj is None else kept @ proj
     image_r2 = float(radii[np.arange(n_img), keep - 1].max())
-    log.info("coreset: per-image stage kept %d candidates (%d-%d an image; covering radius %.4g)",
-             len(x), keep.min(), keep.max(), np.sqrt(image_r2))  # fmt: skip
+    log.info(
+        "coreset: per-image stage kept %d candidates (%d-%d an image; covering radius %.4g)",
+        len(x),
+        keep.min(),
+        keep.max(),
+        np.sqrt(image_r2),
+    )
     idx, radius = kcenter(x, n, int(rng.integers(len(x))))
     return Selection(rows[idx], len(x), radius, float(np.sqrt(image_r2)))
 

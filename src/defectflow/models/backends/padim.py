@@ -74,8 +74,9 @@ class PadimBackend(Backend):
             "model_mb": round(self.inv_cov.nbytes / 2**20, 2),
         }
 
-    def _sums(self, patch: np.ndarray, rows: np.ndarray, shift: np.ndarray | None,
-              chunk: int = 32) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    def _sums(
+        self, patch: np.ndarray, rows: np.ndarray, shift: np.ndarray | None, chunk: int = 32
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         """(n, shift [P, C], sum of x - shift [P, C], sum of their outer products [P, C, C]) over
         ``rows`` of ``patch``; the shift (the first chunk's mean unless given) keeps the float64
         sums free of cancellation."""
@@ -94,8 +95,15 @@ class PadimBackend(Backend):
                 s2[p] += x[p] @ x[p].T
         return len(rows), shift, s1, s2
 
-    def _set_gaussians(self, n: int, shift: np.ndarray, s1: np.ndarray, s2: np.ndarray,
-                       inverse: bool = True, minus: tuple | None = None) -> None:  # fmt: skip
+    def _set_gaussians(
+        self,
+        n: int,
+        shift: np.ndarray,
+        s1: np.ndarray,
+        s2: np.ndarray,
+        inverse: bool = True,
+        minus: tuple | None = None,
+    ) -> None:
         """Each position's mean and inverse covariance (or, ``inverse=False``, its Cholesky
         factor: all a fold model needs to score, at a quarter of the arithmetic), one position
         at a time so the float64 covariance stays in cache. ``minus``: sums ``(s1, s2)`` of rows

@@ -68,11 +68,15 @@ class PatchcoreBackend(Backend):
 
             sel = select_bank(data.patch, target, p.projection_dim, seed, room)
             rows = sel.rows
-            coverage = {"covering_radius": round(sel.radius, 6),
-                        "greedy_candidates": sel.global_candidates}  # fmt: skip
+            coverage = {
+                "covering_radius": round(sel.radius, 6),
+                "greedy_candidates": sel.global_candidates,
+            }
             if sel.image_radius is not None:
-                coverage |= {"per_image_radius": round(sel.image_radius, 6),
-                             "radius_bound": round(sel.radius_bound, 6)}  # fmt: skip
+                coverage |= {
+                    "per_image_radius": round(sel.image_radius, 6),
+                    "radius_bound": round(sel.radius_bound, 6),
+                }
         hw = h * w
         pos = rows % hw
         self.bank = np.ascontiguousarray(
@@ -99,8 +103,9 @@ class PatchcoreBackend(Backend):
             "search": self.search_info(),
         }
 
-    def _measure_recall(self, patch: np.ndarray, rows: np.ndarray, seed: int,
-                        n: int = 2000) -> dict[str, Any]:  # fmt: skip
+    def _measure_recall(
+        self, patch: np.ndarray, rows: np.ndarray, seed: int, n: int = 2000
+    ) -> dict[str, Any]:
         """How often the index finds a training patch's nearest bank entry, on up to ``n``
         training patches that are not in the bank, and by how much it overstates the rest."""
         _, _, h, w = patch.shape
@@ -114,9 +119,12 @@ class PatchcoreBackend(Backend):
         exact = np.sqrt(nearest_sq_distances(q, self.bank, self._aug()))
         found = np.sqrt(self._patch_sq_distances(q))
         over = found / np.maximum(exact, 1e-12) - 1.0
-        return {"recall": round(float(np.mean(over <= 1e-4)), 4), "queries": len(q),
-                "mean_overstatement": round(float(over.mean()), 5),
-                "p99_overstatement": round(float(np.quantile(over, 0.99)), 5)}  # fmt: skip
+        return {
+            "recall": round(float(np.mean(over <= 1e-4)), 4),
+            "queries": len(q),
+            "mean_overstatement": round(float(over.mean()), 5),
+            "p99_overstatement": round(float(np.quantile(over, 0.99)), 5),
+        }
 
     def search_method(self, bank_size: int) -> str:
         """``exact`` or ``ivf``: what ``search`` means for a bank of this size."""
@@ -132,17 +140,25 @@ class PatchcoreBackend(Backend):
         """How scores are searched (model card, checkpoint, infer_config)."""
         if self.index is None:
             return {"method": "exact"}
-        return {"method": "ivf", "lists": len(self.index.centroids), "probe": self.params.ivf_probe,
-                "image_scores": "exact (certified by re-ranking)", "maps": "approximate",
-                **self.recall}  # fmt: skip
+        return {
+            "method": "ivf",
+            "lists": len(self.index.centroids),
+            "probe": self.params.ivf_probe,
+            "image_scores": "exact (certified by re-ranking)",
+            "maps": "approximate",
+            **self.recall,
+        }
 
     def extra_meta(self) -> dict[str, Any]:
         return {"search": self.search_info()}
 
     def set_meta(self, meta: dict[str, Any]) -> None:
         search = meta.get("search", {})
-        self.recall = {k: search[k] for k in ("recall", "queries", "mean_overstatement",
-                                              "p99_overstatement") if k in search}  # fmt: skip
+        self.recall = {
+            k: search[k]
+            for k in ("recall", "queries", "mean_overstatement", "p99_overstatement")
+            if k in search
+        }
 
     def _aug(self) -> np.ndarray:
         if self._bank_aug is None:
@@ -171,14 +187,19 @@ class PatchcoreBackend(Backend):
         t = first
         while len(todo):
             upto = np.minimum(checked[todo] + t, hw)
-            rows = np.concatenate([todo[i] * hw + order[todo[i], checked[todo[i]] : upto[i]]
-                                   for i in range(len(todo))])  # fmt: skip
+            rows = np.concatenate(
+                [
+                    todo[i] * hw + order[todo[i], checked[todo[i]] : upto[i]]
+                    for i in range(len(todo))
+                ]
+            )
             flat = d2.reshape(-1)
             flat[rows] = nearest_sq_distances(q[rows], self.bank, self._aug())
             checked[todo] = upto
             best = np.array([flat[i * hw + order[i, : checked[i]]].max() for i in todo])
-            rest = np.array([flat[i * hw + order[i, checked[i]]] if checked[i] < hw else -np.inf
-                             for i in todo])  # fmt: skip
+            rest = np.array(
+                [flat[i * hw + order[i, checked[i]]] if checked[i] < hw else -np.inf for i in todo]
+            )
             todo = todo[best < rest]
             t *= 2
 
@@ -261,6 +282,8 @@ class PatchcoreBackend(Backend):
         if "ivf_centroids" in state:
             from defectflow.models.backends.ivf import IvfIndex
 
-            self.index = IvfIndex(np.ascontiguousarray(state["ivf_centroids"], np.float32),
-                                  np.asarray(state["ivf_lists"], np.int32))  # fmt: skip
+            self.index = IvfIndex(
+                np.ascontiguousarray(state["ivf_centroids"], np.float32),
+                np.asarray(state["ivf_lists"], np.int32),
+            )
         self._bank_aug = self._ivf = None
