@@ -1,0 +1,7 @@
+"""`python -m defectflow.cli`."""
+
+import sys
+
+from defectflow.cli import main
+
+sys.exit(main())
