@@ -1,6 +1,6 @@
 """Snakemake adapter: a dataset's metrics.json files -> leaderboard.parquet + .csv."""
 
-from defectflow.evaluation.runs import run_leaderboard
+from defectflow.evaluation.leaderboard import run_leaderboard
 from defectflow.logs import log_to
 
 with log_to(snakemake.log[0]):

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from defectflow.config import parse_config
-from defectflow.evaluation.runs import REGISTRY, record_run
+from defectflow.evaluation.registry import RUN_REGISTRY, record_run
 from defectflow.logs import log_to
 
 with log_to(snakemake.log[0]):
@@ -12,7 +12,7 @@ with log_to(snakemake.log[0]):
         list(snakemake.input.leaderboards),
         list(snakemake.input.manifests),
         list(snakemake.input.cards),
-        REGISTRY,
+        RUN_REGISTRY,
         snakemake.output.run,
         code_root=Path(snakemake.scriptdir).parent,  # the workflow's repository
     )

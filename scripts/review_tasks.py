@@ -1,7 +1,7 @@
 """Snakemake adapter: a dataset's results -> Label Studio review tasks + labeling config."""
 
 from defectflow.curation.fiftyone import group_model_files
-from defectflow.curation.review import run_review_tasks
+from defectflow.curation.review_tasks import run_review_tasks
 from defectflow.logs import log_to
 
 with log_to(snakemake.log[0]):

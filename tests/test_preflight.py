@@ -9,7 +9,8 @@ from PIL import Image
 from defectflow.codes import CODES
 from defectflow.config import DatasetConfig, PreflightConfig
 from defectflow.data.ingest import ingest_sources, write_manifest
-from defectflow.data.preflight import preflight_records, read_report, run_preflight
+from defectflow.data.preflight import preflight_records, run_preflight
+from defectflow.data.preflight_report import read_report
 from defectflow.errors import PreflightFailed
 
 TRIGGERED: set[str] = set()
@@ -293,7 +294,7 @@ def test_bad_files_and_labels_a_new_user_brings(zoo):
     ],
 )
 def test_unreadable_manifest_still_gives_a_report_with_file_and_line(tmp_path, name, content, line):
-    from defectflow.data.preflight import unreadable_manifest_report
+    from defectflow.data.preflight_report import unreadable_manifest_report
     from defectflow.errors import ManifestError
 
     m = tmp_path / name
@@ -395,7 +396,7 @@ def test_yolo_label_problems_have_codes(tmp_path):
     object (LABELS_INVALID, an error at its file and line)."""
     import yaml
 
-    from defectflow.data.preflight import unreadable_manifest_report
+    from defectflow.data.preflight_report import unreadable_manifest_report
     from defectflow.errors import ManifestError
 
     root = tmp_path / "y"
@@ -459,7 +460,7 @@ def test_dataset_level_codes(zoo):
 
 def test_memory_projection_from_backbone_shape_and_model_settings(mvtec_tree, tmp_path):
     from defectflow.artifacts.backbone import BackboneCard, write_backbone_card
-    from defectflow.data.preflight import write_report
+    from defectflow.data.preflight_report import write_report
     from defectflow.models.memory import run_memory_check
 
     recs = ingest_sources(

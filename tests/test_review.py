@@ -198,7 +198,7 @@ def test_review_roundtrip(label_studio, workflow_dir):
         assert resp.status == 200 and resp.read(8).startswith(b"\x89PNG")
 
     # a reviewer marks a normal bracket image as anomalous, painting the defect
-    from defectflow.curation.review import _sdk_brush
+    from defectflow.curation.review_tasks import _sdk_brush
 
     task = next(
         t for t in ls_tasks if t["data"]["category"] == "bracket" and t["data"]["label"] == "normal"

@@ -12,7 +12,9 @@ import pytest
 
 from defectflow.artifacts.metrics import Metrics, write_metrics
 from defectflow.errors import DefectflowError
-from defectflow.evaluation.runs import diff, gate, record_run, run_leaderboard, runs_of
+from defectflow.evaluation.gate import diff, gate
+from defectflow.evaluation.leaderboard import run_leaderboard
+from defectflow.evaluation.registry import record_run, runs_of
 
 CLI = [sys.executable, "-m", "defectflow.cli"]
 

@@ -192,7 +192,7 @@ def test_parquet_types_are_declared_and_checked_on_read(mvtec_tree, tmp_path):
 
 
 def test_refuses_a_failed_preflight(tmp_path, mvtec_tree):
-    from defectflow.data.preflight import PreflightReport, write_report
+    from defectflow.data.preflight_report import PreflightReport, write_report
 
     report = PreflightReport(
         dataset="t",

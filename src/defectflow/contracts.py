@@ -20,7 +20,7 @@ from defectflow.io import dumps_json
 ARTIFACTS: dict[str, str] = {
     "config": "defectflow.config:Config",
     "manifest_record": "defectflow.records:ManifestRecord",
-    "preflight": "defectflow.data.preflight:PreflightReport",
+    "preflight": "defectflow.data.preflight_report:PreflightReport",
     "memory_report": "defectflow.models.memory:MemoryReport",
     "image_facts": "defectflow.data.imagefacts:ImageFacts",
     "standardized_row": "defectflow.artifacts.standardized:StandardizedRow",

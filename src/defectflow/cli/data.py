@@ -17,9 +17,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
     from defectflow.config import DatasetConfig, PreflightConfig, load_config
     from defectflow.data.ingest import ingest_sources
-    from defectflow.data.preflight import (
+    from defectflow.data.preflight import preflight_records
+    from defectflow.data.preflight_report import (
         format_summary,
-        preflight_records,
         unreadable_manifest_report,
         write_report,
     )

@@ -15,11 +15,12 @@ log = logging.getLogger("defectflow")
 def cmd_runs(args: argparse.Namespace) -> int:
     import json
 
-    from defectflow.evaluation import runs
+    from defectflow.evaluation.gate import baseline_rows, diff
+    from defectflow.evaluation.registry import load_registry, runs_of
 
-    rows = runs.load_registry(args.registry)
+    rows = load_registry(args.registry)
     if args.action == "list":
-        summary = runs.runs_of(rows)
+        summary = runs_of(rows)
         if args.json:
             print(json.dumps(summary, indent=2))
             return EXIT_OK
@@ -32,7 +33,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             )
         return EXIT_OK
     if args.action == "show":
-        picked = runs.baseline_rows(args.runs[0] if args.runs else "latest", args.registry)
+        picked = baseline_rows(args.runs[0] if args.runs else "latest", args.registry)
         if args.json:
             print(json.dumps(picked, indent=2, default=str))
             return EXIT_OK
@@ -51,8 +52,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         raise DefectflowError(
             "runs diff needs two runs: RUN_A RUN_B (ids, prefixes, latest, previous)"
         )
-    a, b = (runs.baseline_rows(r, args.registry) for r in args.runs)
-    d = runs.diff(a, b)
+    a, b = (baseline_rows(r, args.registry) for r in args.runs)
+    d = diff(a, b)
     if args.json:
         print(json.dumps(d, indent=2, default=str))
         return EXIT_OK
@@ -73,11 +74,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     import json
 
-    from defectflow.evaluation import runs
+    from defectflow.evaluation.gate import baseline_rows, gate
 
-    current = runs.baseline_rows(args.current, args.registry)
-    base = runs.baseline_rows(args.baseline, args.registry)
-    failed = runs.gate(current, base, args.metric, args.max_drop)
+    current = baseline_rows(args.current, args.registry)
+    base = baseline_rows(args.baseline, args.registry)
+    failed = gate(current, base, args.metric, args.max_drop)
     if args.json:
         print(
             json.dumps(

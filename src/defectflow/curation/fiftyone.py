@@ -262,7 +262,7 @@ def build_dataset(
     from defectflow.artifacts.predictions import read_predictions
     from defectflow.artifacts.scores import read_maps
     from defectflow.artifacts.standardized import read_standardized
-    from defectflow.data.preflight import PreflightReport
+    from defectflow.data.preflight_report import PreflightReport
     from defectflow.tables import read_parquet
 
     rows = read_standardized(table)

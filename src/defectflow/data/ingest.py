@@ -82,7 +82,7 @@ def run_ingest(
     except ManifestError as exc:
         if report is not None:
             from defectflow.config import PreflightConfig
-            from defectflow.data.preflight import unreadable_manifest_report, write_report
+            from defectflow.data.preflight_report import unreadable_manifest_report, write_report
 
             write_report(
                 unreadable_manifest_report(exc, dataset, str(out), PreflightConfig()), report

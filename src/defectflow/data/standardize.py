@@ -13,7 +13,7 @@ from defectflow.artifacts.standardized import write_standardized
 from defectflow.config import SplitConfig
 from defectflow.data.imagefacts import ImageFacts, read_facts
 from defectflow.data.ingest import read_manifest
-from defectflow.data.preflight import read_report
+from defectflow.data.preflight_report import read_report
 from defectflow.errors import PreflightFailed
 from defectflow.io import short_hash
 from defectflow.records import Label, ManifestRecord, Split

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from defectflow.artifacts.backbone import read_backbone_card
 from defectflow.codes import CODES
 from defectflow.contracts import write_json_artifact
-from defectflow.data.preflight import Issue, read_report
+from defectflow.data.preflight_report import Issue, read_report
 from defectflow.records import Severity
 
 log = logging.getLogger(__name__)
