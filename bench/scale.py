@@ -92,7 +92,13 @@ def _exact_radius(files: list[str], table: Path, out: Path) -> float:
 
     pc = load_checkpoint(out / "c.safetensors")
     data, _ = load_inputs(
-        "features", table, "cat", files, 224, FIT_SPLITS, select=lambda r: r["split"] != "val"
+        "features",
+        table,
+        "cat",
+        feature_files=files,
+        image_size=224,
+        splits=FIT_SPLITS,
+        select=lambda r: r["split"] != "val",
     )
     proj = projection(data.patch.shape[1], pc.params.projection_dim, np.random.default_rng(0))
     bank = pc.bank @ proj

@@ -10,11 +10,11 @@ with log_to(snakemake.log[0]):
         snakemake.input.table,
         snakemake.input.onnx,
         snakemake.input.card,
-        snakemake.wildcards.category,
-        int(snakemake.wildcards.shard),
-        int(snakemake.wildcards.n),
-        snakemake.output.patches,
-        snakemake.output.images,
+        category=snakemake.wildcards.category,
+        shard=int(snakemake.wildcards.shard),
+        n_shards=int(snakemake.wildcards.n),
+        out_patches=snakemake.output.patches,
+        out_images=snakemake.output.images,
         threads=snakemake.threads,
         batch_size=cfg.backbone.batch_size,  # speed only: no param
         device=cfg.backbone.device,  # speed only: no param

@@ -8,7 +8,7 @@ with log_to(snakemake.log[0]):
         snakemake.input.infer_config,
         snakemake.input.table,
         snakemake.wildcards.category,
-        snakemake.output.model,
-        snakemake.output.parity,
+        out_model=snakemake.output.model,
+        out_report=snakemake.output.parity,
         tolerance=snakemake.params.tolerance,
     )

@@ -10,12 +10,12 @@ with log_to(snakemake.log[0]):
         snakemake.wildcards.dataset,
         Path(snakemake.output.summary).parent.parent,  # the results folder
         snakemake.input.table,
-        snakemake.input.preflight,
-        group_model_files(
+        preflight=snakemake.input.preflight,
+        models=group_model_files(
             snakemake.input.predictions, snakemake.input.infer_configs, snakemake.input.maps
         ),
-        list(snakemake.input.embeddings),
-        snakemake.output.summary,
+        embeddings=list(snakemake.input.embeddings),
+        out=snakemake.output.summary,
         visualization=snakemake.params.visualization,
         seed=snakemake.params.seed,
     )

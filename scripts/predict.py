@@ -8,8 +8,8 @@ with log_to(snakemake.log[0]):
         snakemake.input.infer_config,
         snakemake.input.scores,
         snakemake.input.maps,
-        snakemake.input.table,
-        snakemake.wildcards.category,
-        snakemake.output.predictions,
-        snakemake.output.heatmaps,
+        table=snakemake.input.table,
+        category=snakemake.wildcards.category,
+        out=snakemake.output.predictions,
+        heatmaps=snakemake.output.heatmaps,
     )

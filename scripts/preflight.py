@@ -8,7 +8,7 @@ with log_to(snakemake.log.log):
         snakemake.input.manifest,
         snakemake.output.report,
         snakemake.output.facts,
-        snakemake.params.checks,
+        checks=snakemake.params.checks,
         dataset=snakemake.wildcards.dataset,
         report_copy=snakemake.log.report,
         threads=snakemake.threads,

@@ -8,9 +8,9 @@ with log_to(snakemake.log[0]):
         snakemake.input.preflight,
         list(snakemake.input.backbones),
         snakemake.params.models,
-        snakemake.wildcards.dataset,
-        snakemake.params.max_memory_mb,
-        snakemake.output.report,
+        dataset=snakemake.wildcards.dataset,
+        max_memory_mb=snakemake.params.max_memory_mb,
+        out=snakemake.output.report,
         default_backbone=snakemake.params.default_backbone,
         severity=snakemake.params.severity,
     )

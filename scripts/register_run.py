@@ -11,8 +11,8 @@ with log_to(snakemake.log[0]):
         parse_config(snakemake.config).model_dump(mode="json"),  # the resolved config
         list(snakemake.input.leaderboards),
         list(snakemake.input.manifests),
-        list(snakemake.input.cards),
-        RUN_REGISTRY,
-        snakemake.output.run,
+        backbone_cards=list(snakemake.input.cards),
+        registry=RUN_REGISTRY,
+        out=snakemake.output.run,
         code_root=Path(snakemake.scriptdir).parent,  # the workflow's repository
     )

@@ -10,13 +10,13 @@ with log_to(snakemake.log[0]):
         snakemake.wildcards.dataset,
         snakemake.input.table,
         snakemake.input.preflight,
-        group_model_files(
+        models=group_model_files(
             snakemake.input.predictions, snakemake.input.infer_configs, snakemake.input.maps
         ),
-        list(snakemake.input.metrics),
-        p["document_root"],
-        p["margin"],
-        p["max_tasks"],
-        snakemake.output.tasks,
-        snakemake.output.config,
+        metrics=list(snakemake.input.metrics),
+        document_root=p["document_root"],
+        margin=p["margin"],
+        max_tasks=p["max_tasks"],
+        out_tasks=snakemake.output.tasks,
+        out_config=snakemake.output.config,
     )

@@ -495,9 +495,9 @@ def test_memory_projection_from_backbone_shape_and_model_settings(mvtec_tree, tm
         tmp_path / "preflight.json",
         [tmp_path / "base/backbone.json", tmp_path / "deep/backbone.json"],
         models,
-        "t",
-        30,
-        tmp_path / "m.json",
+        dataset="t",
+        max_memory_mb=30,
+        out=tmp_path / "m.json",
         default_backbone="base",
     )
     feats = 12 * 28 * 28 * 152 * 4 / 2**20  # 12 normal training images of float32 patch features
@@ -563,7 +563,7 @@ def test_run_preflight_fails_with_summary_and_keeps_report(zoo, tmp_path):
     out, copy = tmp_path / "out" / "preflight.json", tmp_path / "log" / "preflight_report.json"
     with pytest.raises(PreflightFailed) as exc:
         run_preflight(
-            manifest, out, tmp_path / "facts.parquet", {}, dataset="zoo", report_copy=copy
+            manifest, out, tmp_path / "facts.parquet", checks={}, dataset="zoo", report_copy=copy
         )
     assert "IMAGE_MISSING" in str(exc.value) and "preflight FAILED" in str(exc.value)
     assert not out.exists(), "nothing downstream may see a report of a failed gate"
@@ -579,7 +579,7 @@ def test_report_is_schema_valid_json(mvtec_tree, tmp_path):
     )
     manifest = tmp_path / "manifest.jsonl"
     write_manifest(recs, manifest)
-    run_preflight(manifest, tmp_path / "p.json", tmp_path / "f.parquet", {}, dataset="t")
+    run_preflight(manifest, tmp_path / "p.json", tmp_path / "f.parquet", checks={}, dataset="t")
     data = json.loads((tmp_path / "p.json").read_text())
     assert data["ok"] is True and data["schema_version"] == 1
     assert [i["code"] for i in data["issues"] if i["severity"] == "warning"] == ["MASK_ORPHAN"]

@@ -79,18 +79,18 @@ def test_registry_diff_and_gate_across_two_runs(tmp_path):
         {"models": {"patchcore": {"coreset_ratio": 0.1}}},
         [str(b1)],
         [],
-        [],
-        reg,
-        tmp_path / "r1.json",
+        backbone_cards=[],
+        registry=reg,
+        out=tmp_path / "r1.json",
     )
     b2 = _board(tmp_path / "r2", {("a", "knn"): 0.915, ("a", "patchcore"): 0.90})
     rec = record_run(
         {"models": {"patchcore": {"coreset_ratio": 0.01}}},
         [str(b2)],
         [],
-        [],
-        reg,
-        tmp_path / "r2.json",
+        backbone_cards=[],
+        registry=reg,
+        out=tmp_path / "r2.json",
     )
     rows = pq.read_table(reg).to_pylist()
     runs = runs_of(rows)

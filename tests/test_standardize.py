@@ -178,7 +178,7 @@ def test_parquet_types_are_declared_and_checked_on_read(mvtec_tree, tmp_path):
     )
     m = tmp_path / "manifest.jsonl"
     write_manifest(recs, m)
-    run_preflight(m, tmp_path / "p.json", tmp_path / "f.parquet", {}, dataset="t")
+    run_preflight(m, tmp_path / "p.json", tmp_path / "f.parquet", checks={}, dataset="t")
     out = tmp_path / "standardized.parquet"
     n = run_standardize(m, tmp_path / "p.json", tmp_path / "f.parquet", out, {})
     assert n == 18 and len(read_standardized(out)) == 18

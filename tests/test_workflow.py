@@ -694,8 +694,8 @@ def test_whole_model_onnx_export_matches_the_delivered_model(demo_run, tmp_path)
             d / "infer_config.json",
             demo_run / "results/demo/standardized.parquet",
             "bracket",
-            tmp_path / f"{name}.onnx",
-            tmp_path / f"{name}.json",
+            out_model=tmp_path / f"{name}.onnx",
+            out_report=tmp_path / f"{name}.json",
             n_check=4,
         )
         assert rep["passed"] and rep["max_relative_difference"] < 1e-3, (name, rep)

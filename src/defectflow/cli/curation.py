@@ -19,7 +19,12 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from defectflow.curation.similar import find_similar
 
     hits = find_similar(
-        args.image, args.dataset, args.results, args.category, args.k, backbone=args.backbone
+        args.image,
+        args.dataset,
+        args.results,
+        category=args.category,
+        k=args.k,
+        backbone=args.backbone,
     )
     if args.json:
         print(json.dumps(hits, indent=2))

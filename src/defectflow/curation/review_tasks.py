@@ -137,6 +137,7 @@ def build_tasks(
     dataset: str,
     table: str | Path,
     preflight: str | Path,
+    *,
     models: dict[str, list[dict[str, Any]]],
     metrics: list[str],
     document_root: str,
@@ -220,6 +221,7 @@ def run_review_tasks(
     dataset: str,
     table: str | Path,
     preflight: str | Path,
+    *,
     models: dict[str, list[dict[str, Any]]],
     metrics: list[str],
     document_root: str,
@@ -230,7 +232,14 @@ def run_review_tasks(
 ) -> int:
     """Snakemake entry point."""
     tasks = build_tasks(
-        dataset, table, preflight, models, metrics, document_root, margin, max_tasks
+        dataset,
+        table,
+        preflight,
+        models=models,
+        metrics=metrics,
+        document_root=document_root,
+        margin=margin,
+        max_tasks=max_tasks,
     )
     write_json_atomic(out_tasks, tasks)
     with atomic_path(out_config) as tmp:

@@ -29,6 +29,7 @@ def find_similar(
     image: str | Path,
     dataset: str,
     results: str | Path = "results",
+    *,
     category: str | None = None,
     k: int = 10,
     threads: int = 2,

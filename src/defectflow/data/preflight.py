@@ -14,8 +14,8 @@ from defectflow.config import PreflightConfig
 from defectflow.data.imagefacts import ImageFacts, inspect_files
 from defectflow.data.preflight_report import (
     CategorySummary,
-    PreflightReport,
     Collector,
+    PreflightReport,
     format_summary,
     write_report,
 )
@@ -414,6 +414,7 @@ def run_preflight(
     manifest: str | Path,
     report_out: str | Path,
     facts_out: str | Path | None,
+    *,
     checks: dict[str, Any] | PreflightConfig,
     dataset: str,
     report_copy: str | Path | None = None,

@@ -23,6 +23,7 @@ def run_export_onnx(
     infer_config: str | Path,
     table: str | Path,
     category: str,
+    *,
     out_model: str | Path,
     out_report: str | Path,
     tolerance: float = 1e-3,

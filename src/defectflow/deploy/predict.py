@@ -24,6 +24,7 @@ def run_predict(
     infer_config: str | Path,
     scores: list[str],
     maps: list[str],
+    *,
     table: str | Path,
     category: str,
     out: str | Path,

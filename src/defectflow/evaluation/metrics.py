@@ -160,6 +160,7 @@ def compute_metrics(
     recs: list[PredictionRecord],
     masks: dict[str, str | None],
     maps: dict[str, np.ndarray],
+    *,
     dataset: str,
     category: str,
     model: str,
@@ -185,6 +186,7 @@ def run_metrics(
     predictions: str | Path,
     maps: list[str],
     infer_config: str | Path,
+    *,
     table: str | Path,
     dataset: str,
     category: str,
@@ -203,11 +205,11 @@ def run_metrics(
         read_predictions(predictions),
         masks,
         all_maps,
-        dataset,
-        category,
-        model,
-        thr.value,
-        thr.policy,
+        dataset=dataset,
+        category=category,
+        model=model,
+        threshold=thr.value,
+        policy=thr.policy,
     )
     write_metrics(m, out)
     pixel = m.pixel.auroc if m.pixel.status == "ok" else m.pixel.reason

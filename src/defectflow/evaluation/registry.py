@@ -68,6 +68,7 @@ def record_run(
     config: dict[str, Any],
     leaderboards: list[str],
     manifests: list[str],
+    *,
     backbone_cards: list[str],
     registry: str | Path,
     out: str | Path,

@@ -56,6 +56,7 @@ def run_embed(
     table: str | Path,
     backbone_onnx: str | Path,
     backbone_card: str | Path,
+    *,
     category: str,
     shard: int,
     n_shards: int,

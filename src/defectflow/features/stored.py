@@ -17,6 +17,7 @@ def load_inputs(
     consumes: str,
     table: str | Path,
     category: str,
+    *,
     feature_files: list[str],
     image_size: int,
     splits: tuple[str, ...],

@@ -31,6 +31,7 @@ def run_calibrate(
     crossfit: str | Path,
     checkpoint: str | Path,
     backbone_onnx: str | Path | None,
+    *,
     backbone_card: str | Path | None,
     dataset: str,
     category: str,

@@ -89,8 +89,9 @@ import json, sys
 from pathlib import Path
 from defectflow.models.train import run_train
 a = json.loads(sys.argv[1])
-run_train(a["table"], a["files"], "d", "cat", a["model"], a["params"], 5, a["out"] + "/c.safetensors",
-          a["out"] + "/card.json", a["out"] + "/crossfit.parquet", seed=0, threads=a["threads"])
+run_train(a["table"], a["files"], "d", category="cat", model=a["model"], params=a["params"], folds=5,
+          out_ckpt=a["out"] + "/c.safetensors", out_card=a["out"] + "/card.json",
+          out_crossfit=a["out"] + "/crossfit.parquet", seed=0, threads=a["threads"])
 # VmHWM: this process's own peak RSS (ru_maxrss would count the parent's size at the fork)
 print("PEAK_KB", [x.split()[1] for x in Path("/proc/self/status").read_text().splitlines()
                   if x.startswith("VmHWM")][0])
@@ -101,6 +102,7 @@ def synthetic_train_data(
     root: str | Path,
     n: int,
     shard_size: int,
+    *,
     patch_shape: tuple[int, int, int] = (152, 28, 28),
     dim: int = 472,
     seed: int = 0,
@@ -206,6 +208,7 @@ def run_memory_check(
     preflight: str | Path,
     backbone_cards: list[str | Path],
     models: dict[str, Any],
+    *,
     dataset: str,
     max_memory_mb: int,
     out: str | Path,
