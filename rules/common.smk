@@ -29,6 +29,46 @@ BACKBONE = CFG.backbone.id
 BACKBONES = sorted(CFG.backbones)
 
 
+# Every artifact's path, named once: rules use PATHS[name], input functions path(name, ...).
+PATHS = {
+    "manifest": "results/{dataset}/manifest.jsonl",
+    "box_masks": "results/{dataset}/box_masks",
+    "preflight": "results/{dataset}/preflight.json",
+    "image_facts": "results/{dataset}/image_facts.parquet",
+    "preflight_memory": "results/{dataset}/preflight_memory.json",
+    "table": "results/{dataset}/standardized.parquet",
+    "report": "results/{dataset}/report.html",
+    "leaderboard": "results/{dataset}/leaderboard.parquet",
+    "leaderboard_csv": "results/{dataset}/leaderboard.csv",
+    "fiftyone": "results/{dataset}/fiftyone.json",
+    "review_tasks": "results/{dataset}/review/tasks.json",
+    "labeling_config": "results/{dataset}/review/labeling_config.xml",
+    "run": "results/run.json",
+    "backbone_onnx": "results/backbones/{backbone}/backbone.onnx",
+    "backbone_card": "results/backbones/{backbone}/backbone.json",
+    "patches": "results/{dataset}/embeddings/{backbone}/{category}/shard-{shard}-of-{n}.safetensors",
+    "image_embeddings": "results/{dataset}/embeddings/{backbone}/{category}/shard-{shard}-of-{n}.parquet",
+    "checkpoint": "results/{dataset}/models/{model}/{category}/checkpoint.safetensors",
+    "model_card": "results/{dataset}/models/{model}/{category}/model_card.json",
+    "crossfit": "results/{dataset}/models/{model}/{category}/crossfit.parquet",
+    "scores": "results/{dataset}/models/{model}/{category}/scores/shard-{shard}-of-{n}.scores.parquet",
+    "maps": "results/{dataset}/models/{model}/{category}/scores/shard-{shard}-of-{n}.maps.safetensors",
+    "infer_config": "results/{dataset}/models/{model}/{category}/infer_config.json",
+    "predictions": "results/{dataset}/models/{model}/{category}/predictions.jsonl",
+    "heatmaps": "results/{dataset}/models/{model}/{category}/maps",
+    "metrics": "results/{dataset}/models/{model}/{category}/metrics.json",
+    "model_onnx": "results/{dataset}/models/{model}/{category}/model.onnx",
+    "onnx_parity": "results/{dataset}/models/{model}/{category}/onnx_parity.json",
+}
+
+
+def path(name, **wildcards):
+    """PATHS[name] with the given wildcards filled in (the others left as wildcards)."""
+    return re.sub(
+        r"\{(\w+)\}", lambda m: str(wildcards.get(m.group(1), m.group(0))), PATHS[name]
+    )
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
     model="|".join(map(re.escape, MODELS)),
@@ -66,11 +106,11 @@ def preflight_threads(wildcards, input):
 
 
 def all_targets():
-    targets = expand("results/{dataset}/report.html", dataset=DATASETS)
-    targets += expand("results/{dataset}/leaderboard.csv", dataset=DATASETS)
-    targets.append("results/run.json")
+    targets = expand(PATHS["report"], dataset=DATASETS)
+    targets += expand(PATHS["leaderboard_csv"], dataset=DATASETS)
+    targets.append(PATHS["run"])
     if CFG.export.fiftyone:
-        targets += expand("results/{dataset}/fiftyone.json", dataset=DATASETS)
+        targets += expand(PATHS["fiftyone"], dataset=DATASETS)
     return targets
 
 
@@ -86,12 +126,10 @@ def chain_files(wildcards):
         for category in category_counts(dataset):
             for model in MODELS:
                 w = SimpleNamespace(dataset=dataset, category=category, model=model)
-                base = f"results/{dataset}/models/{model}/{category}"
-                files += [f"{base}/{name}" for name in ("checkpoint.safetensors", "model_card.json",
-                          "crossfit.parquet", "infer_config.json", "predictions.jsonl", "metrics.json")]  # fmt: skip
-                files += score_files(w, "scores.parquet") + score_files(
-                    w, "maps.safetensors"
-                )
+                files += [path(name, dataset=dataset, model=model, category=category)
+                          for name in ("checkpoint", "model_card", "crossfit", "infer_config",
+                                       "predictions", "metrics")]  # fmt: skip
+                files += score_files(w, "scores") + score_files(w, "maps")
                 if entry(CFG.models[model].backend).consumes == "features":
                     shards = feature_files(w, model_backbone(w))
                     files += shards + [
@@ -103,8 +141,8 @@ def chain_files(wildcards):
 def backbone_files(backbone):
     """A backbone's ONNX graph and card (exported once, shared by every dataset)."""
     return {
-        "onnx": f"results/backbones/{backbone}/backbone.onnx",
-        "card": f"results/backbones/{backbone}/backbone.json",
+        "onnx": path("backbone_onnx", backbone=backbone),
+        "card": path("backbone_card", backbone=backbone),
     }
 
 
@@ -135,10 +173,8 @@ def category_counts(dataset):
 def embedding_shard(wildcards, backbone, shard, n):
     """One embedding shard of a category made by one backbone (``shard``, ``n``: as in the
     file name, zero-padded)."""
-    return (
-        f"results/{wildcards.dataset}/embeddings/{backbone}/{wildcards.category}/"
-        f"shard-{shard}-of-{n}.safetensors"
-    )
+    return path("patches", dataset=wildcards.dataset, backbone=backbone,
+                category=wildcards.category, shard=shard, n=n)  # fmt: skip
 
 
 def feature_files(wildcards, backbone):
@@ -157,15 +193,15 @@ def category_shards(wildcards) -> int:
 
 
 def score_files(wildcards, kind):
-    """A model's per-shard test scores (`scores.parquet`) or maps (`maps.safetensors`)."""
+    """A model's per-shard test scores (`scores`) or maps (`maps`)."""
     n = category_shards(wildcards)
-    base = f"results/{wildcards.dataset}/models/{wildcards.model}/{wildcards.category}/scores/shard-"
-    return [f"{base}{i:03d}-of-{n:03d}.{kind}" for i in range(n)]
+    return [path(kind, dataset=wildcards.dataset, model=wildcards.model, category=wildcards.category,
+                 shard=f"{i:03d}", n=f"{n:03d}") for i in range(n)]  # fmt: skip
 
 
 def score_inputs(wildcards):
     """One shard's stored features (feature backends), or the table only (image backends)."""
-    files = {"table": ancient(f"results/{wildcards.dataset}/standardized.parquet")}
+    files = {"table": ancient(path("table", dataset=wildcards.dataset))}
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
         files["features"] = embedding_shard(
             wildcards, model_backbone(wildcards), wildcards.shard, wildcards.n
@@ -175,7 +211,7 @@ def score_inputs(wildcards):
 
 def model_inputs(wildcards):
     """What the model's backend consumes: stored features, or (image backends) the table only."""
-    files = {"table": ancient(f"results/{wildcards.dataset}/standardized.parquet")}
+    files = {"table": ancient(path("table", dataset=wildcards.dataset))}
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
         files["features"] = feature_files(wildcards, model_backbone(wildcards))
     return files
@@ -222,9 +258,10 @@ def model_out_size(wildcards):
 
 
 def dataset_results(wildcards, name):
-    """One file per model x category of a dataset (after the standardize checkpoint)."""
+    """One file (`PATHS[name]`) per model x category of a dataset (after the standardize
+    checkpoint)."""
     return [
-        f"results/{wildcards.dataset}/models/{m}/{c}/{name}"
+        path(name, dataset=wildcards.dataset, model=m, category=c)
         for c in category_counts(wildcards.dataset)
         for m in MODELS
     ]
@@ -237,7 +274,7 @@ def onnx_targets(wildcards):
         return []
     names = [m for m in MODELS if entry(CFG.models[m].backend).onnx]
     return [
-        f"results/{wildcards.dataset}/models/{m}/{c}/model.onnx"
+        path("model_onnx", dataset=wildcards.dataset, model=m, category=c)
         for c in category_counts(wildcards.dataset)
         for m in names
     ]
@@ -267,7 +304,7 @@ def all_score_maps(wildcards):
         for m in MODELS
         for f in score_files(
             SimpleNamespace(dataset=wildcards.dataset, category=c, model=m),
-            "maps.safetensors",
+            "maps",
         )
     ]
 

@@ -1,13 +1,13 @@
 rule fiftyone_dataset:
     input:
-        table="results/{dataset}/standardized.parquet",
-        preflight="results/{dataset}/preflight.json",
-        predictions=lambda wc: dataset_results(wc, "predictions.jsonl"),
-        infer_configs=lambda wc: dataset_results(wc, "infer_config.json"),
+        table=PATHS["table"],
+        preflight=PATHS["preflight"],
+        predictions=lambda wc: dataset_results(wc, "predictions"),
+        infer_configs=lambda wc: dataset_results(wc, "infer_config"),
         maps=all_score_maps,
         embeddings=embedding_tables,
     output:
-        summary="results/{dataset}/fiftyone.json",
+        summary=PATHS["fiftyone"],
     log:
         "logs/{dataset}/fiftyone.log",
     benchmark:
@@ -28,20 +28,20 @@ rule fiftyone_dataset:
 # `snakemake fiftyone`: every enabled dataset's FiftyOne dataset, on demand.
 rule fiftyone:
     input:
-        expand("results/{dataset}/fiftyone.json", dataset=DATASETS),
+        expand(PATHS["fiftyone"], dataset=DATASETS),
 
 
 rule review_tasks:
     input:
-        table="results/{dataset}/standardized.parquet",
-        preflight="results/{dataset}/preflight.json",
-        predictions=lambda wc: dataset_results(wc, "predictions.jsonl"),
-        infer_configs=lambda wc: dataset_results(wc, "infer_config.json"),
-        metrics=lambda wc: dataset_results(wc, "metrics.json"),
+        table=PATHS["table"],
+        preflight=PATHS["preflight"],
+        predictions=lambda wc: dataset_results(wc, "predictions"),
+        infer_configs=lambda wc: dataset_results(wc, "infer_config"),
+        metrics=lambda wc: dataset_results(wc, "metrics"),
         maps=all_score_maps,
     output:
-        tasks="results/{dataset}/review/tasks.json",
-        config="results/{dataset}/review/labeling_config.xml",
+        tasks=PATHS["review_tasks"],
+        config=PATHS["labeling_config"],
     log:
         "logs/{dataset}/review_tasks.log",
     benchmark:
@@ -62,4 +62,4 @@ rule review_tasks:
 # `defectflow review push --dataset NAME`).
 rule review:
     input:
-        expand("results/{dataset}/review/tasks.json", dataset=DATASETS),
+        expand(PATHS["review_tasks"], dataset=DATASETS),

@@ -21,8 +21,8 @@ rule ingest:
     input:
         sources=source_inputs,
     output:
-        manifest="results/{dataset}/manifest.jsonl",
-        box_masks=directory("results/{dataset}/box_masks"),
+        manifest=PATHS["manifest"],
+        box_masks=directory(PATHS["box_masks"]),
     log:
         log="logs/{dataset}/ingest.log",
         report="logs/{dataset}/ingest_report.json",

@@ -1,7 +1,7 @@
 rule backbone:
     output:
-        onnx="results/backbones/{backbone}/backbone.onnx",
-        card="results/backbones/{backbone}/backbone.json",
+        onnx=PATHS["backbone_onnx"],
+        card=PATHS["backbone_card"],
     log:
         "logs/backbones/{backbone}.log",
     benchmark:
@@ -20,12 +20,12 @@ rule backbone:
 
 rule embed:
     input:
-        table=ancient("results/{dataset}/standardized.parquet"),
-        onnx="results/backbones/{backbone}/backbone.onnx",
-        card="results/backbones/{backbone}/backbone.json",
+        table=ancient(PATHS["table"]),
+        onnx=PATHS["backbone_onnx"],
+        card=PATHS["backbone_card"],
     output:
-        patches="results/{dataset}/embeddings/{backbone}/{category}/shard-{shard}-of-{n}.safetensors",
-        images="results/{dataset}/embeddings/{backbone}/{category}/shard-{shard}-of-{n}.parquet",
+        patches=PATHS["patches"],
+        images=PATHS["image_embeddings"],
     log:
         "logs/{dataset}/embed/{backbone}/{category}-{shard}-of-{n}.log",
     benchmark:

@@ -1,12 +1,12 @@
 rule predict:
     input:
         infer_config=rules.calibrate.output.infer_config,
-        scores=lambda wc: score_files(wc, "scores.parquet"),
-        maps=lambda wc: score_files(wc, "maps.safetensors"),
-        table=ancient("results/{dataset}/standardized.parquet"),
+        scores=lambda wc: score_files(wc, "scores"),
+        maps=lambda wc: score_files(wc, "maps"),
+        table=ancient(PATHS["table"]),
     output:
-        predictions="results/{dataset}/models/{model}/{category}/predictions.jsonl",
-        heatmaps=directory("results/{dataset}/models/{model}/{category}/maps"),
+        predictions=PATHS["predictions"],
+        heatmaps=directory(PATHS["heatmaps"]),
     log:
         "logs/{dataset}/predict/{model}-{category}.log",
     benchmark:
@@ -27,10 +27,10 @@ rule export_onnx:
     input:
         infer_config=rules.calibrate.output.infer_config,
         checkpoint=rules.train.output.checkpoint,
-        table=ancient("results/{dataset}/standardized.parquet"),
+        table=ancient(PATHS["table"]),
     output:
-        model="results/{dataset}/models/{model}/{category}/model.onnx",
-        parity="results/{dataset}/models/{model}/{category}/onnx_parity.json",
+        model=PATHS["model_onnx"],
+        parity=PATHS["onnx_parity"],
     log:
         "logs/{dataset}/export_onnx/{model}-{category}.log",
     benchmark:

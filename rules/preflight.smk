@@ -1,9 +1,9 @@
 rule preflight:
     input:
-        manifest="results/{dataset}/manifest.jsonl",
+        manifest=PATHS["manifest"],
     output:
-        report="results/{dataset}/preflight.json",
-        facts="results/{dataset}/image_facts.parquet",
+        report=PATHS["preflight"],
+        facts=PATHS["image_facts"],
     log:
         log="logs/{dataset}/preflight.log",
         report="logs/{dataset}/preflight_report.json",
@@ -26,7 +26,7 @@ rule preflight_memory:
         preflight=rules.preflight.output.report,
         backbones=BACKBONE_CARDS,
     output:
-        report="results/{dataset}/preflight_memory.json",
+        report=PATHS["preflight_memory"],
     log:
         "logs/{dataset}/preflight_memory.log",
     benchmark:

@@ -1,12 +1,12 @@
 rule metrics:
     input:
         predictions=rules.predict.output.predictions,
-        maps=lambda wc: score_files(wc, "maps.safetensors"),
+        maps=lambda wc: score_files(wc, "maps"),
         infer_config=rules.calibrate.output.infer_config,
-        table=ancient("results/{dataset}/standardized.parquet"),
+        table=ancient(PATHS["table"]),
     output:
         metrics=report(
-            "results/{dataset}/models/{model}/{category}/metrics.json",
+            PATHS["metrics"],
             caption="captions/metrics.rst",
             category="Metrics",
             subcategory="{category}",
@@ -30,17 +30,17 @@ rule metrics:
 
 rule report:
     input:
-        metrics=lambda wc: dataset_results(wc, "metrics.json"),
-        predictions=lambda wc: dataset_results(wc, "predictions.jsonl"),
-        infer_configs=lambda wc: dataset_results(wc, "infer_config.json"),
-        preflight="results/{dataset}/preflight.json",
-        memory="results/{dataset}/preflight_memory.json",
-        leaderboard="results/{dataset}/leaderboard.parquet",
-        table="results/{dataset}/standardized.parquet",
+        metrics=lambda wc: dataset_results(wc, "metrics"),
+        predictions=lambda wc: dataset_results(wc, "predictions"),
+        infer_configs=lambda wc: dataset_results(wc, "infer_config"),
+        preflight=PATHS["preflight"],
+        memory=PATHS["preflight_memory"],
+        leaderboard=PATHS["leaderboard"],
+        table=PATHS["table"],
         onnx=onnx_targets,
     output:
         report=report(
-            "results/{dataset}/report.html",
+            PATHS["report"],
             caption="captions/report.rst",
             category="Report",
         ),
@@ -60,11 +60,11 @@ rule report:
 
 rule leaderboard:
     input:
-        metrics=lambda wc: dataset_results(wc, "metrics.json"),
+        metrics=lambda wc: dataset_results(wc, "metrics"),
     output:
-        parquet="results/{dataset}/leaderboard.parquet",
+        parquet=PATHS["leaderboard"],
         csv=report(
-            "results/{dataset}/leaderboard.csv",
+            PATHS["leaderboard_csv"],
             caption="captions/leaderboard.rst",
             category="Leaderboard",
             labels={"dataset": "{dataset}"},
@@ -86,11 +86,11 @@ rule leaderboard:
 # Appends this run's leaderboard rows to runs/registry.parquet (whenever a leaderboard changed).
 rule register_run:
     input:
-        leaderboards=expand("results/{dataset}/leaderboard.parquet", dataset=DATASETS),
-        manifests=expand("results/{dataset}/manifest.jsonl", dataset=DATASETS),
+        leaderboards=expand(PATHS["leaderboard"], dataset=DATASETS),
+        manifests=expand(PATHS["manifest"], dataset=DATASETS),
         cards=BACKBONE_CARDS,
     output:
-        run="results/run.json",
+        run=PATHS["run"],
     log:
         "logs/register_run.log",
     benchmark:

@@ -1,10 +1,10 @@
 checkpoint standardize:
     input:
-        manifest="results/{dataset}/manifest.jsonl",
-        report="results/{dataset}/preflight.json",
-        facts="results/{dataset}/image_facts.parquet",
+        manifest=PATHS["manifest"],
+        report=PATHS["preflight"],
+        facts=PATHS["image_facts"],
     output:
-        table="results/{dataset}/standardized.parquet",
+        table=PATHS["table"],
     log:
         "logs/{dataset}/standardize.log",
     benchmark:

@@ -2,9 +2,9 @@ rule train:
     input:
         unpack(model_inputs),
     output:
-        checkpoint="results/{dataset}/models/{model}/{category}/checkpoint.safetensors",
-        card="results/{dataset}/models/{model}/{category}/model_card.json",
-        crossfit="results/{dataset}/models/{model}/{category}/crossfit.parquet",
+        checkpoint=PATHS["checkpoint"],
+        card=PATHS["model_card"],
+        crossfit=PATHS["crossfit"],
     log:
         "logs/{dataset}/train/{model}-{category}.log",
     benchmark:
@@ -31,8 +31,8 @@ rule score:
         unpack(score_inputs),
         checkpoint=rules.train.output.checkpoint,
     output:
-        scores="results/{dataset}/models/{model}/{category}/scores/shard-{shard}-of-{n}.scores.parquet",
-        maps="results/{dataset}/models/{model}/{category}/scores/shard-{shard}-of-{n}.maps.safetensors",
+        scores=PATHS["scores"],
+        maps=PATHS["maps"],
     log:
         "logs/{dataset}/score/{model}-{category}-{shard}-of-{n}.log",
     benchmark:
@@ -58,7 +58,7 @@ rule calibrate:
         crossfit=rules.train.output.crossfit,
         checkpoint=rules.train.output.checkpoint,
     output:
-        infer_config="results/{dataset}/models/{model}/{category}/infer_config.json",
+        infer_config=PATHS["infer_config"],
     log:
         "logs/{dataset}/calibrate/{model}-{category}.log",
     benchmark:
