@@ -23,6 +23,8 @@ validate(
 DATASETS = CFG.active_datasets
 # `backbone.device: cuda` makes embedding, training and scoring ask a cluster for one GPU each
 GPUS = 1 if CFG.backbone.device == "cuda" else 0
+# run-time settings reach their jobs as resources: changing them reruns nothing
+DEVICE = CFG.backbone.device
 MODELS = sorted(CFG.models)
 # the default backbone (the first of a sweep): image embeddings for FiftyOne and `similar`
 BACKBONE = CFG.backbone.id

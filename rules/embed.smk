@@ -37,6 +37,8 @@ rule embed:
         gpu=GPUS,
         mem_mb=4000,
         runtime=120,
+        device=DEVICE,
+        batch_size=CFG.backbone.batch_size,
     params:
         rows=category_digest,
     script:

@@ -16,6 +16,7 @@ rule train:
         gpu=GPUS,
         mem_mb=train_mem_mb,
         runtime=120,
+        device=DEVICE,
     params:
         rows=category_digest,
         model=model_params,
@@ -44,6 +45,7 @@ rule score:
         gpu=GPUS,
         mem_mb=6000,
         runtime=120,
+        device=DEVICE,
     params:
         rows=category_digest,
         out_size=model_out_size,

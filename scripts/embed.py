@@ -1,10 +1,8 @@
 """Snakemake adapter: standardized.parquet -> one shard of a category's stored features."""
 
-from defectflow.config import parse_config
 from defectflow.features.embeddings import run_embed
 from defectflow.logs import log_to
 
-cfg = parse_config(snakemake.config)
 with log_to(snakemake.log[0]):
     run_embed(
         snakemake.input.table,
@@ -16,6 +14,6 @@ with log_to(snakemake.log[0]):
         out_patches=snakemake.output.patches,
         out_images=snakemake.output.images,
         threads=snakemake.threads,
-        batch_size=cfg.backbone.batch_size,  # speed only: no param
-        device=cfg.backbone.device,  # speed only: no param
+        batch_size=snakemake.resources.batch_size,  # speed only: a resource
+        device=snakemake.resources.device,  # speed only: a resource, not a param
     )

@@ -1,6 +1,5 @@
 """Snakemake adapter: checkpoint + one shard's test features (or images) -> raw scores + maps."""
 
-from defectflow.config import parse_config
 from defectflow.deploy.scoring import run_score
 from defectflow.logs import log_to
 
@@ -17,5 +16,5 @@ with log_to(snakemake.log[0]):
         out_scores=snakemake.output.scores,
         out_maps=snakemake.output.maps,
         threads=snakemake.threads,
-        device=parse_config(snakemake.config).backbone.device,  # speed only: no param
+        device=snakemake.resources.device,  # speed only: a resource, not a param
     )

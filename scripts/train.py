@@ -1,6 +1,5 @@
 """Snakemake adapter: stored features (or images) -> checkpoint, model card, cross-fit scores."""
 
-from defectflow.config import parse_config
 from defectflow.logs import log_to
 from defectflow.models.train import run_train
 
@@ -19,5 +18,5 @@ with log_to(snakemake.log[0]):
         image_size=snakemake.params.image_size,
         seed=snakemake.params.seed,
         threads=snakemake.threads,
-        device=parse_config(snakemake.config).backbone.device,  # speed only: no param
+        device=snakemake.resources.device,  # speed only: a resource, not a param
     )
