@@ -76,6 +76,18 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.load(fh)
 
 
+def read_json_document(path: str | os.PathLike[str]) -> Any:
+    """A whole JSON file (a BOM accepted); not JSON is a :class:`ManifestError` at its line."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(
+            f"{path} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
+            file=str(path),
+            line=exc.lineno,
+        ) from None
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSONL file (1-based lines)."""
     with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is accepted

@@ -5,7 +5,6 @@ that wrote them meant. Shared by the manifest source and by ``defectflow infer``
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from defectflow.errors import ManifestError
-from defectflow.io import read_jsonl
+from defectflow.io import read_json_document, read_jsonl
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -201,14 +200,7 @@ def _starts_with(path: Path, char: str) -> bool:
 
 def _json_array(path: Path, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """A JSON file holding one array of records (accepted beside JSON lines)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise ManifestError(
-            f"{where} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
-            file=str(path),
-            line=exc.lineno,
-        ) from None
+    data = read_json_document(path)
     for i, obj in enumerate(data, start=1):
         if not isinstance(obj, dict):
             raise ManifestError(

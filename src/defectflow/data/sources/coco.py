@@ -19,10 +19,10 @@ from defectflow.data.sources.outlines import (
     record,
 )
 from defectflow.errors import ManifestError
+from defectflow.io import read_json_document
 from defectflow.records import ManifestRecord, SourceRef
 
 log = logging.getLogger(__name__)
-_EPS = 1e-3  # relative slack for YOLO coordinates that touch the border (exporters round)
 _PX = 0.5  # pixel slack for COCO boxes that touch the border
 
 
@@ -186,13 +186,7 @@ def _declared_size(im: dict[str, Any]) -> tuple[float, float]:
 
 def _load_coco(labels: Path) -> dict[str, Any]:
     try:
-        data = json.loads(labels.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise ManifestError(
-            f"{labels} line {exc.lineno}: not valid JSON ({exc.msg})",
-            file=str(labels),
-            line=exc.lineno,
-        ) from None
+        data = read_json_document(labels)
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(
             f"{labels}: not a readable COCO JSON file ({exc})", file=str(labels)

@@ -26,7 +26,6 @@ from defectflow.records import ManifestRecord, SourceRef
 
 log = logging.getLogger(__name__)
 _EPS = 1e-3  # relative slack for YOLO coordinates that touch the border (exporters round)
-_PX = 0.5  # pixel slack for COCO boxes that touch the border
 
 
 class YoloSource(DetectionParams):
