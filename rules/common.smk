@@ -6,6 +6,7 @@ from snakemake.utils import validate
 from defectflow.models.backends import entry
 from defectflow.config import parse_workflow_config
 from defectflow.errors import ConfigError
+from defectflow.data.sources import REGISTRY as SOURCE_TYPES
 from defectflow.data.sources.mvtec import DEMO_DIR
 from defectflow.sharding import n_shards
 
@@ -90,7 +91,7 @@ def source_inputs(wildcards):
     paths = []
     for src in CFG.datasets[wildcards.dataset].sources:
         paths.append(DEMO_DIR if src.type == "demo" else src.path)
-        if src.type == "coco":
+        if SOURCE_TYPES[src.type].labels_file:
             paths.append(src.labels)
     return sorted(set(paths))
 
@@ -156,20 +157,26 @@ def model_backbone(wildcards):
     return CFG.backbone_for(wildcards.model).id
 
 
+_COUNTS = {}
+
+
 def category_counts(dataset):
     """Category -> number of images, read from the standardize checkpoint."""
     from collections import Counter
 
     import pyarrow.parquet as pq
 
+    import os
+
     table = checkpoints.standardize.get(dataset=dataset).output.table
-    return dict(
-        sorted(
-            Counter(
-                pq.read_table(table, columns=["category"])["category"].to_pylist()
-            ).items()
-        )
-    )
+    key = (
+        table,
+        os.stat(table).st_mtime_ns,
+    )  # read once per table version, not per call
+    if key not in _COUNTS:
+        column = pq.read_table(table, columns=["category"])["category"].to_pylist()
+        _COUNTS[key] = dict(sorted(Counter(column).items()))
+    return _COUNTS[key]
 
 
 def embedding_shard(wildcards, backbone, shard, n):

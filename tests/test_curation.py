@@ -31,10 +31,9 @@ DEFECTFLOW = [sys.executable, "-m", "defectflow.cli"]
 DECOY = """
 import sys, time
 import fiftyone as fo
-if fo.dataset_exists("demo"):
-    fo.delete_dataset("demo")
-ds = fo.Dataset("demo", persistent=True)
-ds.add_sample(fo.Sample(filepath="/decoy.png"))
+if not fo.dataset_exists("demo"):  # never deletes a dataset of a service it may share
+    ds = fo.Dataset("demo", persistent=True)
+    ds.add_sample(fo.Sample(filepath="/decoy.png"))
 print("ready", flush=True)
 time.sleep(3600)
 """

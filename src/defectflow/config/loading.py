@@ -9,9 +9,9 @@ from pydantic import (
     ValidationError,
 )
 
-from defectflow.config.messages import _defined_in, _describe
+from defectflow.config.messages import defined_in, describe
 from defectflow.config.schema import Config, format_key
-from defectflow.config.sweeps import _expand
+from defectflow.config.sweeps import expand
 from defectflow.errors import ConfigError
 from defectflow.io import load_yaml
 
@@ -28,17 +28,17 @@ def parse_config(
             f"invalid {where}: the top level must be a mapping of keys, not {type(data).__name__}"
         )
     try:
-        return Config.model_validate(_expand(dict(data or {})))
+        return Config.model_validate(expand(dict(data or {})))
     except ConfigError as exc:  # a sweep that cannot be expanded
         raise ConfigError(
-            f"invalid {_defined_in(['models'], files or []) or where}:\n  {exc}"
+            f"invalid {defined_in(['models'], files or []) or where}:\n  {exc}"
         ) from None
     except ValidationError as exc:
         prefix = ["backbone"] if exc.title == "BackboneConfig" else []
         by_file: dict[str, list[str]] = {}
         for e in exc.errors(include_url=False):
-            path, text = _describe({**e, "loc": (*prefix, *e["loc"])})
-            by_file.setdefault(_defined_in(path, files or []) or where, []).append(text)
+            path, text = describe({**e, "loc": (*prefix, *e["loc"])})
+            by_file.setdefault(defined_in(path, files or []) or where, []).append(text)
         parts = [
             f"invalid {w}:\n  " + "\n  ".join(dict.fromkeys(lines)) for w, lines in by_file.items()
         ]
@@ -59,9 +59,7 @@ def parse_workflow_config(
     cfg = parse_config(data, where=where, files=files)
     by_file: dict[str, list[str]] = {}
     for key, text in cfg.missing_files():
-        by_file.setdefault(_defined_in(key, files) or where, []).append(
-            f"{format_key(key)}: {text}"
-        )
+        by_file.setdefault(defined_in(key, files) or where, []).append(f"{format_key(key)}: {text}")
     if by_file:
         raise ConfigError(
             "\n".join(f"invalid {w}:\n  " + "\n  ".join(lines) for w, lines in by_file.items())

@@ -71,7 +71,7 @@ def key_path(loc: tuple[Any, ...]) -> tuple[list[Any], list[str]]:
     return path, allowed
 
 
-def _describe(err: dict[str, Any]) -> tuple[list[Any], str]:
+def describe(err: dict[str, Any]) -> tuple[list[Any], str]:
     """(key path, what is wrong there) of one pydantic error."""
     import difflib
 
@@ -104,7 +104,7 @@ def _describe(err: dict[str, Any]) -> tuple[list[Any], str]:
     return path, f"{loc}: {msg}" + ("" if isinstance(given, dict) else f" (given {given!r})")
 
 
-def _defined_in(path: list[Any], files: list[tuple[str, Any]]) -> str | None:
+def defined_in(path: list[Any], files: list[tuple[str, Any]]) -> str | None:
     """The last file that sets ``path`` (or the longest part of it): later files override."""
     best, depth = None, 0
     for name, doc in files:

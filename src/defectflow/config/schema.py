@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from defectflow.data.sources import REGISTRY as SOURCES
 from defectflow.data.sources import Source
 from defectflow.models.backends import REGISTRY
 from defectflow.models.backends.params import KnnParams, PadimParams, PatchcoreParams
@@ -455,7 +456,7 @@ class Config(_Strict):
                             f"dataset {name!r}",
                         )
                     )
-                elif src.type == "coco" and not (Path(base) / src.labels).is_file():
+                elif SOURCES[src.type].labels_file and not (Path(base) / src.labels).is_file():
                     problems.append(
                         (
                             key + ["labels"],

@@ -114,7 +114,7 @@ def expand_sweeps(models: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _expand(data: dict[str, Any]) -> dict[str, Any]:
+def expand(data: dict[str, Any]) -> dict[str, Any]:
     """Backbone and model sweeps expanded into variants."""
     if isinstance(data.get("backbone"), dict):
         sweep = expand_backbone_sweep(data["backbone"])

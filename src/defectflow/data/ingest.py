@@ -33,7 +33,7 @@ def ingest_sources(
             n = corrections.apply(records, Path(src.path))
             log.info("dataset %s: source #%d (%s) -> %d records changed", dataset, i, src.type, n)
             continue
-        if src.type in ("coco", "yolo") and mask_dir is None:
+        if kind.draws_masks and mask_dir is None:
             raise ManifestError(f"source #{i} ({src.type}) needs a folder for its drawn masks")
         masks = Path(mask_dir) / f"source-{i}" if mask_dir is not None else None
         got = kind.read(src, mask_dir=masks, demo_dir=demo_dir)

@@ -25,15 +25,16 @@ from defectflow.records import ManifestRecord
 class SourceType:
     params: type[SourceParams]
     read: Callable[..., list[ManifestRecord]] | None  # None: applied to earlier records
-    labels_file: bool = False  # a second file besides `path` (COCO's labels)
+    labels_file: bool = False  # a second file besides `path` (COCO's labels), an input too
+    draws_masks: bool = False  # writes masks drawn from its objects under the ingest's mask folder
 
 
 REGISTRY: dict[str, SourceType] = {
     "manifest": SourceType(manifest.ManifestSource, manifest.read),
     "mvtec": SourceType(mvtec.MvtecSource, mvtec.read),
     "folder": SourceType(folder.FolderSource, folder.read),
-    "coco": SourceType(coco.CocoSource, coco.read, labels_file=True),
-    "yolo": SourceType(yolo.YoloSource, yolo.read),
+    "coco": SourceType(coco.CocoSource, coco.read, labels_file=True, draws_masks=True),
+    "yolo": SourceType(yolo.YoloSource, yolo.read, draws_masks=True),
     "corrections": SourceType(corrections.CorrectionsSource, None),
     "demo": SourceType(mvtec.DemoSource, mvtec.read_demo),
 }

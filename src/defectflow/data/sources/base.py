@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from defectflow.manifests import IMAGE_EXTENSIONS  # noqa: F401 - the sources' image types
+from defectflow.manifests import IMAGE_EXTENSIONS
 
 
 class SourceParams(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from defectflow.data.sources.base import IMAGE_EXTENSIONS
+from defectflow.data.sources.base import images_in
 from defectflow.data.sources.outlines import (
     DetectionParams,
     LabelsInvalid,
@@ -107,9 +107,7 @@ def _split_images(base: Path, entry: Any, yaml_path: Path | None, split: str) ->
                 "%s: split %r names %r, which is not under %s: skipped", yaml_path, split, e, base
             )
         elif p.is_dir():
-            out += sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            out += images_in(p)
         elif p.suffix.lower() == ".txt":
             for line in p.read_text(encoding="utf-8-sig").splitlines():
                 q = Path(line.strip())
