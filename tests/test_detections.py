@@ -372,6 +372,13 @@ def test_coco_polygons_rle_and_rotated_boxes_become_masks(tmp_path):
     poly = np.asarray(Image.open(recs["poly.png"].mask_path)) > 0
     assert poly[2, 2] and not poly[15, 15] and abs(poly.sum() - 200) < 40
     assert ((np.asarray(Image.open(recs["rle.png"].mask_path)) > 0) == rle).all()
+    data["annotations"][1]["segmentation"]["size"] = [50, 40]  # width and height swapped
+    data["annotations"][1]["segmentation"]["counts"] = [2000]
+    labels.write_text(json.dumps(data))
+    with pytest.raises(
+        ManifestError, match=r"annotations\[1\].*RLE `size` \[50, 40\] is not image 'rle.png'"
+    ):
+        _ingest({"type": "coco", "path": str(root / "images"), "labels": str(labels)}, tmp_path)
     rot = np.asarray(Image.open(recs["rot.png"].mask_path)) > 0  # 20 x 10 turned upright
     ys, xs = np.nonzero(rot)
     assert abs((ys.max() - ys.min()) - 20) <= 1 and abs((xs.max() - xs.min()) - 10) <= 1

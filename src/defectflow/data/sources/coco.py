@@ -112,6 +112,11 @@ def _coco_object(
     seg = ann.get("segmentation")
     if isinstance(seg, dict):
         obj.rle = _rle_mask(seg, where)
+        if W and H and obj.rle.shape != (int(H), int(W)):  # it would be drawn nowhere
+            raise LabelsInvalid(
+                f"{where}: RLE `size` {list(obj.rle.shape)} is not image {name!r}'s "
+                f"[{int(H)}, {int(W)}] ([height, width]); fix the size or the image"
+            )
     elif isinstance(seg, list) and seg:
         polys = seg if isinstance(seg[0], list) else [seg]  # some exporters drop the outer list
         for k, poly in enumerate(polys):
