@@ -194,6 +194,12 @@ def test_app_serves_the_dataset(curated):
         text=True,
         start_new_session=True,
     )
+    import threading
+
+    said: list[str] = []  # what it prints, read as it comes (its URL line follows the server start)
+    reader = threading.Thread(target=lambda: said.extend(app.stdout), daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}/"
     try:
         deadline, ok = time.monotonic() + 120, False
         while time.monotonic() < deadline and app.poll() is None:
@@ -213,16 +219,19 @@ def test_app_serves_the_dataset(curated):
         with urllib.request.urlopen(req, timeout=30) as resp:
             data = json.loads(resp.read())["data"]["dataset"]
         assert data == {"name": "demo", "estimatedSampleCount": 30}
+        while time.monotonic() < deadline and not any(url in line for line in said):
+            time.sleep(0.2)  # the server answers a moment before the command prints its URL
     finally:
         os.killpg(app.pid, signal.SIGTERM)
         try:
-            out, _ = app.communicate(timeout=20)
+            app.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(app.pid, signal.SIGKILL)
-            out, _ = app.communicate()
+            app.wait()
+        reader.join(timeout=10)
         for pid in _service_pids(b"--51-service", str(port).encode()):  # the App's server
             os.kill(pid, signal.SIGKILL)  # outlives its launcher
-    assert f"http://127.0.0.1:{port}/" in out
+    assert any(url in line for line in said), said
     db = wf / "results/demo/fiftyone/db"
     assert not (db.parent / "mongod.json").exists()  # the App stopped its database on SIGTERM
     assert not _service_pids(b"mongod", str(db.resolve()).encode())
