@@ -208,9 +208,15 @@ def score_files(wildcards, kind):
                  shard=f"{i:03d}", n=f"{n:03d}") for i in range(n)]  # fmt: skip
 
 
+def category_table(wildcards):
+    """The standardized table as one category's jobs read it: `ancient`, so that only their
+    `rows=category_digest` param (which each of them carries) reruns them."""
+    return ancient(path("table", dataset=wildcards.dataset))
+
+
 def score_inputs(wildcards):
     """One shard's stored features (feature backends), or the table only (image backends)."""
-    files = {"table": ancient(path("table", dataset=wildcards.dataset))}
+    files = {"table": category_table(wildcards)}
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
         files["features"] = embedding_shard(
             wildcards, model_backbone(wildcards), wildcards.shard, wildcards.n
@@ -220,7 +226,7 @@ def score_inputs(wildcards):
 
 def model_inputs(wildcards):
     """What the model's backend consumes: stored features, or (image backends) the table only."""
-    files = {"table": ancient(path("table", dataset=wildcards.dataset))}
+    files = {"table": category_table(wildcards)}
     if entry(CFG.models[wildcards.model].backend).consumes == "features":
         files["features"] = feature_files(wildcards, model_backbone(wildcards))
     return files

@@ -20,7 +20,7 @@ rule backbone:
 
 rule embed:
     input:
-        table=ancient(PATHS["table"]),
+        table=category_table,
         onnx=PATHS["backbone_onnx"],
         card=PATHS["backbone_card"],
     output:

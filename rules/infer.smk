@@ -3,7 +3,7 @@ rule predict:
         infer_config=rules.calibrate.output.infer_config,
         scores=lambda wc: score_files(wc, "scores"),
         maps=lambda wc: score_files(wc, "maps"),
-        table=ancient(PATHS["table"]),
+        table=category_table,
     output:
         predictions=PATHS["predictions"],
         heatmaps=directory(PATHS["heatmaps"]),
@@ -27,7 +27,7 @@ rule export_onnx:
     input:
         infer_config=rules.calibrate.output.infer_config,
         checkpoint=rules.train.output.checkpoint,
-        table=ancient(PATHS["table"]),
+        table=category_table,
     output:
         model=PATHS["model_onnx"],
         parity=PATHS["onnx_parity"],

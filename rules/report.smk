@@ -3,7 +3,7 @@ rule metrics:
         predictions=rules.predict.output.predictions,
         maps=lambda wc: score_files(wc, "maps"),
         infer_config=rules.calibrate.output.infer_config,
-        table=ancient(PATHS["table"]),
+        table=category_table,
     output:
         metrics=report(
             PATHS["metrics"],

@@ -90,6 +90,7 @@ LAYERS = [
             "tables",
             "contracts",
             "manifests",
+            "artifact_files",
         ],
     ),
     (
@@ -207,6 +208,7 @@ def test_the_infer_command_loads_only_deploy_artifacts_and_shared_modules(tmp_pa
         "defectflow.models.backends",
         "defectflow.features.preprocess",
         "defectflow.features.onnx_runtime",
+        "defectflow.features.torch_runtime",  # picks ONNX or, on CUDA, torch (loaded lazily)
         "defectflow.cli",
     )
     shared = {f"defectflow.{m}" for m in LAYERS[0][1]} | {"defectflow"}
@@ -215,3 +217,33 @@ def test_the_infer_command_loads_only_deploy_artifacts_and_shared_modules(tmp_pa
     assert not {m for m in loaded if not m.startswith(allowed) and m not in shared | packages}, (
         loaded
     )
+
+
+def test_imports_inside_functions_say_why_they_are_lazy():
+    """Imports go at the top; one inside a function is a deliberate lazy load (a heavy or
+    optional dependency, or a command's own modules) and its block starts with `# lazy: why`."""
+    import ast
+
+    from conftest import REPO
+
+    bad = []
+    for f in sorted((REPO / "src" / "defectflow").rglob("*.py")):
+        lines = f.read_text(encoding="utf-8").splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if not isinstance(node, ast.Import | ast.ImportFrom):
+                    continue
+                i = node.lineno - 2  # back over the imports (and blank lines) of its block
+                while i >= 0 and (
+                    not lines[i].strip()
+                    or lines[i].strip().startswith(("import ", "from ", ")"))
+                    or (lines[i].strip().endswith(",") and not lines[i].strip().startswith("#"))
+                ):
+                    i -= 1
+                if not lines[i].strip().startswith("# lazy:"):
+                    bad.append(
+                        f"{f.relative_to(REPO)}:{node.lineno}: {lines[node.lineno - 1].strip()}"
+                    )
+    assert not bad, "move these to the top, or say `# lazy: why`:\n" + "\n".join(bad)

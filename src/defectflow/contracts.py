@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from defectflow import __version__
 from defectflow.errors import SchemaValidationError
-from defectflow.io import dumps_json
+from defectflow.io import dumps_json, read_json, read_jsonl, write_json_atomic
 
 # schema name -> "module:Model". Extend here when a stage gains an artifact.
 ARTIFACTS: dict[str, str] = {
@@ -73,8 +73,6 @@ def validate(name: str, obj: Any, where: str = "") -> None:
         and not isinstance(given, bool)
         and given > known
     ):
-        from defectflow import __version__
-
         raise SchemaValidationError(
             f"{where or 'artifact'} is a {name!r} of schema version {given}, written by a newer "
             f"defectflow; this one ({__version__}) reads up to version {known}. Upgrade defectflow "
@@ -97,7 +95,6 @@ def validate_rows(name: str, rows: Iterable[dict[str, Any]], where: str) -> None
 
 def write_json_artifact(name: str, obj: Any, path: str | Path) -> None:
     """Validate a pydantic artifact against schema ``name`` and write it as JSON, atomically."""
-    from defectflow.io import write_json_atomic
 
     data = obj.model_dump(mode="json")
     validate(name, data, where=str(path))
@@ -106,7 +103,6 @@ def write_json_artifact(name: str, obj: Any, path: str | Path) -> None:
 
 def read_json_artifact(name: str, model: type, path: str | Path) -> Any:
     """Read a JSON artifact, validate it against schema ``name``, parse it into ``model``."""
-    from defectflow.io import read_json
 
     data = read_json(path)
     validate(name, data, where=str(path))
@@ -115,7 +111,6 @@ def read_json_artifact(name: str, model: type, path: str | Path) -> Any:
 
 def read_jsonl_models(path: str | Path, name: str, model: type) -> list[Any]:
     """Read a JSONL artifact: each line validated against schema ``name``, then parsed."""
-    from defectflow.io import read_jsonl
 
     out = []
     for lineno, obj in read_jsonl(path):
@@ -134,50 +129,3 @@ def write_schemas(out_dir: str | Path) -> list[Path]:
         p.write_text(dumps_json(schema_for(name)), encoding="utf-8")
         paths.append(p)
     return paths
-
-
-def detect_schema(path: str | Path) -> str:
-    """Guess which artifact a file is by its name (for ``defectflow validate``)."""
-    name = Path(path).name
-    table = {
-        "manifest.jsonl": "manifest_record",
-        "preflight_memory.json": "memory_report",
-        "preflight.json": "preflight",
-        "standardized.parquet": "standardized_row",
-        "image_facts.parquet": "image_facts",
-        "config.yaml": "config",
-        "model_card.json": "model_card",
-        "backbone.json": "backbone_card",
-        "crossfit.parquet": "score_row",
-        "scores.parquet": "score_row",  # scores/shard-I-of-N.scores.parquet
-        "infer_config.json": "infer_config",
-        "predictions.jsonl": "prediction",
-        "metrics.json": "metrics",
-        "fiftyone.json": "fiftyone_summary",
-    }
-    for suffix, schema in table.items():
-        if name.endswith(suffix):
-            return schema
-    raise SchemaValidationError(
-        f"cannot tell which schema {path} follows; pass --schema NAME ({sorted(ARTIFACTS)})"
-    )
-
-
-def load_any(path: str | Path) -> list[dict[str, Any]] | dict[str, Any]:
-    """Load JSON, JSONL, YAML or Parquet for validation."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        return [
-            json.loads(line)
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
-    if path.suffix == ".parquet":
-        from defectflow.tables import read_table_rows
-
-        return read_table_rows(path)
-    if path.suffix in {".yaml", ".yml"}:
-        import yaml
-
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    return json.loads(path.read_text(encoding="utf-8"))

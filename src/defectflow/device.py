@@ -23,6 +23,7 @@ def resolve(name: str) -> str:
         raise ModelError(f"unknown device {name!r}: use auto, cpu or cuda")
     if name == "auto" and not _nvidia_present():
         return "cpu"
+    # lazy: torch (seconds to import) only where a network runs or is exported
     import torch
 
     if torch.cuda.is_available():

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +28,6 @@ def _proc(pid: int) -> tuple[int, str, str] | None:
 
 def _snakemake_ancestor() -> tuple[int, str] | None:
     """The Snakemake process that runs this job (pid and start time), if it is an ancestor."""
-    import os
 
     pid = os.getppid()
     for _ in range(8):
@@ -47,9 +49,6 @@ def stop_with_snakemake(poll: float = 0.5) -> None:
     alone leaves its jobs running; one finishing after it would leave outputs Snakemake never
     recorded, which the rerun reports as missing metadata). Outputs are written atomically, so
     stopping leaves nothing half-written; the rerun does the job again."""
-    import os
-    import threading
-    import time
 
     ancestor = _snakemake_ancestor()
     if ancestor is None:  # not under a local Snakemake (a test, the CLI)

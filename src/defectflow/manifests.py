@@ -13,6 +13,8 @@ from typing import Any
 
 from defectflow.errors import ManifestError
 from defectflow.io import read_json_document, read_jsonl
+from defectflow.records import normalize_label
+from defectflow.tables import read_parquet
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -155,8 +157,6 @@ def iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 for row in reader:
                     yield reader.line_num, dict(row)
         else:
-            from defectflow.tables import read_parquet
-
             for i, row in enumerate(read_parquet(path).to_pylist(), start=1):
                 yield i, row
     except UnicodeDecodeError as exc:
@@ -222,7 +222,6 @@ def group_from(regex: str | None, rel_path: str | None) -> str | None:
 def image_rows(path: Path) -> Iterator[dict[str, Any]]:
     """The images a manifest file names, with the label, defect type and category it gives
     (``defectflow infer`` over a manifest)."""
-    from defectflow.records import normalize_label
 
     rows = list(iter_rows(path, "auto"))
     columns = list(dict.fromkeys(k for _, r in rows for k in r if k is not None))

@@ -8,10 +8,14 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
+from defectflow import device
 from defectflow.contracts import write_json_artifact
 from defectflow.errors import ModelError
 from defectflow.io import atomic_path
+from defectflow.models.backends import build
 from defectflow.records import ModelArtifact
 
 META_KEY = "defectflow"
@@ -41,9 +45,6 @@ def write_model_card(card: ModelCard, path: str | Path) -> None:
 def save_checkpoint(backend: Any, path: str | Path) -> None:
     """Arrays only. Metadata is one sorted-JSON entry so the bytes reproduce (safetensors writes
     several metadata keys in random order)."""
-    from safetensors.numpy import save_file
-
-    from defectflow import device
 
     meta = {
         "params": backend.params.model_dump(mode="json"),
@@ -56,8 +57,6 @@ def save_checkpoint(backend: Any, path: str | Path) -> None:
 
 
 def checkpoint_meta(path: str | Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="numpy") as fh:
         meta = fh.metadata() or {}
     if META_KEY not in meta:
@@ -69,9 +68,6 @@ def checkpoint_meta(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> Any:
     """Rebuild the backend a checkpoint holds (through the registry)."""
-    from safetensors.numpy import load_file
-
-    from defectflow.models.backends import build
 
     meta = checkpoint_meta(path)
     backend = build(meta["params"])

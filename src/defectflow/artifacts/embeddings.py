@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from defectflow.errors import ModelError
 from defectflow.io import atomic_path
+from defectflow.models.backends.base import Features
 
 META_KEY = "defectflow"
 
@@ -29,9 +32,9 @@ def write_shard(
     out_patches: str | Path,
     out_images: str | Path,
 ) -> None:
+    # lazy: pyarrow only where the image table is written, not where shards are read
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from safetensors.numpy import save_file
 
     ids = [r["image_id"] for r in rows]
     full = dict(
@@ -61,8 +64,6 @@ def write_shard(
 
 
 def shard_meta(path: str | Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="numpy") as fh:
         meta = json.loads((fh.metadata() or {}).get(META_KEY, "{}"))
     if "image_ids" not in meta:
@@ -72,7 +73,6 @@ def shard_meta(path: str | Path) -> dict[str, Any]:
 
 def shard_shapes(path: str | Path) -> tuple[list[int], int]:
     """A shard's patch array shape ``[n, C, H, W]`` and embedding width, from its header only."""
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as fh:
         return list(fh.get_slice("patch").get_shape()), int(
@@ -93,9 +93,6 @@ def load_features(
     The output arrays are allocated once from the shards' headers and filled one shard at a
     time, so memory peaks at the kept features plus one shard. ``patches=False``: the image
     embeddings only (the patch array is empty), for backends that never read patches."""
-    from safetensors import safe_open
-
-    from defectflow.models.backends.base import Features
 
     plan: list[tuple[str, list[int], dict[str, Any]]] = []
     for f in sorted(map(str, files)):

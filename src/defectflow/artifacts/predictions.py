@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from defectflow.contracts import validate_rows
+from defectflow.contracts import read_jsonl_models, validate_rows
+from defectflow.io import write_jsonl_atomic
 from defectflow.records import Label
 
 
@@ -44,14 +45,10 @@ class PredictionRecord(BaseModel):
 
 
 def write_predictions(records: list[PredictionRecord], out: str | Path) -> None:
-    from defectflow.io import write_jsonl_atomic
-
     rows = [r.model_dump(mode="json") for r in records]
     validate_rows("prediction", rows, where=str(out))
     write_jsonl_atomic(out, rows)
 
 
 def read_predictions(path: str | Path) -> list[PredictionRecord]:
-    from defectflow.contracts import read_jsonl_models
-
     return read_jsonl_models(path, "prediction", PredictionRecord)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors.numpy import load_file, save_file
 
 from defectflow.io import atomic_path
 from defectflow.tables import read_table, write_table
@@ -37,7 +38,6 @@ def read_scores(path: str | Path) -> list[dict[str, Any]]:
 
 def write_maps(path: str | Path, maps: dict[str, np.ndarray]) -> None:
     """Anomaly maps by image id (float16); an empty file when the model makes none."""
-    from safetensors.numpy import save_file
 
     arrays = {k: np.asarray(v, np.float16) for k, v in maps.items()}
     with atomic_path(path) as tmp:
@@ -45,6 +45,4 @@ def write_maps(path: str | Path, maps: dict[str, np.ndarray]) -> None:
 
 
 def read_maps(path: str | Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
     return {k: v.astype(np.float32) for k, v in load_file(str(path)).items() if k != "_empty"}

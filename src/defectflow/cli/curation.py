@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -14,8 +15,7 @@ log = logging.getLogger("defectflow")
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    import json
-
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.curation.similar import find_similar
 
     hits = find_similar(
@@ -39,6 +39,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.curation.fiftyone import database, database_dir
 
     db = database_dir(args.results, args.dataset)
@@ -48,6 +49,7 @@ def cmd_app(args: argparse.Namespace) -> int:
             "`snakemake fiftyone` (or export: {fiftyone: true} in the config)"
         )
     with database(db):
+        # lazy: fiftyone (an optional extra; it connects to its database) only for curation
         import fiftyone as fo
 
         logging.getLogger("fiftyone").setLevel(logging.WARNING)  # it prints its banner itself
@@ -69,6 +71,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.curation import review
 
     if args.action == "push":

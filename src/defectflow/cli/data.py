@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from pathlib import Path
 
 from defectflow.cli.common import EXIT_ERRORS, EXIT_OK
@@ -13,8 +14,7 @@ log = logging.getLogger("defectflow")
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    import tempfile
-
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.config import DatasetConfig, PreflightConfig, load_config
     from defectflow.data.ingest import ingest_sources
     from defectflow.data.preflight import preflight_records
@@ -64,7 +64,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from defectflow.contracts import detect_schema, load_any, validate, validate_rows
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
+    from defectflow.artifact_files import detect_schema, load_any
+    from defectflow.contracts import validate, validate_rows
 
     bad = 0
     for f in args.files:
@@ -86,6 +88,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.contracts import write_schemas
 
     for p in write_schemas(args.out):
@@ -94,6 +97,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.codes import codes_markdown
     from defectflow.config import update_reference
     from defectflow.contracts import write_schemas
@@ -106,6 +110,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_codes(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.codes import codes_markdown
 
     print(codes_markdown(), end="")
@@ -113,6 +118,7 @@ def cmd_codes(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.data.demo import generate_demo
 
     counts = generate_demo(args.out)

@@ -47,6 +47,7 @@ def _predictions_path(out: Path) -> Path:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.artifacts.predictions import write_predictions
     from defectflow.deploy.detector import Detector
     from defectflow.deploy.inputs import gather_images
@@ -76,6 +77,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.artifacts.infer_config import read_infer_config, write_infer_config
     from defectflow.models.thresholds import follow_threshold
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -13,8 +14,7 @@ log = logging.getLogger("defectflow")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    import json
-
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.evaluation.gate import baseline_rows, diff
     from defectflow.evaluation.registry import load_registry, runs_of
 
@@ -72,8 +72,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    import json
-
+    # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.evaluation.gate import baseline_rows, gate
 
     current = baseline_rows(args.current, args.registry)

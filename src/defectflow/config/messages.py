@@ -3,6 +3,7 @@ sets it, a did-you-mean."""
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from typing import Annotated, Any, Literal, Union
@@ -73,7 +74,6 @@ def key_path(loc: tuple[Any, ...]) -> tuple[list[Any], list[str]]:
 
 def describe(err: dict[str, Any]) -> tuple[list[Any], str]:
     """(key path, what is wrong there) of one pydantic error."""
-    import difflib
 
     path, allowed = key_path(tuple(err["loc"]))
     loc = format_key(path)

@@ -3,6 +3,7 @@ and for every default documented in ``config/README.md``."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -16,8 +17,11 @@ from pydantic import (
     model_validator,
 )
 
+from defectflow.codes import CODES
 from defectflow.data.sources import REGISTRY as SOURCES
 from defectflow.data.sources import Source
+from defectflow.features.catalog import BUILTIN_ARCHS, feature_stages, timm_model_names
+from defectflow.io import short_hash
 from defectflow.models.backends import REGISTRY
 from defectflow.models.backends.params import KnnParams, PadimParams, PatchcoreParams
 from defectflow.records import Severity
@@ -141,11 +145,7 @@ class PreflightConfig(_Strict):
 
 
 def _known_code(code: str) -> str:
-    from defectflow.codes import CODES
-
     if code not in CODES:
-        import difflib
-
         close = difflib.get_close_matches(code, list(CODES), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise ValueError(f"unknown preflight code {code!r}{hint} (codes: docs/preflight_codes.md)")
@@ -192,10 +192,6 @@ class BackboneConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
-        import difflib
-
-        from defectflow.features.catalog import timm_model_names
-
         names = timm_model_names()
         arch = v.split(".", 1)[0]  # timm's `arch.pretrained_tag` form
         if names and arch not in names:
@@ -209,8 +205,6 @@ class BackboneConfig(_Strict):
     @field_validator("weights")
     @classmethod
     def _builtin_exists(cls, v: str, info: ValidationInfo) -> str:
-        from defectflow.features.catalog import BUILTIN_ARCHS
-
         name = info.data.get("name")
         if v == "builtin" and name is not None and name.split(".", 1)[0] not in BUILTIN_ARCHS:
             raise ValueError(
@@ -223,8 +217,6 @@ class BackboneConfig(_Strict):
     @field_validator("layers")
     @classmethod
     def _layers_exist(cls, v: list[int], info: ValidationInfo) -> list[int]:
-        from defectflow.features.catalog import feature_stages
-
         if not v or len(set(v)) != len(v) or min(v) < 0:
             raise ValueError("give distinct feature levels 0, 1, 2, ... (timm out_indices)")
         name = info.data.get("name")
@@ -240,7 +232,6 @@ class BackboneConfig(_Strict):
     @property
     def id(self) -> str:
         """A readable folder name for this backbone and its preprocessing."""
-        from defectflow.io import short_hash
 
         layers = "".join(map(str, self.layers))
         crop = f"_c{self.center_crop}" if self.center_crop else ""

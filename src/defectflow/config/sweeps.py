@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import typing
 from typing import Any
 
 from defectflow.config.schema import BackboneConfig, _default_models
 from defectflow.errors import ConfigError
+from defectflow.io import short_hash
 from defectflow.models.backends import REGISTRY
 
 _BACKBONE_SWEEPABLE = ("name", "weights", "layers", "pool", "image_size", "center_crop")
@@ -25,8 +27,6 @@ def _backbone_label(key: str, value: Any) -> str:
     if key == "layers":
         return "layers" + "".join(map(str, value))
     if key == "weights":
-        from defectflow.io import short_hash
-
         return "w" + (value if value in ("builtin", "pretrained") else short_hash(value, 6))
     return {"image_size": "size", "center_crop": "crop"}.get(key, key) + _sweep_value(value)
 
@@ -35,7 +35,6 @@ def expand_backbone_sweep(backbone: dict[str, Any]) -> list[tuple[str, dict[str,
     """A backbone entry with lists (``name: [a, b]``, ``layers: [[2, 3], [2, 4]]``...) -> one
     ``(label, settings)`` per combination, in a stable order (a single entry: ``[("", entry)]``).
     The label names only the swept values (``-layers24``, ``-tf_efficientnet_lite1-size256``)."""
-    import itertools
 
     def swept(k: str, v: Any) -> bool:
         if not isinstance(v, list) or not v:
@@ -80,7 +79,6 @@ def expand_sweeps(models: dict[str, Any]) -> dict[str, Any]:
     """Model entries with list values for scalar params and/or ``seeds: [...]`` -> one named
     variant per combination (``patchcore-coreset_ratio0.01-s1``), in a stable order. Other
     entries pass unchanged. Each variant records the entry it comes from (``variant_of``)."""
-    import itertools
 
     out: dict[str, Any] = {}
     for name, entry in (models or {}).items():

@@ -16,18 +16,33 @@ that folder's own (:func:`database`), entered before fiftyone is imported.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import importlib.util
+import json
 import logging
 import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from defectflow.artifacts.infer_config import normalize, read_infer_config
+from defectflow.artifacts.predictions import read_predictions
+from defectflow.artifacts.scores import read_maps
+from defectflow.artifacts.standardized import read_standardized
 from defectflow.contracts import read_json_artifact, write_json_artifact
+from defectflow.data.preflight_report import PreflightReport
 from defectflow.errors import DefectflowError
+from defectflow.tables import read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +75,6 @@ def database_dir(results: str | Path, dataset: str) -> Path:
 def _mongod() -> Path:
     """The mongod FiftyOne ships (found without importing fiftyone, which reads its database
     settings at import)."""
-    import importlib.util
 
     spec = importlib.util.find_spec("fiftyone")
     if spec is None or not spec.submodule_search_locations:
@@ -75,8 +89,6 @@ def _mongod() -> Path:
 
 
 def _answers(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -102,12 +114,6 @@ def database(db_dir: str | Path, timeout: float = 120) -> Iterator[str]:
     port of 127.0.0.1, recorded in ``<db_dir>/../mongod.json``; processes of the same folder
     (a rebuild while the App is open) share it, and the last one to leave stops it. Must be
     entered before ``import fiftyone``."""
-    import fcntl
-    import json
-    import signal
-    import socket
-    import subprocess
-    import time
 
     if "fiftyone" in sys.modules and os.environ.get("DEFECTFLOW_FIFTYONE_DB") != str(
         Path(db_dir).resolve()
@@ -164,7 +170,6 @@ def database(db_dir: str | Path, timeout: float = 120) -> Iterator[str]:
     os.environ["DEFECTFLOW_FIFTYONE_DB"] = str(db)
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-    import threading
 
     restore = None
     if (
@@ -222,7 +227,6 @@ def near_duplicate_cut(emb: np.ndarray, ceiling: float = 0.05, share: float = 0.
 
 def _map_png(arr: np.ndarray, path: Path) -> str:
     """The normalized map (threshold at 0.5) as an 8-bit grayscale PNG for ``fo.Heatmap``."""
-    from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)).save(path)
@@ -255,16 +259,10 @@ def build_dataset(
     """Build (or rebuild) the persistent dataset ``name``. ``models``: model name -> one dict a
     category: {"predictions": predictions.jsonl, "maps": [per-shard maps.safetensors],
     "infer_config": infer_config.json}."""
+    # lazy: fiftyone (an optional extra; it connects to its database) only for curation
     import fiftyone as fo
     import fiftyone.brain as fob
     from fiftyone import ViewField as F
-
-    from defectflow.artifacts.infer_config import normalize, read_infer_config
-    from defectflow.artifacts.predictions import read_predictions
-    from defectflow.artifacts.scores import read_maps
-    from defectflow.artifacts.standardized import read_standardized
-    from defectflow.data.preflight_report import PreflightReport
-    from defectflow.tables import read_parquet
 
     rows = read_standardized(table)
     report = read_json_artifact("preflight", PreflightReport, preflight)

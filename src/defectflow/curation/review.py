@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from defectflow.artifacts.standardized import read_standardized
 from defectflow.curation.review_tasks import ReviewError, _sdk_brush
-from defectflow.io import atomic_path, write_json_atomic
+from defectflow.io import atomic_path, write_json_atomic, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +223,6 @@ def pull(
     """Export the project and write the completed annotations as a corrections file (JSON Lines:
     image_path, label, mask_path, defect_type), masks beside it in ``<out stem>_masks/``.
     Nothing is written unless every annotated task is one of this dataset's images."""
-    from PIL import Image
-
-    from defectflow.artifacts.standardized import read_standardized
 
     folder = _review_dir(results, dataset)
     state_file = folder / "project.json"
@@ -286,7 +285,6 @@ def pull(
                 Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
             rec["mask_path"] = str(path.resolve())
         records.append(rec)
-    from defectflow.io import write_jsonl_atomic
 
     write_jsonl_atomic(out, records)
     return {"corrections": len(records), "annotated_tasks": len(done), "file": str(out)}

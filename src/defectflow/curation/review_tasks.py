@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from defectflow.artifacts.infer_config import normalize, read_infer_config
+from defectflow.artifacts.metrics import read_metrics
+from defectflow.artifacts.predictions import read_predictions
+from defectflow.artifacts.scores import read_maps
+from defectflow.artifacts.standardized import read_standardized
+from defectflow.contracts import read_json_artifact
+from defectflow.data.preflight_report import PreflightReport
 from defectflow.errors import DefectflowError
 from defectflow.io import atomic_path, write_json_atomic
 
@@ -47,6 +55,7 @@ class ReviewError(DefectflowError):
 def _sdk_brush():
     """label-studio-sdk's brush RLE codec (its converter prints missing optional deps: hush)."""
     with contextlib.redirect_stdout(io.StringIO()):
+        # lazy: label_studio_sdk (an optional extra) only for review tasks
         from label_studio_sdk.converter import brush
     return brush
 
@@ -65,7 +74,6 @@ def local_files_url(path: str, document_root: str) -> str:
 def _best_models(metrics: list[str]) -> dict[str, str]:
     """Category -> model with the highest image AUROC; ties go to the higher pixel AUROC (a model
     with maps gives the reviewer regions), then to name order."""
-    from defectflow.artifacts.metrics import read_metrics
 
     best: dict[str, tuple[float, float, str]] = {}
     for f in sorted(metrics):
@@ -78,8 +86,6 @@ def _best_models(metrics: list[str]) -> dict[str, str]:
 
 
 def _prediction_result(rec: Any, norm_map: np.ndarray | None, w: int, h: int) -> list[dict]:
-    from PIL import Image
-
     out: list[dict] = [
         {
             "from_name": "verdict",
@@ -144,13 +150,6 @@ def build_tasks(
     margin: float = 0.1,
     max_tasks: int = 200,
 ) -> list[dict[str, Any]]:
-    from defectflow.artifacts.infer_config import normalize, read_infer_config
-    from defectflow.artifacts.predictions import read_predictions
-    from defectflow.artifacts.scores import read_maps
-    from defectflow.artifacts.standardized import read_standardized
-    from defectflow.contracts import read_json_artifact
-    from defectflow.data.preflight_report import PreflightReport
-
     rows = {r["image_id"]: r for r in read_standardized(table)}
     by_path = {str(Path(r["image_path"]).resolve()): i for i, r in rows.items()}
     suspects: dict[str, set[str]] = {}

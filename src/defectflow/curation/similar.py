@@ -9,12 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from defectflow.artifacts.backbone import read_backbone_card
+from defectflow.artifacts.embeddings import shard_meta
+from defectflow.artifacts.standardized import read_standardized
 from defectflow.errors import DefectflowError
+from defectflow.features.embeddings import extract
+from defectflow.features.onnx_runtime import OnnxBackbone
+from defectflow.features.preprocess import PreprocessSpec
+from defectflow.tables import read_parquet
 
 
 def _backbone_for(results: Path, onnx_sha256: str) -> tuple[Path, Any]:
-    from defectflow.artifacts.backbone import read_backbone_card
-
     for card_path in sorted((results / "backbones").glob("*/backbone.json")):
         card = read_backbone_card(card_path)
         if card.onnx_sha256 == onnx_sha256:
@@ -38,12 +43,6 @@ def find_similar(
     """The ``k`` stored images nearest to ``image`` (all splits), nearest first. ``backbone``:
     which backbone's embeddings (``results/{dataset}/embeddings/{backbone}``); needed only when
     a sweep made several."""
-    from defectflow.artifacts.embeddings import shard_meta
-    from defectflow.artifacts.standardized import read_standardized
-    from defectflow.features.embeddings import extract
-    from defectflow.features.onnx_runtime import OnnxBackbone
-    from defectflow.features.preprocess import PreprocessSpec
-    from defectflow.tables import read_parquet
 
     results = Path(results)
     base = results / dataset / "embeddings"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -13,6 +14,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
+
+from defectflow.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +122,6 @@ def inspect_file(path: str, kind: str, full: bool) -> ImageFacts:
     facts = ImageFacts(
         path=path, kind=kind, exists=True, readable=False, sha256=hashlib.sha256(data).hexdigest()
     )
-    import io
 
     try:
         img = Image.open(io.BytesIO(data))
@@ -186,14 +188,11 @@ def inspect_files(
 
 def write_facts(facts: list[ImageFacts], path: str | Path) -> None:
     """Write the facts table (``image_facts.parquet``)."""
-    from defectflow.tables import write_table
 
     write_table(path, [f.model_dump(mode="json") for f in facts], ImageFacts, "image_facts")
 
 
 def read_facts(path: str | Path) -> dict[tuple[str, str], ImageFacts]:
-    from defectflow.tables import read_table
-
     return {
         (r["path"], r["kind"]): ImageFacts.model_validate(r)
         for r in read_table(path, ImageFacts, "image_facts")

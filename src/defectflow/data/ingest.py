@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from defectflow.config import DatasetConfig
-from defectflow.contracts import validate_rows
+from defectflow.config import DatasetConfig, PreflightConfig
+from defectflow.contracts import read_jsonl_models, validate_rows
+from defectflow.data.preflight_report import unreadable_manifest_report, write_report
 from defectflow.data.sources import REGISTRY, corrections
 from defectflow.data.sources.mvtec import DEMO_DIR
 from defectflow.errors import ManifestError
@@ -53,7 +54,6 @@ def write_manifest(records: list[ManifestRecord], out: str | Path) -> int:
 
 def read_manifest(path: str | Path) -> list[ManifestRecord]:
     """Read ``manifest.jsonl``, validating each line against its schema."""
-    from defectflow.contracts import read_jsonl_models
 
     return read_jsonl_models(path, "manifest_record", ManifestRecord)
 
@@ -81,9 +81,6 @@ def run_ingest(
         records = ingest_sources(cfg.sources, dataset, demo_dir, mask_dir)
     except ManifestError as exc:
         if report is not None:
-            from defectflow.config import PreflightConfig
-            from defectflow.data.preflight_report import unreadable_manifest_report, write_report
-
             write_report(
                 unreadable_manifest_report(exc, dataset, str(out), PreflightConfig()), report
             )

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from defectflow.config import PreflightConfig
-from defectflow.data.imagefacts import ImageFacts, inspect_files
+from defectflow.data.imagefacts import ImageFacts, inspect_files, write_facts
+from defectflow.data.ingest import read_manifest
 from defectflow.data.preflight_report import (
     CategorySummary,
     Collector,
@@ -425,7 +426,6 @@ def run_preflight(
     On errors the report is still written to ``report_copy`` (a log file that survives the failed
     job) and :class:`PreflightFailed` is raised with the summary.
     """
-    from defectflow.data.ingest import read_manifest
 
     cfg = checks if isinstance(checks, PreflightConfig) else PreflightConfig.model_validate(checks)
     cfg = cfg.model_copy(update={"threads": threads})
@@ -438,8 +438,6 @@ def run_preflight(
         raise PreflightFailed(f"\n{summary}\nFull report: {report_copy or report_out}")
     log.info("\n%s", summary)
     if facts_out:
-        from defectflow.data.imagefacts import write_facts
-
         write_facts(list(facts.values()), facts_out)
     write_report(report, report_out)
     return report

@@ -14,13 +14,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from defectflow import device as dev
 from defectflow.artifacts.checkpoint import load_checkpoint
 from defectflow.artifacts.infer_config import FileRef, InferConfig, normalize, read_infer_config
 from defectflow.artifacts.predictions import PredictionRecord
 from defectflow.deploy.maps import regions, round6, save_heatmap, smooth_maps
 from defectflow.errors import IntegrityError, ModelError
 from defectflow.features.preprocess import MIN_SIDE, PreprocessSpec, to_array, to_rgb
-from defectflow.io import sha256_file
+from defectflow.features.torch_runtime import make_backbone
+from defectflow.io import sha256_file, short_hash
 from defectflow.models.backends.base import Backend, Features, Images, batches
 from defectflow.progress import Progress
 
@@ -111,8 +113,6 @@ class Detector:
     """A loaded, integrity-checked model."""
 
     def __init__(self, cfg: InferConfig, base: Path, threads: int = 1, device: str = "cpu") -> None:
-        from defectflow import device as dev
-
         self.device = dev.use(device)
         self.cfg = cfg
         self.backend = load_checkpoint(resolve(base, cfg.checkpoint, "checkpoint"))
@@ -121,8 +121,6 @@ class Detector:
         )
         self.backbone = None
         if cfg.consumes == "features":
-            from defectflow.features.torch_runtime import make_backbone
-
             onnx = str(resolve(base, cfg.backbone, "backbone"))  # type: ignore[arg-type]
             self.backbone = make_backbone(
                 onnx, cfg.backbone_spec, cfg.weights_sha256, self.device, threads
@@ -222,7 +220,6 @@ class Detector:
 
 def heatmap_name(image_id: str) -> str:
     """A file name for an image id that stays unique (ids may hold '/')."""
-    from defectflow.io import short_hash
 
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)[-80:]
     return f"{safe}-{short_hash(image_id, 8)}.png"

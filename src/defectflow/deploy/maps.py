@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from defectflow.artifacts.predictions import Region
+from defectflow.io import atomic_path
 
 
 @functools.cache
@@ -27,6 +28,7 @@ def _upsample_matrix(src: int, dst: int) -> np.ndarray:
 
 def smooth_maps(maps: np.ndarray, size: int, sigma: float) -> np.ndarray:
     """Upsample ``[B, h, w]`` maps to ``size`` x ``size`` and smooth them with a Gaussian."""
+    # lazy: scipy (0.3-0.5 s) only where it is used, not on every import of the module
     from scipy.ndimage import gaussian_filter
 
     b, h, w = maps.shape
@@ -46,6 +48,7 @@ def regions(
     norm_map: np.ndarray, image_size: tuple[int, int], max_regions: int = 5
 ) -> list[Region]:
     """Boxes around connected areas of the normalized map at or above 0.5, in image pixels."""
+    # lazy: scipy (0.3-0.5 s) only where it is used, not on every import of the module
     from scipy import ndimage
 
     mask = norm_map >= 0.5
@@ -82,7 +85,6 @@ def jet(x: np.ndarray) -> np.ndarray:
 
 def save_heatmap(norm_map: np.ndarray, image: Image.Image, out: Path) -> Path:
     """The image with the normalized map as a colour overlay (red = above threshold)."""
-    from defectflow.io import atomic_path
 
     heat = Image.fromarray(jet(norm_map)).resize(image.size, Image.Resampling.BILINEAR)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from defectflow.artifacts.standardized import category_rows
+from defectflow.deploy.detector import Detector
 from defectflow.errors import ModelError
+from defectflow.features.preprocess import preprocess
 from defectflow.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -30,14 +33,11 @@ def run_export_onnx(
     n_check: int = 8,
 ) -> dict[str, Any]:
     """Export backbone + scoring to one ONNX graph; compare with the delivered detector."""
+    # lazy: onnx only for the export
     import onnx
     import onnxruntime as ort
     import torch
     from onnx import compose
-
-    from defectflow.artifacts.standardized import category_rows
-    from defectflow.deploy.detector import Detector
-    from defectflow.features.preprocess import preprocess
 
     det = Detector.load(infer_config)
     if det.backbone is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from defectflow import device as dev
 from defectflow.artifacts.checkpoint import load_checkpoint
 from defectflow.artifacts.scores import write_maps, write_scores
 from defectflow.artifacts.standardized import category_rows
@@ -36,7 +37,6 @@ def run_score(
     """Snakemake entry point: the test images of one shard of a category (the shard's stored
     features, or its image files), so memory per job is bounded by ``backbone.shard_size``."""
     set_threads(threads)
-    from defectflow import device as dev
 
     dev.use(device)
     ids = {r["image_id"] for r in shard_rows(category_rows(table, category), shard, n_shards)}

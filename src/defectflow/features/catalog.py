@@ -20,6 +20,7 @@ def feature_stages(arch: str) -> int | None:
     if arch in BUILTIN_ARCHS:
         return 5
     try:
+        # lazy: timm (it imports torch) only where a backbone is built
         import timm
         import torch
 

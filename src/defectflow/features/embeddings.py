@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from defectflow import device as dev
 from defectflow.artifacts.backbone import read_backbone_card
 from defectflow.artifacts.embeddings import write_shard
 from defectflow.artifacts.standardized import category_rows
 from defectflow.errors import ModelError
 from defectflow.features.onnx_runtime import OnnxBackbone
 from defectflow.features.preprocess import PreprocessSpec, preprocess
+from defectflow.features.torch_runtime import make_backbone
 from defectflow.progress import Progress
 from defectflow.sharding import shard_rows
 
@@ -72,8 +74,6 @@ def run_embed(
         raise ModelError(f"category {category!r} shard {shard} of {n_shards} has no images")
     card = read_backbone_card(backbone_card)
     pp = PreprocessSpec.model_validate(card.preprocess)
-    from defectflow import device as dev
-    from defectflow.features.torch_runtime import make_backbone
 
     where = dev.use(device)
     backbone = make_backbone(str(backbone_onnx), card.spec, card.weights_sha256, where, threads)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from defectflow.artifacts.backbone import BackboneCard, write_backbone_card
+from defectflow.config import BackboneConfig  # the workflow's config (the export job reads it)
 from defectflow.errors import ModelError
 from defectflow.features.backbone import BackboneSpec, build_extractor, default_mean_std
 from defectflow.features.preprocess import PreprocessSpec
@@ -26,6 +27,7 @@ def export_backbone(
     tolerance: float = 1e-3,
 ) -> BackboneCard:
     """Export the feature extractor to ONNX (dynamic batch) and check onnxruntime against torch."""
+    # lazy: onnxruntime only where a backbone runs
     import onnxruntime as ort
     import torch
 
@@ -83,6 +85,7 @@ def export_backbone(
 
 
 def _versions() -> dict[str, Any]:
+    # lazy: onnxruntime only where a backbone runs
     import onnxruntime
     import timm
     import torch
@@ -96,7 +99,6 @@ def _versions() -> dict[str, Any]:
 
 def specs(cfg: Any) -> tuple[BackboneSpec, PreprocessSpec]:
     """Backbone and preprocessing specs of a backbone config (``BackboneConfig`` or its dict)."""
-    from defectflow.config import BackboneConfig  # the workflow's config (the export job reads it)
 
     cfg = cfg if isinstance(cfg, BackboneConfig) else BackboneConfig.model_validate(cfg)
     bb = BackboneSpec(name=cfg.name, weights=cfg.weights, layers=cfg.layers, pool=cfg.pool)

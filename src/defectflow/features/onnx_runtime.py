@@ -10,6 +10,7 @@ import numpy as np
 
 class OnnxBackbone:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
+        # lazy: onnxruntime only where a backbone runs
         import onnxruntime as ort
 
         opts = ort.SessionOptions()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from defectflow.artifacts.embeddings import load_features
 from defectflow.artifacts.standardized import category_rows
 from defectflow.errors import ModelError
 from defectflow.models.backends.base import Images
@@ -34,8 +35,6 @@ def load_inputs(
         if (ids is None or r["image_id"] in ids) and (select is None or select(r))
     }
     if consumes == "features":
-        from defectflow.artifacts.embeddings import load_features
-
         data, _, _, _ = load_features(feature_files, splits, ids=set(rows), patches=patches)
         missing = set(rows) - set(data.ids)
         if missing:

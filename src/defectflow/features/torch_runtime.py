@@ -9,12 +9,14 @@ from typing import Any
 import numpy as np
 
 from defectflow.errors import ModelError
+from defectflow.features.onnx_runtime import OnnxBackbone
 
 
 class TorchBackbone:
     def __init__(
         self, spec: dict[str, Any], weights_sha256: str | None, device: str = "cuda"
     ) -> None:
+        # lazy: torch (seconds to import) only where a network runs or is exported
         import torch
 
         from defectflow.features.backbone import BackboneSpec, build_extractor
@@ -44,6 +46,5 @@ def make_backbone(
     """The backbone for ``device`` (resolved: cpu or cuda)."""
     if device == "cuda":
         return TorchBackbone(spec, weights_sha256, device)
-    from defectflow.features.onnx_runtime import OnnxBackbone
 
     return OnnxBackbone(onnx_path, threads=threads)

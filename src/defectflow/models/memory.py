@@ -4,16 +4,24 @@ changing a model's settings reruns this and the report, never the data stages.""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from defectflow.artifacts.backbone import read_backbone_card
+from defectflow.artifacts.embeddings import shard_name, shard_shapes, write_shard
+from defectflow.artifacts.standardized import write_standardized
 from defectflow.codes import CODES
 from defectflow.contracts import write_json_artifact
 from defectflow.data.preflight_report import Issue, read_report
+from defectflow.models.backends import entry
 from defectflow.records import Severity
 
 log = logging.getLogger(__name__)
@@ -39,7 +47,6 @@ def model_memory_mb(
     params: dict[str, Any], n_train: int, patch_shape: list[int], embedding_dim: int
 ) -> dict[str, float]:
     """Projected memory (MB) of fitting a model on ``n_train`` images (its backend's estimate)."""
-    from defectflow.models.backends import entry
 
     p = entry(params["backend"]).params.model_validate(params)
     return p.memory_mb(n_train, patch_shape, embedding_dim)
@@ -61,14 +68,10 @@ def train_mem_mb(
     ``fallback`` while the features do not exist yet (a dry run before embedding; Snakemake
     evaluates resources again when the job is ready to run, its inputs present) and for
     backends that read images."""
-    import os
-
-    from defectflow.models.backends import entry
 
     e = entry(params["backend"])
     if e.consumes != "features" or not feature_files or not all(map(os.path.exists, feature_files)):
         return fallback
-    from defectflow.artifacts.embeddings import shard_shapes
 
     n = biggest = 0
     for f in feature_files:
@@ -116,10 +119,6 @@ def synthetic_train_data(
     Features are one random base plus noise, or, with ``prototypes`` (real ``[K, C, H, W]``
     patch features), a random prototype shifted by up to two positions plus a little noise:
     the structure of a production line's near-identical parts."""
-    import numpy as np
-
-    from defectflow.artifacts.embeddings import shard_name, write_shard
-    from defectflow.artifacts.standardized import write_standardized
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -183,9 +182,6 @@ def measure_train(
     table: str | Path, files: list[str], params: dict[str, Any], out: str | Path, threads: int = 1
 ) -> float:
     """Run a real train job (category ``cat``) in a child process; its peak RSS in MB."""
-    import json
-    import subprocess
-    import sys
 
     arg = json.dumps(
         {

@@ -18,6 +18,7 @@ import numpy as np
 from defectflow.artifacts.infer_config import Threshold
 from defectflow.config import ThresholdConfig
 from defectflow.errors import ModelError
+from defectflow.evaluation.curves import best_f1
 
 
 def fingerprint(ids: list[str]) -> str:
@@ -30,7 +31,6 @@ def _f1_optimal(normal: np.ndarray, anomaly: np.ndarray) -> tuple[float, float]:
     keeps a margin on both sides (placed at the best score itself, the threshold misses new
     anomalies scoring a hair below the lowest one caught: on battery weld the midpoint halves
     the mean F1 gap on held-out images)."""
-    from defectflow.evaluation.curves import best_f1
 
     scores = np.r_[normal, anomaly]
     y = np.r_[np.zeros(len(normal)), np.ones(len(anomaly))]

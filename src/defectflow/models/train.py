@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from defectflow import device as dev
 from defectflow.artifacts.checkpoint import ModelCard, save_checkpoint, write_model_card
 from defectflow.artifacts.scores import write_scores
 from defectflow.errors import ModelError
@@ -73,7 +74,6 @@ def run_train(
     device: str = "cpu",
 ) -> ModelCard:
     """Snakemake entry point."""
-    from defectflow import device as dev
 
     set_threads(threads)
     dev.use(device)

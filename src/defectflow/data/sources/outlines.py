@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 from pydantic import Field
 
 from defectflow.data.sources.base import SourceParams
 from defectflow.errors import ManifestError
+from defectflow.manifests import group_from
 from defectflow.records import Label, ManifestRecord, SourceRef
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,6 @@ def polygon_area(pts: list[tuple[float, float]]) -> float:
 
 def draw(objects: list[Object], width: int, height: int, out: Path) -> str:
     """The union of the objects as an 8-bit mask PNG (255 = defect)."""
-    from PIL import Image, ImageDraw
 
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
@@ -109,8 +110,6 @@ def draw(objects: list[Object], width: int, height: int, out: Path) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.size
@@ -129,8 +128,6 @@ def record(
     mask_dir: Path,
     meta: dict[str, Any],
 ) -> ManifestRecord:
-    from defectflow.manifests import group_from
-
     wanted = set(src.defect_classes) if src.defect_classes is not None else None
     defects = [o for o in objects if wanted is None or o.cls in wanted]
     try:

@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from defectflow.errors import ModelError
 from defectflow.features.backbone import BUILTIN_ARCHS, builtin_weights_path, remap_in_order
+from defectflow.features.preprocess import load_rgb
 from defectflow.models.backends.base import Backend, Images
 from defectflow.models.backends.params import AnomalibParams
 
@@ -34,6 +36,7 @@ IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 
 def _model_class(name: str) -> type:
+    # lazy: anomalib (an optional extra, imports torch) only when that backend runs
     import anomalib.models as am
 
     cls = getattr(am, name, None)
@@ -46,6 +49,7 @@ def _model_class(name: str) -> type:
 def builtin_pretrained() -> Iterator[None]:
     """While building a model: ``timm.create_model(tf_efficientnet_liteN, pretrained=True)`` (N = 0, 1, 2) loads
     the packaged ImageNet weights instead of downloading (no network needed)."""
+    # lazy: timm (it imports torch) only where a backbone is built
     import timm
 
     original = timm.create_model
@@ -87,6 +91,7 @@ def build_module(
     name: str, init: dict[str, Any], image_size: int, mean: list[float], std: list[float]
 ):
     """An anomalib LightningModule with our preprocessing and no post-processing."""
+    # lazy: anomalib (an optional extra, imports torch) only when that backend runs
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms import v2
 
@@ -136,6 +141,7 @@ class AnomalibBackend(Backend):
         )
 
     def fit(self, data: Images, seed: int = 0) -> dict[str, Any]:
+        # lazy: anomalib (an optional extra, imports torch) only when that backend runs
         from anomalib.data import Folder
         from anomalib.engine import Engine
         from lightning.pytorch import seed_everything
@@ -183,10 +189,6 @@ class AnomalibBackend(Backend):
 
     @torch.no_grad()
     def score(self, data: Images) -> tuple[np.ndarray, np.ndarray | None]:
-        from PIL import Image
-
-        from defectflow.features.preprocess import load_rgb
-
         s = self.image_size
         batch = torch.stack(
             [

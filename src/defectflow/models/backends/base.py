@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from defectflow import device
 from defectflow.models.backends.params import BackendParams
 
 
@@ -125,9 +126,9 @@ def nearest_sq_distances(
     plus ``|q|^2`` the answer, so memory is bounded whatever the sizes. ``aug``: the bank's
     :func:`augmented_bank`, when the caller keeps it.
     """
-    from defectflow import device
 
     if device.current() == "cuda":
+        # lazy: torch kernels, only on CUDA
         from defectflow.models.backends.cuda import nearest_sq_distances_cuda
 
         return nearest_sq_distances_cuda(query, bank)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from defectflow import device
 from defectflow.models.backends.base import flat_patches
 from defectflow.progress import Progress
 
@@ -109,9 +110,9 @@ def kcenter(
     process's device: (indices in selection order, covering radius of ``x`` by them)."""
     N = len(x)
     n = max(1, min(n, N))
-    from defectflow import device
 
     if device.current() == "cuda":
+        # lazy: torch kernels, only on CUDA
         from defectflow.models.backends.cuda import greedy_coreset_cuda
 
         return greedy_coreset_cuda(x, n, first)

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 def greedy_coreset_cuda(x: np.ndarray, n: int, first: int) -> tuple[np.ndarray, float]:
     """Greedy k-center on already projected rows ``x``, starting at row ``first``: (indices,
     covering radius)."""
+    # lazy: torch (seconds to import) only where a network runs or is exported
     import torch
 
     t = time.perf_counter()
@@ -40,6 +41,7 @@ def greedy_coreset_cuda(x: np.ndarray, n: int, first: int) -> tuple[np.ndarray, 
 
 def nearest_sq_distances_cuda(query: np.ndarray, bank: np.ndarray, block: int = 4096) -> np.ndarray:
     """Exact squared distance of each query row to its nearest bank row."""
+    # lazy: torch (seconds to import) only where a network runs or is exported
     import torch
 
     b = torch.from_numpy(np.ascontiguousarray(bank, np.float32)).cuda()

@@ -40,6 +40,7 @@ class KnnBackend(Backend):
 
     def torch_scorer(self):
         """The scoring in torch ops, for the ONNX export (parity-checked there)."""
+        # lazy: torch (seconds to import) only where a network runs or is exported
         import torch
 
         bank, k = torch.from_numpy(self.bank), min(self.params.k, len(self.bank))

@@ -22,6 +22,7 @@ def _spd_factor(a: np.ndarray, inverse: bool) -> np.ndarray:
     """The lower Cholesky factor of one symmetric positive-definite matrix (float64, LAPACK
     ``potrf``), or its inverse from that factor (``potri``: a third of the arithmetic of a
     general solve)."""
+    # lazy: scipy (0.3-0.5 s) only where it is used, not on every import of the module
     from scipy.linalg import lapack
 
     chol, info = lapack.dpotrf(a, lower=1, clean=1)
@@ -150,6 +151,7 @@ class PadimBackend(Backend):
         if self._chol is None:
             d2 = np.einsum("pbc,pbc->pb", diff @ self.inv_cov, diff)  # batched over positions
         else:  # |L^-1 diff|^2, L L^T the covariance
+            # lazy: scipy (0.3-0.5 s) only where it is used, not on every import of the module
             from scipy.linalg import lapack
 
             d2 = np.empty(diff.shape[:2], np.float32)
@@ -161,6 +163,7 @@ class PadimBackend(Backend):
 
     def torch_scorer(self):
         """The scoring in torch ops, for the ONNX export (parity-checked there)."""
+        # lazy: torch (seconds to import) only where a network runs or is exported
         import torch
 
         mean, inv, ch = (

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from defectflow import device
 from defectflow.errors import ModelError
 from defectflow.models.backends.base import (
     Backend,
@@ -63,7 +64,7 @@ class PatchcoreBackend(Backend):
             rows = np.arange(total)
             coverage: dict[str, Any] = {"covering_radius": 0.0}
         else:
-            # training code, imported here so that the delivery path never loads it
+            # lazy: training code, which the delivery path never loads
             from defectflow.models.backends.coreset import select_bank
 
             sel = select_bank(data.patch, target, p.projection_dim, seed, room)
@@ -88,7 +89,7 @@ class PatchcoreBackend(Backend):
         self._bank_aug = self._ivf = None
         self.recall = {}
         if self.search_method(len(self.bank)) == "ivf":
-            # the index (and numba, for its probes) is imported where a model uses one
+            # lazy: the index (and numba, 0.3 s) only where a model uses one
             from defectflow.models.backends.ivf import IvfIndex, default_lists
 
             lists = p.ivf_lists or default_lists(len(self.bank))
@@ -129,8 +130,6 @@ class PatchcoreBackend(Backend):
     def search_method(self, bank_size: int) -> str:
         """``exact`` or ``ivf``: what ``search`` means for a bank of this size."""
         if self.params.search == "auto":  # on a GPU exact search is fast enough at any size
-            from defectflow import device
-
             if device.current() == "cuda":
                 return "exact"
             return "ivf" if bank_size >= self.params.ivf_min_bank else "exact"
@@ -229,6 +228,7 @@ class PatchcoreBackend(Backend):
 
     def torch_scorer(self):
         """The scoring in torch ops, for the ONNX export (parity-checked there)."""
+        # lazy: torch (seconds to import) only where a network runs or is exported
         import torch
 
         bank = torch.from_numpy(self.bank)
@@ -280,6 +280,7 @@ class PatchcoreBackend(Backend):
         self.source = state.get("source", np.zeros(0, np.int32))
         self.index = None
         if "ivf_centroids" in state:
+            # lazy: the index (and numba, 0.3 s) only where a model uses one
             from defectflow.models.backends.ivf import IvfIndex
 
             self.index = IvfIndex(
