@@ -3,6 +3,7 @@ rule metrics:
         predictions=rules.predict.output.predictions,
         maps=lambda wc: score_files(wc, "maps"),
         infer_config=rules.calibrate.output.infer_config,
+        crossfit=rules.train.output.crossfit,
         table=category_table,
     output:
         metrics=report(

@@ -8,6 +8,7 @@ with log_to(snakemake.log[0]):
         snakemake.input.predictions,
         snakemake.input.maps,
         snakemake.input.infer_config,
+        crossfit=snakemake.input.crossfit,
         table=snakemake.input.table,
         dataset=snakemake.wildcards.dataset,
         category=snakemake.wildcards.category,

@@ -91,6 +91,7 @@ LAYERS = [
             "contracts",
             "manifests",
             "artifact_files",
+            "false_alarms",
         ],
     ),
     (

@@ -273,8 +273,13 @@ def _rows(normal, anomaly=()):
 
 def test_calibration_policies():
     normal = np.linspace(0, 1, 101)
-    t = calibrate(_rows(normal), ThresholdConfig(policy="auto", quantile=0.9), folds=5)
+    t = calibrate(_rows(normal), ThresholdConfig(policy="normal_quantile", quantile=0.9), folds=5)
     assert t.policy == "normal_quantile" and t.value == pytest.approx(0.9)
+    assert t.false_alarms.target == pytest.approx(0.1) and t.false_alarms.rank == 91
+    # no val anomaly: auto holds a false-alarm rate, the conformal ceil((n+1)(1-a))-th score
+    a = calibrate(_rows(normal), ThresholdConfig(fpr=0.1), folds=5)
+    assert a.policy == "fpr" and a.value == pytest.approx(normal[91]) and a.quantile is None
+    assert a.false_alarms.expected <= 0.1 and a.false_alarms.low < 0.1 < a.false_alarms.high
     assert t.n_normal == 101 and t.folds == 5 and t.normal_scores["max"] == 1.0
     assert t.calibration == "crossfit"
     assert normalize([t.value], t)[0] == pytest.approx(0.5) and normalize([t.low], t)[0] == 0.0
@@ -298,7 +303,7 @@ def test_calibration_policies():
     t = calibrate(cross + val[1:], ThresholdConfig(), folds=5)  # 2 val normals: all normals count
     assert (t.calibration, t.n_normal) == ("crossfit+val", 6) and t.f1 < 1.0
     few = calibrate(_rows([0.1, 0.2, 0.3], [0.8]), ThresholdConfig(), folds=5)
-    assert few.policy == "normal_quantile"  # one val anomaly is not enough to pick by F1
+    assert few.policy == "fpr"  # one val anomaly is not enough to pick by F1
     t = calibrate(_rows([0.1]), ThresholdConfig(policy="fixed", value=0.5), folds=5)
     assert t.value == 0.5
     with pytest.raises(ModelError, match="f1_optimal needs"):
@@ -316,7 +321,7 @@ def test_quantile_threshold_holds_on_unseen_normals():
         oof = rng.lognormal(0, 0.3, 200)
         few = rng.lognormal(0, 0.3, 5)
         fresh = rng.lognormal(0, 0.3, 2000)
-        cfg = ThresholdConfig(quantile=0.95)
+        cfg = ThresholdConfig(policy="normal_quantile", quantile=0.95)
         fprs_many.append((fresh >= calibrate(_rows(oof), cfg, 5).value).mean())
         fprs_few.append((fresh >= calibrate(_rows(few), cfg, 5).value).mean())
     assert abs(np.mean(fprs_many) - 0.05) < 0.01

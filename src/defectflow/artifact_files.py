@@ -30,6 +30,7 @@ def detect_schema(path: str | Path) -> str:
         "scores.parquet": "score_row",  # scores/shard-I-of-N.scores.parquet
         "infer_config.json": "infer_config",
         "predictions.jsonl": "prediction",
+        "summary.json": "infer_summary",  # predictions.summary.json
         "metrics.json": "metrics",
         "fiftyone.json": "fiftyone_summary",
     }

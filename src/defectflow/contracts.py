@@ -28,6 +28,7 @@ ARTIFACTS: dict[str, str] = {
     "model_card": "defectflow.artifacts.checkpoint:ModelCard",
     "score_row": "defectflow.artifacts.scores:ScoreRow",
     "infer_config": "defectflow.artifacts.infer_config:InferConfig",
+    "infer_summary": "defectflow.artifacts.infer_summary:InferSummary",
     "prediction": "defectflow.artifacts.predictions:PredictionRecord",
     "metrics": "defectflow.artifacts.metrics:Metrics",
     "fiftyone_summary": "defectflow.curation.fiftyone:FiftyoneSummary",

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from defectflow.contracts import validate
 from defectflow.errors import IntegrityError, ModelError
+from defectflow.false_alarms import FalseAlarmRate
 from defectflow.io import read_json, write_json_atomic
 from defectflow.records import ModelArtifact
 
@@ -48,6 +49,11 @@ class Threshold(BaseModel):
         default="crossfit",
         description="scores it rests on: `crossfit` (out-of-fold training normals), `val` (held-out "
         "labelled images scored by the delivered model), `crossfit+val` (both)",
+    )
+    false_alarms: FalseAlarmRate | None = Field(
+        default=None,
+        description="the false-alarm rate this threshold states on new normals (expected, 90% "
+        "interval, the n it rests on); null after a hand edit (`defectflow seal`)",
     )
 
 

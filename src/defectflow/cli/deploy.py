@@ -23,6 +23,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a fraction in [0, 1) (0.02: 2%)")
+    return value
+
+
 def _maps_dir(maps: Path | None) -> Path | None:
     """``--maps``: a folder, made if missing; refused at once when a file is in the way."""
     if maps is None:
@@ -48,9 +58,11 @@ def _predictions_path(out: Path) -> Path:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     # lazy: each command loads only what it runs, so `defectflow infer` stays light
+    from defectflow.artifacts.infer_summary import InferSummary, summary_path, write_infer_summary
     from defectflow.artifacts.predictions import write_predictions
     from defectflow.deploy.detector import Detector
     from defectflow.deploy.inputs import gather_images
+    from defectflow.false_alarms import check_batch
 
     out = _predictions_path(args.out)  # before any work: a bad --out or --maps is found at once
     _maps_dir(args.maps)
@@ -70,6 +82,24 @@ def cmd_infer(args: argparse.Namespace) -> int:
     )
     for r in failed[:5]:
         print(f"  {r.image_path}: {r.error}", file=sys.stderr)
+    batch = check_batch(
+        n_an, len(records) - len(failed), det.cfg.threshold.false_alarms, args.expect_defect_rate
+    )
+    write_infer_summary(
+        InferSummary(
+            model_id=det.cfg.model_id,
+            predictions=out.name,
+            n_images=len(records),
+            n_errors=len(failed),
+            n_flagged=n_an,
+            batch=batch,
+        ),
+        summary_path(out),
+    )
+    if batch.alarm:
+        print(f"defectflow infer: warning: {batch.message}", file=sys.stderr)
+    else:
+        print(f"  {batch.message}")
     if failed and len(failed) == len(records):
         print("defectflow infer: error: no image could be scored", file=sys.stderr)
         return EXIT_ERRORS
@@ -118,6 +148,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="predictions JSONL, or a folder to write predictions.jsonl into (default: predictions.jsonl)",
     )
     s.add_argument("--maps", type=Path, help="write PNG heatmaps into this folder")
+    s.add_argument(
+        "--expect-defect-rate",
+        type=_rate,
+        default=0.0,
+        help="share of defective parts expected in this batch (0.02: 2%%); the batch alarm allows "
+        "the stated false-alarm rate plus this (default 0)",
+    )
     s.add_argument("--category", help="refuse to run if the model is of another category")
     s.add_argument("--batch-size", type=_positive, default=16)
     s.add_argument("--threads", type=_positive, default=2, help="backbone threads")

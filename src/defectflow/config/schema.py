@@ -260,12 +260,21 @@ def _default_models() -> dict[str, Any]:
 
 
 class ThresholdConfig(_Strict):
-    policy: Literal["auto", "normal_quantile", "f1_optimal", "fixed"] = Field(
+    policy: Literal["auto", "fpr", "normal_quantile", "f1_optimal", "fixed"] = Field(
         default="auto",
         description="`auto`: f1_optimal when val has at least `min_anomalies` anomalies (by default val is carved "
-        "from test: `split.val_from_test`), else normal_quantile. f1_optimal rests on the held-out val images "
-        "(with out-of-fold training normals when val has fewer than `min_anomalies` normals); normal_quantile on "
-        "out-of-fold scores of every training normal (cross-fitting) and val normals",
+        "from test: `split.val_from_test`), else fpr. `fpr`: the conformal threshold for a target false-alarm "
+        "rate `fpr` on the out-of-sample normal scores (cross-fitted training normals and val normals): its "
+        "expected rate on new normals of the same line is at most `fpr`. f1_optimal rests on the held-out val "
+        "images (with out-of-fold training normals when val has fewer than `min_anomalies` normals); "
+        "normal_quantile is the `quantile` of the same normal scores as fpr (interpolated)",
+    )
+    fpr: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="fpr: the false-alarm rate to hold on good parts (0.01: one in a hundred); needs at least "
+        "1/fpr - 1 normal scores",
     )
     quantile: float = Field(
         default=0.95,

@@ -10,12 +10,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from defectflow.artifacts.infer_config import read_infer_config
-from defectflow.artifacts.metrics import ImageMetrics, Metrics, PixelMetrics, write_metrics
+from defectflow.artifacts.infer_config import Threshold, read_infer_config
+from defectflow.artifacts.metrics import (
+    FalseAlarmCheck,
+    ImageMetrics,
+    Metrics,
+    PixelMetrics,
+    ScoreShift,
+    write_metrics,
+)
 from defectflow.artifacts.predictions import PredictionRecord, read_predictions
-from defectflow.artifacts.scores import read_maps
+from defectflow.artifacts.scores import read_maps, read_scores
 from defectflow.artifacts.standardized import category_rows
 from defectflow.evaluation.curves import average_precision, best_f1, confusion, roc_auc
+from defectflow.false_alarms import count_interval
 from defectflow.records import Label
 
 log = logging.getLogger(__name__)
@@ -160,6 +168,75 @@ def pixel_metrics(
     return PixelMetrics(status="ok", auroc=_r(auroc), aupro=_r(pro), resolution=side)
 
 
+def score_shift(calibration: np.ndarray, test: np.ndarray) -> ScoreShift:
+    """Do the test normals score like the normals the threshold was calibrated on? (two-sample
+    Kolmogorov-Smirnov; the direction by the medians)."""
+    # lazy: scipy.stats (about 1 s) only where the check runs
+    from scipy.stats import ks_2samp
+
+    res = ks_2samp(calibration, test)
+    differs = bool(res.pvalue < 0.01)
+    higher = float(np.median(test)) > float(np.median(calibration))
+    direction = ("higher" if higher else "lower") if differs else "alike"
+    meaning = {
+        "higher": "the test normals score higher than the normals the threshold was set on: "
+        "expect more false alarms than stated (new conditions on the line, or too few or too "
+        "uniform training images); recalibrate on normals of the current line",
+        "lower": "the test normals score lower than the normals the threshold was set on (the "
+        "cross-fit scores of few training images run high): expect fewer false alarms than "
+        "stated and defects near the threshold missed; more training normals, or val normals "
+        "from the line, bring the threshold down",
+        "alike": "the test normals score like the calibration normals: the stated rate applies",
+    }[direction]
+    return ScoreShift(
+        statistic=round(float(res.statistic), 6),
+        p_value=float(f"{res.pvalue:.4g}"),
+        differs=differs,
+        direction=direction,
+        meaning=meaning,
+    )
+
+
+def false_alarm_check(
+    recs: list[PredictionRecord], calibration_normals: np.ndarray, t: Threshold
+) -> FalseAlarmCheck:
+    """The realized false-alarm rate on the test normals against the one the threshold states
+    (its beta-binomial 90% interval for that many normals), and a test of the assumption under
+    it (the test normals score like the calibration normals)."""
+    normal = np.array(
+        [r.score for r in recs if r.gt_label == Label.NORMAL and r.score is not None], np.float64
+    )
+    if not len(normal):
+        return FalseAlarmCheck(status="skipped", reason="no normal image in test")
+    flagged = int((normal >= t.value).sum())
+    shift = score_shift(calibration_normals, normal) if len(calibration_normals) >= 2 else None
+    if t.false_alarms is None:
+        return FalseAlarmCheck(
+            status="skipped",
+            reason="the threshold states no false-alarm rate (edited by hand and sealed)",
+            n_normal=len(normal),
+            false_alarms=flagged,
+            realized=round(flagged / len(normal), 6),
+            shift=shift,
+        )
+    lo, hi = count_interval(t.false_alarms, len(normal))
+    verdict = (
+        "holds"
+        if lo <= flagged <= hi
+        else ("more false alarms than stated" if flagged > hi else "fewer false alarms than stated")
+    )
+    return FalseAlarmCheck(
+        status="ok",
+        stated=t.false_alarms,
+        n_normal=len(normal),
+        false_alarms=flagged,
+        realized=round(flagged / len(normal), 6),
+        allowed=[lo, hi],
+        verdict=verdict,
+        shift=shift,
+    )
+
+
 def compute_metrics(
     recs: list[PredictionRecord],
     masks: dict[str, str | None],
@@ -168,11 +245,12 @@ def compute_metrics(
     dataset: str,
     category: str,
     model: str,
-    threshold: float | None = None,
-    policy: str | None = None,
+    threshold: Threshold | None = None,
+    calibration_normals: np.ndarray | None = None,
 ) -> Metrics:
     image = image_metrics(recs)
-    image.threshold, image.threshold_policy = threshold, policy
+    if threshold is not None:
+        image.threshold, image.threshold_policy = threshold.value, threshold.policy
     return Metrics(
         dataset=dataset,
         category=category,
@@ -183,6 +261,13 @@ def compute_metrics(
         image=image,
         per_defect_type=per_defect(recs),
         pixel=pixel_metrics(recs, masks, maps),
+        false_alarms=false_alarm_check(
+            recs,
+            np.zeros(0) if calibration_normals is None else calibration_normals,
+            threshold,
+        )
+        if threshold is not None
+        else None,
     )
 
 
@@ -191,13 +276,15 @@ def run_metrics(
     maps: list[str],
     infer_config: str | Path,
     *,
+    crossfit: str | Path,
     table: str | Path,
     dataset: str,
     category: str,
     model: str,
     out: str | Path,
 ) -> Metrics:
-    """Snakemake entry point: one model's predictions of one category + masks -> metrics.json."""
+    """Snakemake entry point: one model's predictions of one category + masks -> metrics.json;
+    the calibration normals' scores (``crossfit``) for the false-alarm check."""
 
     masks = {r["image_id"]: r["mask_path"] for r in category_rows(table, category)}
     thr = read_infer_config(infer_config).threshold
@@ -209,11 +296,30 @@ def run_metrics(
         dataset=dataset,
         category=category,
         model=model,
-        threshold=thr.value,
-        policy=thr.policy,
+        threshold=thr,
+        calibration_normals=np.array(
+            [r["score"] for r in read_scores(crossfit) if r["label"] != "anomaly"], np.float64
+        ),
     )
     write_metrics(m, out)
     pixel = m.pixel.auroc if m.pixel.status == "ok" else m.pixel.reason
+    fa = m.false_alarms
+    if fa is not None and fa.status == "ok":
+        log.info(
+            "%s/%s/%s: false alarms on test normals %d of %d (%.1f%%), stated %.1f%% "
+            "(90%%: %d-%d of %d): %s",
+            dataset,
+            category,
+            model,
+            fa.false_alarms,
+            fa.n_normal,
+            100 * (fa.realized or 0),
+            100 * fa.stated.expected,  # type: ignore[union-attr]
+            fa.allowed[0],
+            fa.allowed[1],
+            fa.n_normal,
+            fa.verdict,
+        )
     log.info(
         "%s/%s/%s: image AUROC %s, F1 %s (best possible %s), pixel %s",
         dataset,

@@ -31,7 +31,7 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.best{font-weight:bold;background:#e8f5e9}
 img{max-width:100%}.cases{display:flex;flex-wrap:wrap;gap:10px}.cases figure{margin:0;width:560px;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:220px;font-size:12px}
-.muted{color:#777}h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
+.muted{color:#777}.warn{color:#b00020;font-weight:bold}h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
 
 
 def _png(fig) -> str:
@@ -191,6 +191,67 @@ def _thr(t) -> str:
     )
 
 
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def false_alarm_section(metrics: list[Metrics], thresholds: dict) -> list[str]:
+    """Stated against realized false-alarm rates on the test normals, one row a model."""
+    rows = [m for m in metrics if m.false_alarms is not None]
+    if not rows:
+        return []
+    out = [
+        "<h2>False alarms on good parts: stated and realized</h2><table><tr><th class=l>category</th>"
+        "<th class=l>model</th><th class=l>policy</th><th>target</th><th>stated (90% interval)</th>"
+        "<th>on n normals</th><th>test normals flagged</th><th>allowed (90%)</th>"
+        "<th class=l>verdict</th><th class=l>test normals vs calibration normals</th></tr>"
+    ]
+    notes, meanings = [], {}
+    for m in sorted(rows, key=lambda x: (x.category, x.model)):
+        fa = m.false_alarms
+        t = thresholds.get((m.category, m.model))
+        st = fa.stated
+        stated = (
+            f"{_pct(st.expected)} ({_pct(st.low)}-{_pct(st.high)})"
+            if st
+            else f"<span class=muted>{html.escape(fa.reason or '')}</span>"
+        )
+        verdict = html.escape(fa.verdict or fa.status)
+        if fa.verdict and fa.verdict != "holds":
+            verdict = f"<span class=warn>{verdict}</span>"
+        shift = "–"
+        if fa.shift is not None:
+            sh = fa.shift
+            meanings[sh.direction] = sh.meaning
+            text = f"{sh.direction} (KS {sh.statistic:.2f}, p={sh.p_value:.2g})"
+            shift = f"<span class=warn>{text}</span>" if sh.differs else text
+        if st and not st.attainable:
+            notes.append(f"{m.category}/{m.model}: {st.note}")
+        out.append(
+            f"<tr><td class=l>{html.escape(m.category)}</td><td class=l>{html.escape(m.model)}</td>"
+            f"<td class=l>{html.escape(t.policy if t else '–')}</td>"
+            f"<td>{_pct(st.target) if st else '–'}</td><td>{stated}</td><td>{st.n if st else '–'}</td>"
+            f"<td>{fa.false_alarms} of {fa.n_normal} ({_pct(fa.realized)})</td>"
+            f"<td>{'-'.join(map(str, fa.allowed)) or '–'}</td><td class=l>{verdict}</td>"
+            f"<td class=l>{shift}</td></tr>"
+        )
+    out.append(
+        "</table><p class=muted>The stated rate is what the threshold promises on new good parts "
+        "from the same line, from the n out-of-sample normal scores it was set on (out-of-fold "
+        "training normals and val normals); the 90% interval is its spread over calibration sets "
+        "of that size. <i>allowed</i>: how many of the test normals the statement lets be flagged "
+        "(90%). Test normals vs calibration normals: a two-sample Kolmogorov-Smirnov test of their "
+        "scores (flagged at p &lt; 0.01).</p>"
+    )
+    out += [f"<p class=warn>{html.escape(n)}</p>" for n in notes]
+    out += [
+        f"<p><b>{html.escape(d)}</b>: {html.escape(text)}</p>"
+        for d, text in sorted(meanings.items())
+        if d != "alike"
+    ]
+    return out
+
+
 def _search(s: dict) -> str:
     """What the nearest-neighbour search behind a model's scores is, in words."""
     if s.get("method") != "ivf":
@@ -264,6 +325,7 @@ def build_report(
     parts.append(
         "</table><p class=muted>Scores are normalized so the calibrated threshold is 0.5 (its raw value is in the threshold column). Bold: best image AUROC of the category.</p>"
     )
+    parts += false_alarm_section(metrics, thresholds)
     if leaderboard and Path(leaderboard).exists():
         rows = read_parquet(leaderboard).to_pylist()
         seeded = any(

@@ -6,11 +6,14 @@ it (k folds over the train normals), so a normal-quantile threshold rests on as 
 scores as there are training images instead of a handful of held-out ones. Val images (held
 out, never fitted; by default carved from test when no val anomaly exists) are scored by the
 delivered model; with labelled anomalies among them the threshold is F1-optimal on them.
+Without them (good parts only) it is the conformal threshold for a false-alarm rate (``fpr``).
+Every threshold states the false-alarm rate it implies on new normals (``false_alarms``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,9 @@ from defectflow.artifacts.infer_config import Threshold
 from defectflow.config import ThresholdConfig
 from defectflow.errors import ModelError
 from defectflow.evaluation.curves import best_f1
+from defectflow.false_alarms import conformal_threshold, stated_rate
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(ids: list[str]) -> str:
@@ -50,17 +56,17 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
     ``min_anomalies`` normal ones among them: they come from the distribution the model will see
     (a val carved from test shares its conditions and its share of defects), while out-of-fold
     scores of training normals run high where training images are few. With fewer held-out
-    normals the cross-fitted ones join them. ``normal_quantile`` uses every normal score."""
+    normals the cross-fitted ones join them. ``fpr`` and ``normal_quantile`` use every normal
+    score: cross-fit scores of training normals and val normals, taken as exchangeable with the
+    normals the model will see (the report checks that on test normals)."""
     held = [r for r in rows if r.get("fold", 0) < 0]
     held_normal = np.array([r["score"] for r in held if r["label"] != "anomaly"], np.float64)
     normal = np.array([r["score"] for r in rows if r["label"] != "anomaly"], dtype=np.float64)
     anomaly = np.array([r["score"] for r in rows if r["label"] == "anomaly"], dtype=np.float64)
     policy = cfg.policy
     if policy == "auto":
-        policy = (
-            "f1_optimal" if len(anomaly) >= cfg.min_anomalies and len(normal) else "normal_quantile"
-        )
-    f1 = None
+        policy = "f1_optimal" if len(anomaly) >= cfg.min_anomalies and len(normal) else "fpr"
+    f1, rate = None, None
     calibration = "crossfit+val" if held else "crossfit"
     if policy == "f1_optimal" and len(held_normal) >= cfg.min_anomalies:
         normal, calibration = held_normal, "val"
@@ -73,10 +79,18 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
                 f"{len(anomaly)} anomalous (add labelled anomalies to the val split, or use normal_quantile)"
             )
         value, f1 = _f1_optimal(normal, anomaly)
+    elif policy == "fpr":
+        if not len(normal):
+            raise ModelError("fpr needs normal calibration scores; there are none")
+        value, rate = conformal_threshold(normal, cfg.fpr)
+        if not rate.attainable:
+            log.warning("threshold: %s", rate.note)
     else:
         if not len(normal):
             raise ModelError("normal_quantile needs normal calibration scores; there are none")
         value = float(np.quantile(normal, cfg.quantile, method="linear"))
+    if rate is None and len(normal):
+        rate = stated_rate(normal, value, 1 - cfg.quantile if policy == "normal_quantile" else None)
     every = np.r_[normal, anomaly]
     low = float(min(every.min(), value)) if len(every) else 0.0
     spread = max(value - low, 1e-6 * max(abs(value), 1.0))
@@ -103,6 +117,7 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
         calibration_ids_sha256=fingerprint([r["image_id"] for r in rows]),
         f1=f1,
         calibration=calibration,
+        false_alarms=rate,
     )
 
 
@@ -115,6 +130,10 @@ def follow_threshold(t: Threshold) -> Threshold:
         return t
     floor = t.low if t.low < calibrated else t.normal_scores.get("min", t.low)
     low = min(floor, t.value)
-    return t.model_copy(
-        update={"low": low, "spread": max(t.value - low, 1e-6 * max(abs(t.value), 1.0))}
+    return t.model_copy(  # the stated false-alarm rate was the calibrated value's, not this one's
+        update={
+            "low": low,
+            "spread": max(t.value - low, 1e-6 * max(abs(t.value), 1.0)),
+            "false_alarms": None,
+        }
     )
