@@ -17,6 +17,7 @@ include: "rules/embed.smk"
 include: "rules/train.smk"
 include: "rules/infer.smk"
 include: "rules/report.smk"
+include: "rules/learning_curve.smk"
 include: "rules/curate.smk"
 
 
@@ -32,6 +33,8 @@ localrules:
     review_tasks,
     leaderboard,
     register_run,
+    learning_curve_page,
+    learning_curve,
 
 
 rule all:

@@ -62,6 +62,8 @@ PATHS = {
     "metrics": "results/{dataset}/models/{model}/{category}/metrics.json",
     "model_onnx": "results/{dataset}/models/{model}/{category}/model.onnx",
     "onnx_parity": "results/{dataset}/models/{model}/{category}/onnx_parity.json",
+    "learning_curve": "results/{dataset}/models/{model}/{category}/learning_curve.json",
+    "learning_curve_page": "results/{dataset}/learning_curve.html",
 }
 
 
@@ -279,6 +281,19 @@ def dataset_results(wildcards, name):
         path(name, dataset=wildcards.dataset, model=m, category=c)
         for c in category_counts(wildcards.dataset)
         for m in MODELS
+    ]
+
+
+def learning_curve_files(wildcards, *, wanted=True):
+    """The learning curves of a dataset's models that refit on stored features (an image
+    backend's curve would retrain its network at every size); none unless ``wanted``."""
+    if not wanted:
+        return []
+    names = [m for m in MODELS if entry(CFG.models[m].backend).consumes == "features"]
+    return [
+        path("learning_curve", dataset=wildcards.dataset, model=m, category=c)
+        for c in category_counts(wildcards.dataset)
+        for m in names
     ]
 
 

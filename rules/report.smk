@@ -39,6 +39,7 @@ rule report:
         leaderboard=PATHS["leaderboard"],
         table=PATHS["table"],
         onnx=onnx_targets,
+        curves=lambda wc: learning_curve_files(wc, wanted=CFG.learning_curve.in_report),
     output:
         report=report(
             PATHS["report"],

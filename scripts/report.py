@@ -14,4 +14,5 @@ with log_to(snakemake.log[0]):
         memory=snakemake.input.memory,
         leaderboard=snakemake.input.leaderboard,
         table=snakemake.input.table,
+        learning_curves=list(snakemake.input.curves),
     )

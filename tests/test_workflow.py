@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -678,6 +679,125 @@ def test_edited_threshold_is_refused_until_sealed_as_a_new_model(demo_run, tmp_p
     expect = min(max(0.5 + 0.5 * (rec["score"] - t["value"]) / t["spread"], 0.0), 1.0)
     assert rec["normalized_score"] == pytest.approx(expect, abs=1e-6)
     assert (rec["pred_label"] == "anomaly") == (rec["normalized_score"] >= 0.5)
+
+
+def test_metrics_and_report_check_the_stated_false_alarm_rate(demo_run):
+    """Every threshold states the false-alarm rate it implies on the out-of-sample normals it
+    rests on; metrics hold the test normals against it (and test the assumption under it)."""
+    html = (demo_run / "results/demo/report.html").read_text()
+    assert "False alarms on good parts: stated and realized" in html
+    for model in MODELS:
+        for cat in ("tile", "bracket"):
+            d = demo_run / "results/demo/models" / model / cat
+            rate = json.loads((d / "infer_config.json").read_text())["threshold"]["false_alarms"]
+            assert rate["n"] == SMALL_DEMO["n_train"] + 1  # 16 cross-fit + 1 val normal
+            assert 0 <= rate["low"] <= rate["expected"] <= rate["high"] <= 1
+            fa = json.loads((d / "metrics.json").read_text())["false_alarms"]
+            preds = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines()]
+            normal = [p for p in preds if p["gt_label"] == "normal"]
+            flagged = sum(p["pred_label"] == "anomaly" for p in normal)
+            assert (fa["status"], fa["n_normal"], fa["false_alarms"]) == (
+                "ok",
+                len(normal),
+                flagged,
+            )
+            lo, hi = fa["allowed"]
+            assert fa["verdict"] == (
+                "holds"
+                if lo <= flagged <= hi
+                else "more false alarms than stated"
+                if flagged > hi
+                else "fewer false alarms than stated"
+            )
+            assert fa["shift"]["direction"] in ("higher", "lower", "alike")
+            assert f"{flagged} of {len(normal)}" in html
+
+
+def test_infer_warns_when_a_batch_flags_more_than_the_stated_rate_allows(demo_run, tmp_path):
+    """The production alarm: a batch of the line's own good parts is quiet; the same parts shot
+    under a changed camera (inverted) are flagged far beyond the stated rate: a warning in the
+    summary line and predictions.summary.json, exit 0, labels as the threshold gives them."""
+    from PIL import Image, ImageOps
+
+    ic = _deliver(demo_run / "results/demo/models/knn/tile", tmp_path / "d")
+    good = demo_run / "resources/demo/tile/train/good"
+    r = _infer("--infer-config", str(ic), str(good), "--out", str(tmp_path / "ok.jsonl"))
+    summary = json.loads((tmp_path / "ok.summary.json").read_text())
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert summary["batch"]["alarm"] is False and "within the stated" in r.stdout
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    for f in sorted(good.glob("*.png")):
+        ImageOps.invert(Image.open(f).convert("RGB")).save(shifted / f.name)
+    r = _infer("--infer-config", str(ic), str(shifted), "--out", str(tmp_path / "sh.jsonl"))
+    summary = json.loads((tmp_path / "sh.summary.json").read_text())
+    assert r.returncode == 0 and "warning:" in r.stderr and "no longer holds" in r.stderr
+    b = summary["batch"]
+    assert b["alarm"] and b["p_value"] < 0.001 and b["flagged"] == summary["n_flagged"]
+    recs = [json.loads(x) for x in (tmp_path / "sh.jsonl").read_text().splitlines()]
+    assert all((x["pred_label"] == "anomaly") == (x["normalized_score"] >= 0.5) for x in recs)
+    # told that nearly every part is defective, the same batch is no alarm
+    r = _infer(
+        "--infer-config", str(ic), str(shifted), "--out", str(tmp_path / "d.jsonl"),
+        "--expect-defect-rate", "0.99",
+    )  # fmt: skip
+    assert r.returncode == 0 and "warning" not in r.stderr
+    r = _infer("--infer-config", str(ic), str(shifted), "--expect-defect-rate", "2")
+    assert r.returncode == 2 and "not a fraction" in r.stderr
+
+
+def test_learning_curve_runs_on_stored_features_and_reads_no_test_label(demo_run, tmp_path):
+    """`snakemake learning_curve` plans only the curves and their page (the features exist);
+    a curve is the same when every test label is flipped (no test image is read)."""
+    small = ("--config", "learning_curve={'start': 2}")  # 12 fitted normals: 2, 4, 8, 12
+    out = snakemake(demo_run, "-n", "learning_curve", *small).stdout
+    jobs = {
+        m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", out[out.index("Job stats") :], re.M)
+    }
+    assert jobs == {
+        "learning_curve_category": 6,
+        "learning_curve_page": 1,
+        "learning_curve": 1,
+        "total": 8,
+    }, jobs
+    snakemake(demo_run, "learning_curve", *small)
+    page = (demo_run / "results/demo/learning_curve.html").read_text()
+    assert page.count("data:image/png;base64") == 2 and "more good images are" in page
+    from defectflow.artifacts.learning_curve import read_learning_curve
+    from defectflow.models.learning_curve import learning_curve
+
+    d = demo_run / "results/demo/models/patchcore/tile"
+    curve = read_learning_curve(d / "learning_curve.json")
+    assert [p.n_train for p in curve.points] == [
+        2,
+        4,
+        8,
+        12,
+    ] and curve.probe == "held-out train normals"
+    assert curve.verdict in ("improving", "flat") and curve.judged_by == "val_auroc"
+    table = pq.read_table(demo_run / "results/demo/standardized.parquet")
+    rows = table.to_pylist()
+    for r in rows:
+        if r["split"] == "test":
+            r["label"] = "normal" if r["label"] == "anomaly" else "anomaly"
+    flipped = tmp_path / "flipped.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), flipped)
+    features = sorted(map(str, (demo_run / "results/demo/embeddings").glob("*/tile/*.safetensors")))
+    params = yaml.safe_load((demo_run / "config/config.yaml").read_text())["models"]["patchcore"]
+    again = learning_curve(
+        flipped,
+        features,
+        dataset="demo",
+        category="tile",
+        model="patchcore",
+        params=params,
+        start=2,
+    )
+
+    def drop_times(c):
+        return [p.model_dump(exclude={"fit_s"}) for p in c.points]
+
+    assert drop_times(again) == drop_times(curve) and again.sentence == curve.sentence
 
 
 def test_whole_model_onnx_export_matches_the_delivered_model(demo_run, tmp_path):

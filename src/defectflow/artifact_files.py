@@ -30,7 +30,8 @@ def detect_schema(path: str | Path) -> str:
         "scores.parquet": "score_row",  # scores/shard-I-of-N.scores.parquet
         "infer_config.json": "infer_config",
         "predictions.jsonl": "prediction",
-        "summary.json": "infer_summary",  # predictions.summary.json
+        "summary.json": "infer_summary",
+        "learning_curve.json": "learning_curve",  # predictions.summary.json
         "metrics.json": "metrics",
         "fiftyone.json": "fiftyone_summary",
     }

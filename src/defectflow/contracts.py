@@ -31,6 +31,7 @@ ARTIFACTS: dict[str, str] = {
     "infer_summary": "defectflow.artifacts.infer_summary:InferSummary",
     "prediction": "defectflow.artifacts.predictions:PredictionRecord",
     "metrics": "defectflow.artifacts.metrics:Metrics",
+    "learning_curve": "defectflow.artifacts.learning_curve:LearningCurve",
     "fiftyone_summary": "defectflow.curation.fiftyone:FiftyoneSummary",
 }
 

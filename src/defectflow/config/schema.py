@@ -300,6 +300,15 @@ class ThresholdConfig(_Strict):
         return self
 
 
+class LearningCurveConfig(_Strict):
+    in_report: bool = Field(
+        default=False,
+        description="add the learning curves to the report (each feature model refitted on 8, 16, 32, ... training "
+        "normals: about a second fit of each model); `snakemake learning_curve` makes them on their own",
+    )
+    start: int = Field(default=8, ge=2, description="the smallest subset of training normals")
+
+
 class MapsConfig(_Strict):
     sigma: float = Field(
         default=4.0,
@@ -373,6 +382,10 @@ class Config(_Strict):
         default_factory=ThresholdConfig, description="threshold calibration"
     )
     maps: MapsConfig = Field(default_factory=MapsConfig, description="anomaly maps")
+    learning_curve: LearningCurveConfig = Field(
+        default_factory=LearningCurveConfig,
+        description="how many good images are enough (`snakemake learning_curve`)",
+    )
     export: ExportConfig = Field(default_factory=ExportConfig, description="delivery formats")
     review: ReviewConfig = Field(default_factory=ReviewConfig, description="Label Studio review")
     seed: int = Field(default=0, description="seed of every random choice in fitting")

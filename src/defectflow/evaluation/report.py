@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from defectflow.artifacts.infer_config import read_infer_config  # noqa: E402
+from defectflow.artifacts.learning_curve import LearningCurve, read_learning_curve
 from defectflow.artifacts.metrics import Metrics, read_metrics  # noqa: E402
 from defectflow.artifacts.predictions import PredictionRecord, read_predictions  # noqa: E402
 from defectflow.artifacts.standardized import read_standardized
@@ -252,6 +253,68 @@ def false_alarm_section(metrics: list[Metrics], thresholds: dict) -> list[str]:
     return out
 
 
+def learning_curve_plot(curves: list[LearningCurve]) -> str:
+    """One category's curves: held-out normal-score quantile (each model relative to its value
+    at the most images) and, where val has anomalies, val AUROC, against training normals."""
+    has_val = any(p.val_auroc is not None for c in curves for p in c.points)
+    fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(9 if has_val else 4.6, 3.2))
+    axes = np.atleast_1d(axes)
+    for c in curves:
+        n = [p.n_train for p in c.points]
+        last = c.points[-1].normal_q95 or 1.0
+        axes[0].plot(n, [p.normal_q95 / last for p in c.points], marker="o", label=c.model)
+        if has_val:
+            axes[1].plot(n, [p.val_auroc for p in c.points], marker="o", label=c.model)
+    axes[0].set_ylabel("held-out normals' 95% score\n(relative to the most images)")
+    if has_val:
+        axes[1].set_ylabel("val image AUROC")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training normals")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{curves[0].category}: how many good images are enough", fontsize=10)
+    return _png(fig)
+
+
+def learning_curve_section(curves: list[LearningCurve]) -> list[str]:
+    if not curves:
+        return []
+    by_cat: dict[str, list[LearningCurve]] = defaultdict(list)
+    for c in curves:
+        by_cat[c.category].append(c)
+    out = [
+        "<h2>How many good images are enough</h2><p class=muted>Each model refitted on nested, "
+        "seeded subsets of the training normals (stored features, no new embedding) and scored on "
+        "held-out normals and on val; no test image is used.</p>"
+    ]
+    for cat, cs in sorted(by_cat.items()):
+        cs = sorted(cs, key=lambda c: c.model)
+        out.append(f"<h3>{html.escape(cat)}</h3><img src='{learning_curve_plot(cs)}'><ul>")
+        out += [
+            f"<li><b>{html.escape(c.model)}</b> ({c.n_available} training normals; held out: "
+            f"{c.n_probe} {html.escape(c.probe)}): {html.escape(c.sentence)}</li>"
+            for c in cs
+        ]
+        out.append("</ul>")
+    return out
+
+
+def run_learning_curve_page(dataset: str, curve_files: list[str], out: str | Path) -> None:
+    """Snakemake entry point: a dataset's learning curves -> learning_curve.html."""
+    curves = [read_learning_curve(f) for f in curve_files]
+    body = learning_curve_section(curves) or [
+        "<p>No model of this dataset refits on stored features.</p>"
+    ]
+    write_text_atomic(
+        out,
+        f"<!doctype html><html><head><meta charset='utf-8'><title>defectflow: {html.escape(dataset)} "
+        f"learning curves</title><style>{CSS}</style></head><body>"
+        f"<h1>defectflow: {html.escape(dataset)}</h1>" + "".join(body) + "</body></html>",
+    )
+    for c in curves:
+        log.info("%s/%s: %s", c.category, c.model, c.sentence)
+
+
 def _search(s: dict) -> str:
     """What the nearest-neighbour search behind a model's scores is, in words."""
     if s.get("method") != "ivf":
@@ -280,6 +343,7 @@ def build_report(
     memory: str | None = None,
     leaderboard: str | None = None,
     table: str | None = None,
+    learning_curves: list[str] | None = None,
 ) -> str:
     metrics = [read_metrics(f) for f in metrics_files]
     masks: dict[str, str | None] = {}
@@ -326,6 +390,7 @@ def build_report(
         "</table><p class=muted>Scores are normalized so the calibrated threshold is 0.5 (its raw value is in the threshold column). Bold: best image AUROC of the category.</p>"
     )
     parts += false_alarm_section(metrics, thresholds)
+    parts += learning_curve_section([read_learning_curve(f) for f in learning_curves or []])
     if leaderboard and Path(leaderboard).exists():
         rows = read_parquet(leaderboard).to_pylist()
         seeded = any(
@@ -488,6 +553,7 @@ def run_report(
     memory: str | None = None,
     leaderboard: str | None = None,
     table: str | None = None,
+    learning_curves: list[str] | None = None,
 ) -> None:
     """Snakemake entry point: every metrics.json of a dataset -> report.html."""
     write_text_atomic(
@@ -501,6 +567,7 @@ def run_report(
             memory=memory,
             leaderboard=leaderboard,
             table=table,
+            learning_curves=learning_curves,
         ),
     )
     log.info("report written to %s", out)

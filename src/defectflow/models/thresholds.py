@@ -68,6 +68,7 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
         policy = "f1_optimal" if len(anomaly) >= cfg.min_anomalies and len(normal) else "fpr"
     f1, rate = None, None
     calibration = "crossfit+val" if held else "crossfit"
+    every_normal = normal  # the rate a threshold states rests on all of them, whatever set it
     if policy == "f1_optimal" and len(held_normal) >= cfg.min_anomalies:
         normal, calibration = held_normal, "val"
     if policy == "fixed":
@@ -89,8 +90,9 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
         if not len(normal):
             raise ModelError("normal_quantile needs normal calibration scores; there are none")
         value = float(np.quantile(normal, cfg.quantile, method="linear"))
-    if rate is None and len(normal):
-        rate = stated_rate(normal, value, 1 - cfg.quantile if policy == "normal_quantile" else None)
+    if rate is None and len(every_normal):
+        target = 1 - cfg.quantile if policy == "normal_quantile" else None
+        rate = stated_rate(every_normal, value, target)
     every = np.r_[normal, anomaly]
     low = float(min(every.min(), value)) if len(every) else 0.0
     spread = max(value - low, 1e-6 * max(abs(value), 1.0))

@@ -1,0 +1,184 @@
+"""How many good images are enough: one model refitted on nested, seeded subsets of a category's
+training normals (8, 16, 32, ... all), from the stored features (no new embedding), each scored
+on the same held-out normals (and on val, with its anomalies). Train and val only: no test image
+is read, so no test label reaches the answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectflow.artifacts.learning_curve import CurvePoint, LearningCurve, write_learning_curve
+from defectflow.errors import ModelError
+from defectflow.evaluation.curves import best_f1, roc_auc
+from defectflow.features.stored import FIT_SPLITS, load_inputs
+from defectflow.models import backends
+from defectflow.models.train import assign_folds, oof_scores
+from defectflow.threads import set_threads
+
+log = logging.getLogger(__name__)
+
+MIN_PROBE = 4  # held-out normals the curve needs at the least
+FLAT_AUROC = 0.01  # val AUROC gained over the last two doublings below which the curve is flat
+FLAT_QUANTILE = 0.05  # relative fall of the held-out normal-score quantile, likewise
+
+
+def sizes(n: int, start: int = 8) -> list[int]:
+    """8, 16, 32, ... below ``n``, then ``n``."""
+    out, s = [], start
+    while s < n:
+        out.append(s)
+        s *= 2
+    return out + [n]
+
+
+def judge(points: list[CurvePoint], has_val: bool) -> tuple[str, str, str]:
+    """Still improving over the last two doublings, or flat: (judged_by, verdict, sentence)."""
+    key = "val_auroc" if has_val else "normal_q95"
+    if len(points) < 3:
+        return (
+            key,
+            "too few images to tell",
+            (
+                f"Too few training normals ({points[-1].n_train}) for a curve: add images and look again."
+            ),
+        )
+    last, before = points[-1], points[-3]  # ~ two doublings apart
+    if has_val:
+        a, b = before.val_auroc or 0.0, last.val_auroc or 0.0
+        improving = b - a > FLAT_AUROC and b < 1 - FLAT_AUROC  # no room left above 0.99
+        what = (
+            f"val AUROC went from {a:.3f} at {before.n_train} to {b:.3f} at {last.n_train} images"
+        )
+    else:
+        a, b = before.normal_q95, last.normal_q95
+        improving = (a - b) > FLAT_QUANTILE * max(abs(a), 1e-12)
+        what = (
+            f"the held-out normals' 95% score quantile went from {a:.4g} at {before.n_train} to "
+            f"{b:.4g} at {last.n_train} images"
+        )
+    if improving:
+        return key, "improving", f"Still improving: {what}; more good images are likely to help."
+    return (
+        key,
+        "flat",
+        (f"Flat over the last two doublings: {what}; more good images are unlikely to help much."),
+    )
+
+
+def learning_curve(
+    table: str | Path,
+    feature_files: list[str],
+    *,
+    dataset: str,
+    category: str,
+    model: str,
+    params: dict[str, Any],
+    seed: int = 0,
+    start: int = 8,
+) -> LearningCurve:
+    entry = backends.entry(params["backend"])
+    if entry.consumes != "features":
+        raise ModelError(
+            f"{model}: the learning curve refits on stored features; backend {entry.name!r} "
+            "trains on images (its curve would retrain the network at every size)"
+        )
+    p = entry.params.model_validate(params)
+
+    def fitted(r: dict[str, Any]) -> bool:
+        return r["label"] != "anomaly" and r["split"] != "val"
+
+    common = dict(
+        feature_files=feature_files, image_size=0, splits=FIT_SPLITS, patches=entry.patches
+    )
+    train, train_rows = load_inputs(entry.consumes, table, category, select=fitted, **common)
+    val, val_rows = load_inputs(
+        entry.consumes, table, category, select=lambda r: not fitted(r), **common
+    )
+    y_val = np.array([r["label"] == "anomaly" for r in val_rows])
+    n_val_normal = int((~y_val).sum())
+    # the probe: val normals when there are enough, else a fold of the training normals
+    # (whole groups) that no subset ever fits
+    if n_val_normal >= 2 * MIN_PROBE:
+        pool, probe_idx, probe = np.arange(len(train)), None, "val normals"
+    else:
+        k = max(2, min(5, len(train) // MIN_PROBE))
+        fold = assign_folds(train.ids, [r["group_id"] for r in train_rows], k, seed)
+        probe_idx, pool = np.flatnonzero(fold == 0), np.flatnonzero(fold != 0)
+        probe = "held-out train normals"
+    if len(pool) < 2:
+        raise ModelError(f"{dataset}/{category}: {len(pool)} training normals; a curve needs more")
+    order = np.random.default_rng(seed).permutation(pool)
+    points = []
+    for n in sizes(len(order), start):
+        t = time.perf_counter()
+        b = backends.build(p)
+        b.fit(train.subset(np.sort(order[:n])), seed=seed)
+        fit_s = time.perf_counter() - t
+        normal = (
+            oof_scores(b, train, probe_idx)
+            if probe_idx is not None
+            else oof_scores(b, val, np.flatnonzero(~y_val))
+        )
+        point = CurvePoint(
+            n_train=n,
+            normal_q95=round(float(np.quantile(normal, 0.95)), 6),
+            normal_median=round(float(np.median(normal)), 6),
+            fit_s=round(fit_s, 3),
+        )
+        if y_val.any() and (~y_val).any():
+            s = oof_scores(b, val)
+            point.val_auroc = round(roc_auc(y_val, s), 6)
+            point.val_best_f1 = round(best_f1(y_val, s)[0], 6)
+        points.append(point)
+        log.info("%s/%s/%s: learning curve at %d images: %s", dataset, category, model, n, point)
+    has_val = points[-1].val_auroc is not None and int(y_val.sum()) >= 3
+    judged_by, verdict, sentence = judge(points, has_val)
+    return LearningCurve(
+        dataset=dataset,
+        category=category,
+        model=model,
+        n_available=len(train),
+        probe=probe,
+        n_probe=len(probe_idx) if probe_idx is not None else n_val_normal,
+        n_val_anomalies=int(y_val.sum()),
+        seed=seed,
+        points=points,
+        judged_by=judged_by,
+        verdict=verdict,
+        sentence=sentence,
+    )
+
+
+def run_learning_curve(
+    table: str | Path,
+    feature_files: list[str],
+    *,
+    dataset: str,
+    category: str,
+    model: str,
+    params: dict[str, Any],
+    out: str | Path,
+    seed: int = 0,
+    start: int = 8,
+    threads: int = 1,
+) -> LearningCurve:
+    """Snakemake entry point."""
+    set_threads(threads)
+    curve = learning_curve(
+        table,
+        feature_files,
+        dataset=dataset,
+        category=category,
+        model=model,
+        params=params,
+        seed=seed,
+        start=start,
+    )
+    write_learning_curve(curve, out)
+    log.info("%s/%s/%s: %s", dataset, category, model, curve.sentence)
+    return curve
