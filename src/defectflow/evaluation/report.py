@@ -186,9 +186,15 @@ def _thr(t) -> str:
         "crossfit": f"out-of-fold training normals, {t.folds} folds",
         "crossfit+val": f"out-of-fold training normals ({t.folds} folds) and val",
     }.get(t.calibration, t.calibration)
+    fa = t.false_alarms
+    rate = (
+        f"; states {_pct(fa.expected)} false alarms on good parts ({_pct(fa.low)}-{_pct(fa.high)})"
+        if fa is not None
+        else ""
+    )
     return (
         f"raw {t.value:.4g} = 0.50 normalized ({html.escape(t.policy)} on {html.escape(on)}: "
-        f"{t.n_normal} normal/{t.n_anomaly} anomalous)"
+        f"{t.n_normal} normal/{t.n_anomaly} anomalous{rate})"
     )
 
 
