@@ -18,6 +18,38 @@ REPO = Path(__file__).resolve().parents[1]
 WELD = REPO.parent / "shared" / "data" / "battery_weld"
 
 
+def workflow_copy(dst: Path, data: str = "demo") -> dict:
+    """A fresh copy of the workflow in ``dst`` and its config (to edit and write back); with
+    ``data="weld"`` the config runs battery weld alone (its 7 leaked test copies as a warning:
+    standardize drops them)."""
+    import shutil
+
+    import yaml
+
+    dst.mkdir(parents=True)
+    for name in ("Snakefile", "rules", "scripts", "config", "schemas", "envs", "profiles"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, dst / name)
+    cfg = yaml.safe_load((dst / "config" / "config.yaml").read_text())
+    if data == "weld":
+        if not WELD.is_dir():
+            sys.exit(f"battery-weld data not found at {WELD} (it lives in ../shared)")
+        cfg["datasets"] = {
+            "demo": {"enabled": False, "sources": [{"type": "demo"}]},
+            "weld": {
+                "sources": [
+                    {
+                        "type": "manifest",
+                        "path": str(WELD / "train_welding.json"),
+                        "split": "train",
+                    },
+                    {"type": "manifest", "path": str(WELD / "test_welding.json"), "split": "test"},
+                ]
+            },
+        }
+        cfg["preflight"]["severity"] = {"LEAKAGE_EXACT": "warning"}
+    return cfg
+
+
 def weld_rows(data: Path = WELD) -> list[dict]:
     """Standardized rows of the battery-weld data (leaked test copies dropped), in the data's own
     train/test split: nothing held out as val, so `split != "test"` is the training set."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from common import REPO, WELD
+from common import workflow_copy
 
 from defectflow.artifacts.scores import read_scores
 from defectflow.evaluation.metrics import score_shift
@@ -33,26 +32,7 @@ from defectflow.false_alarms import conformal_threshold, count_interval, stated_
 
 
 def run_chain(wf: Path, data: str) -> None:
-    wf.mkdir(parents=True)
-    for name in ("Snakefile", "rules", "scripts", "config", "schemas", "envs", "profiles"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / name)
-    cfg = yaml.safe_load((wf / "config/config.yaml").read_text())
-    if data == "weld":
-        if not WELD.is_dir():
-            sys.exit(f"battery-weld data not found at {WELD}")
-        cfg["datasets"] = {
-            "weld": {
-                "sources": [
-                    {
-                        "type": "manifest",
-                        "path": str(WELD / "train_welding.json"),
-                        "split": "train",
-                    },
-                    {"type": "manifest", "path": str(WELD / "test_welding.json"), "split": "test"},
-                ]
-            }
-        }
+    cfg = workflow_copy(wf, data)
     cfg["split"] = {**cfg.get("split", {}), "val_from_test": 0.0}
     (wf / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     r = subprocess.run(

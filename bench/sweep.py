@@ -16,37 +16,18 @@ and per category and variant the image AUROC, F1 at the delivered threshold and 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
-from common import REPO, WELD, run_measured
+from common import WELD, run_measured, workflow_copy
 
 
 def workflow(root: Path, data: str, backbone: dict, seeds: int) -> Path:
     wf = root / "wf"
-    wf.mkdir(parents=True)
-    for name in ("Snakefile", "rules", "scripts", "config", "schemas", "envs", "profiles"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, wf / name)
-    cfg = yaml.safe_load((wf / "config" / "config.yaml").read_text())
-    if data == "weld":
-        cfg["datasets"] = {
-            "demo": {"enabled": False, "sources": [{"type": "demo"}]},
-            "weld": {
-                "sources": [
-                    {
-                        "type": "manifest",
-                        "path": str(WELD / "train_welding.json"),
-                        "split": "train",
-                    },
-                    {"type": "manifest", "path": str(WELD / "test_welding.json"), "split": "test"},
-                ]
-            },
-        }
-        cfg["preflight"]["severity"] = {"LEAKAGE_EXACT": "warning"}  # the data has 7 leaked copies
+    cfg = workflow_copy(wf, data)
     cfg["backbone"].update(backbone)
     if seeds > 1:
         for m in cfg["models"].values():
