@@ -119,6 +119,17 @@ def all_targets():
     return targets
 
 
+# The files of one model x category besides its per-shard scores and maps.
+MODEL_FILES = (
+    "checkpoint",
+    "model_card",
+    "crossfit",
+    "infer_config",
+    "predictions",
+    "metrics",
+)
+
+
 def chain_files(wildcards):
     """Every file of the chain, not only its last ones. Snakemake does not remake a missing
     intermediate file while the files made from it exist; a run killed while it redoes a job
@@ -131,9 +142,10 @@ def chain_files(wildcards):
         for category in category_counts(dataset):
             for model in MODELS:
                 w = SimpleNamespace(dataset=dataset, category=category, model=model)
-                files += [path(name, dataset=dataset, model=model, category=category)
-                          for name in ("checkpoint", "model_card", "crossfit", "infer_config",
-                                       "predictions", "metrics")]  # fmt: skip
+                files += [
+                    path(name, dataset=dataset, model=model, category=category)
+                    for name in MODEL_FILES
+                ]
                 files += score_files(w, "scores") + score_files(w, "maps")
                 if entry(CFG.models[model].backend).consumes == "features":
                     shards = feature_files(w, model_backbone(w))
@@ -184,8 +196,14 @@ def category_counts(dataset):
 def embedding_shard(wildcards, backbone, shard, n):
     """One embedding shard of a category made by one backbone (``shard``, ``n``: as in the
     file name, zero-padded)."""
-    return path("patches", dataset=wildcards.dataset, backbone=backbone,
-                category=wildcards.category, shard=shard, n=n)  # fmt: skip
+    return path(
+        "patches",
+        dataset=wildcards.dataset,
+        backbone=backbone,
+        category=wildcards.category,
+        shard=shard,
+        n=n,
+    )
 
 
 def feature_files(wildcards, backbone):
@@ -206,8 +224,17 @@ def category_shards(wildcards) -> int:
 def score_files(wildcards, kind):
     """A model's per-shard test scores (`scores`) or maps (`maps`)."""
     n = category_shards(wildcards)
-    return [path(kind, dataset=wildcards.dataset, model=wildcards.model, category=wildcards.category,
-                 shard=f"{i:03d}", n=f"{n:03d}") for i in range(n)]  # fmt: skip
+    return [
+        path(
+            kind,
+            dataset=wildcards.dataset,
+            model=wildcards.model,
+            category=wildcards.category,
+            shard=f"{i:03d}",
+            n=f"{n:03d}",
+        )
+        for i in range(n)
+    ]
 
 
 def category_table(wildcards):

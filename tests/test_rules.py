@@ -35,3 +35,14 @@ def test_every_job_rule_is_measured_and_logged():
     for name, text in _rules().items():
         if "script:" in text or "shell:" in text:
             assert "benchmark:" in text and "log:" in text, name
+
+
+def test_the_formatters_output_is_accepted():
+    """No `# fmt: skip`: the code reads as ruff and snakefmt lay it out (`make lint` checks)."""
+    from conftest import REPO
+
+    files = [REPO / "Snakefile", *(REPO / "rules").glob("*.smk")]
+    for folder in ("src", "scripts", "bench"):
+        files += (REPO / folder).rglob("*.py")
+    marked = [str(f) for f in files if "fmt: skip" in f.read_text(encoding="utf-8")]
+    assert not marked, marked

@@ -672,6 +672,10 @@ def test_edited_threshold_is_refused_until_sealed_as_a_new_model(demo_run, tmp_p
     r = _infer("--infer-config", str(ic), img, "--out", str(tmp_path / "p.jsonl"))
     rec = json.loads((tmp_path / "p.jsonl").read_text())
     assert r.returncode == 0 and not rec["model_id"].endswith(old_id)
+    # the calibrated rate was the old value's: an edited threshold states none, and says so
+    assert json.loads(ic.read_text())["threshold"]["false_alarms"] is None
+    batch = json.loads((tmp_path / "p.summary.json").read_text())["batch"]
+    assert not batch["alarm"] and batch["message"].startswith("not checked")
     # the normalization follows the new threshold: 0.5 there, 0 at the calibration minimum
     t = json.loads(ic.read_text())["threshold"]
     assert t["low"] + t["spread"] == pytest.approx(t["value"])
@@ -738,9 +742,14 @@ def test_infer_warns_when_a_batch_flags_more_than_the_stated_rate_allows(demo_ru
     assert all((x["pred_label"] == "anomaly") == (x["normalized_score"] >= 0.5) for x in recs)
     # told that nearly every part is defective, the same batch is no alarm
     r = _infer(
-        "--infer-config", str(ic), str(shifted), "--out", str(tmp_path / "d.jsonl"),
-        "--expect-defect-rate", "0.99",
-    )  # fmt: skip
+        "--infer-config",
+        str(ic),
+        str(shifted),
+        "--out",
+        str(tmp_path / "d.jsonl"),
+        "--expect-defect-rate",
+        "0.99",
+    )
     assert r.returncode == 0 and "warning" not in r.stderr
     r = _infer("--infer-config", str(ic), str(shifted), "--expect-defect-rate", "2")
     assert r.returncode == 2 and "not a fraction" in r.stderr
