@@ -82,3 +82,15 @@ def test_the_production_alarm_fires_on_a_shifted_batch_and_stays_quiet_otherwise
     # the same batch, when the user says a fifth of the parts are defective, is allowed
     assert not check_batch(int((shifted >= value).sum()), 400, rate, 0.2).alarm
     assert not check_batch(5, 10, None).alarm  # no stated rate: not checked, never an alarm
+
+
+def test_a_model_delivered_before_stated_rates_keeps_its_id_and_states_none():
+    """infer_config.json written by the release before `false_alarms` existed (demo patchcore):
+    it verifies (same digest, same model id) and its batches are not checked."""
+    from conftest import REPO
+
+    from defectflow.artifacts.infer_config import read_infer_config
+
+    cfg = read_infer_config(REPO / "tests/data/infer_config_before_false_alarms.json")
+    assert cfg.threshold.false_alarms is None and cfg.digest.startswith("58d35d4e82ca")
+    assert check_batch(3, 10, cfg.threshold.false_alarms).message.startswith("not checked")

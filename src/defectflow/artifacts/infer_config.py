@@ -96,6 +96,8 @@ class InferConfig(ModelArtifact):
             mode="json",
             include={"backend", "params", "consumes", "preprocess", "threshold", "map_sigma"},
         )
+        if content["threshold"]["false_alarms"] is None:  # as before the field existed: files
+            del content["threshold"]["false_alarms"]  # delivered then keep their model id
         content["backbone"] = self.backbone.sha256 if self.backbone else None
         content["checkpoint"] = self.checkpoint.sha256
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
