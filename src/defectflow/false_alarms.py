@@ -169,15 +169,28 @@ def batch_p_value(
 ) -> float:
     """The chance of ``flagged`` or more flags among ``scored`` images of an unchanged line: each
     image flagged with probability p + d(1 - p) (a false alarm at the rate p, else a defect at the
-    rate d), p drawn from the calibration's Beta (beta-binomial; with d > 0 integrated over 100
-    quantiles of p): the spread of a threshold set on n scores is part of what is allowed."""
+    rate d), p drawn from the calibration's Beta (beta-binomial; with d > 0 a quadrature over p
+    between the Beta's 1e-7 and 1 - 1e-7 quantiles): the spread of a threshold set on n scores
+    is part of what is allowed."""
     if rate.rank == 0 or rate.n == 0:
         return 1.0
     if defect_rate == 0:
         return float(min(1.0, _count_pmf(rate, scored)[flagged:].sum()))
+    if flagged <= 0:
+        return 1.0
     a, b = rate.n + 1 - rate.rank, rate.rank
-    ps = [beta_quantile((i + 0.5) / 100, a, b) for i in range(100)]
-    return float(np.mean([binom_sf(flagged, scored, p + defect_rate * (1 - p)) for p in ps]))
+    p = np.linspace(beta_quantile(1e-7, a, b), beta_quantile(1 - 1e-7, a, b), 201)
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    logw = (a - 1) * np.log(p) + (b - 1) * np.log1p(-p)
+    w = np.exp(logw - logw.max())
+    q = p + defect_rate * (1 - p)  # each image flagged: a false alarm, else a defect
+    lf = _log_factorials(scored)
+    j = np.arange(flagged, scored + 1)
+    logpmf = (lf[scored] - lf[j] - lf[scored - j])[None, :] + (
+        j[None, :] * np.log(q)[:, None] + (scored - j)[None, :] * np.log1p(-q)[:, None]
+    )
+    tails = np.exp(logpmf).sum(axis=1)
+    return float(min(1.0, (w * tails).sum() / w.sum()))
 
 
 class BatchCheck(BaseModel):

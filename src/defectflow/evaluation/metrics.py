@@ -203,12 +203,11 @@ def false_alarm_check(
     """The realized false-alarm rate on the test normals against the one the threshold states
     (its beta-binomial 90% interval for that many normals), and a test of the assumption under
     it (the test normals score like the calibration normals)."""
-    normal = np.array(
-        [r.score for r in recs if r.gt_label == Label.NORMAL and r.score is not None], np.float64
-    )
-    if not len(normal):
+    scored = [r for r in recs if r.gt_label == Label.NORMAL and r.score is not None]
+    if not scored:
         return FalseAlarmCheck(status="skipped", reason="no normal image in test")
-    flagged = int((normal >= t.value).sum())
+    normal = np.array([r.score for r in scored], np.float64)
+    flagged = sum(r.pred_label == Label.ANOMALY for r in scored)  # as delivered
     shift = score_shift(calibration_normals, normal) if len(calibration_normals) >= 2 else None
     if t.false_alarms is None:
         return FalseAlarmCheck(

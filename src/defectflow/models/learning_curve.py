@@ -17,7 +17,7 @@ from defectflow.errors import ModelError
 from defectflow.evaluation.curves import best_f1, roc_auc
 from defectflow.features.stored import FIT_SPLITS, load_inputs
 from defectflow.models import backends
-from defectflow.models.train import assign_folds, oof_scores
+from defectflow.models.train import assign_folds, fitted, oof_scores
 from defectflow.threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,6 @@ def learning_curve(
         )
     p = entry.params.model_validate(params)
 
-    def fitted(r: dict[str, Any]) -> bool:
-        return r["label"] != "anomaly" and r["split"] != "val"
-
     common = dict(
         feature_files=feature_files, image_size=0, splits=FIT_SPLITS, patches=entry.patches
     )
@@ -119,11 +116,8 @@ def learning_curve(
         b = backends.build(p)
         b.fit(train.subset(np.sort(order[:n])), seed=seed)
         fit_s = time.perf_counter() - t
-        normal = (
-            oof_scores(b, train, probe_idx)
-            if probe_idx is not None
-            else oof_scores(b, val, np.flatnonzero(~y_val))
-        )
+        val_s = oof_scores(b, val)  # once: the probe (val normals) and val AUROC share it
+        normal = oof_scores(b, train, probe_idx) if probe_idx is not None else val_s[~y_val]
         point = CurvePoint(
             n_train=n,
             normal_q95=round(float(np.quantile(normal, 0.95)), 6),
@@ -131,9 +125,8 @@ def learning_curve(
             fit_s=round(fit_s, 3),
         )
         if y_val.any() and (~y_val).any():
-            s = oof_scores(b, val)
-            point.val_auroc = round(roc_auc(y_val, s), 6)
-            point.val_best_f1 = round(best_f1(y_val, s)[0], 6)
+            point.val_auroc = round(roc_auc(y_val, val_s), 6)
+            point.val_best_f1 = round(best_f1(y_val, val_s)[0], 6)
         points.append(point)
         log.info("%s/%s/%s: learning curve at %d images: %s", dataset, category, model, n, point)
     has_val = points[-1].val_auroc is not None and int(y_val.sum()) >= 3

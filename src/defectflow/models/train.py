@@ -38,6 +38,11 @@ def assign_folds(ids: list[str], groups: list[str | None], k: int, seed: int) ->
     return np.array([fold_by_key[g] for g in keys])
 
 
+def fitted(row: dict[str, Any]) -> bool:
+    """A row a model is fitted on: a normal of the train split (val is held out)."""
+    return row["label"] != "anomaly" and row["split"] != "val"
+
+
 def oof_scores(
     backend: Backend,
     data: Any,
@@ -82,9 +87,6 @@ def run_train(
 
     # train normals are fitted (and cross-fitted); val is held out: the delivered model scores
     # it. Loaded apart, so the features are never held twice.
-    def fitted(r: dict[str, Any]) -> bool:
-        return r["label"] != "anomaly" and r["split"] != "val"
-
     fit, fit_rows = load_inputs(
         entry.consumes,
         table,
