@@ -94,3 +94,22 @@ def test_a_model_delivered_before_stated_rates_keeps_its_id_and_states_none():
     cfg = read_infer_config(REPO / "tests/data/infer_config_before_false_alarms.json")
     assert cfg.threshold.false_alarms is None and cfg.digest.startswith("58d35d4e82ca")
     assert check_batch(3, 10, cfg.threshold.false_alarms).message.startswith("not checked")
+
+
+def test_the_alarm_with_an_expected_defect_rate_is_the_exact_mixture():
+    """With defects expected, the chance of a batch's flags on an unchanged line is the mixture of
+    defects (binomial) and false alarms (beta-binomial); checked against its exact sum."""
+    from scipy import stats
+
+    from defectflow.false_alarms import batch_p_value
+
+    rate = stated_rate(np.arange(100.0), 95.0)
+    a, b = rate.n + 1 - rate.rank, rate.rank
+    m = 200
+    for flagged, d in ((40, 0.1), (60, 0.1), (80, 0.2)):
+        exact = sum(
+            stats.binom.pmf(good, m, 1 - d)
+            * stats.betabinom.sf(flagged - (m - good) - 1, good, a, b)
+            for good in range(m + 1)
+        )
+        assert batch_p_value(flagged, m, rate, d) == pytest.approx(exact, rel=0.01)
