@@ -8,18 +8,35 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint dryrun pytest clean env docs slurm-deps test-slurm labelstudio browser-deps
+.PHONY: lock demo test lint dryrun pytest clean env docs slurm-deps test-slurm labelstudio browser-deps
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every environment installs from a committed lock (exact versions and sha256 hashes, made by
+# `make lock` from the direct pins): pip refuses any file whose hash is not in it.
+PIP_LOCKED := -m pip install --quiet --require-hashes --no-deps
+$(STAMP): pyproject.toml locks/pip.txt locks/venv.txt locks/label-studio-sdk.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "defectflow needs Python 3.11 (set PYTHON=...)")'
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,slurm,cluster]'
+	$(BIN)/python $(PIP_LOCKED) -r locks/pip.txt
+	$(BIN)/python $(PIP_LOCKED) -r locks/venv.txt
 	# label-studio-sdk only for its brush RLE codec; its own pins would move numpy
-	$(BIN)/python -m pip install --quiet --no-deps label-studio-sdk==2.1.2
+	$(BIN)/python $(PIP_LOCKED) -r locks/label-studio-sdk.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	# every requirement met, but label-studio-sdk's own (installed for one codec, without them)
+	! $(BIN)/python -m pip check | grep -v -e '^label-studio-sdk ' -e '^No broken requirements'
 	@touch $@
+
+# Regenerate every lock from the direct pins (pyproject.toml, locks/*.in, envs/*.in). Change a
+# pin there, run this, commit both; tests/test_envs.py fails while a lock disagrees with its pins.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock"
+lock: $(STAMP)
+	$(UV_COMPILE) pyproject.toml --extra test --extra slurm --extra cluster -o locks/venv.txt
+	$(UV_COMPILE) locks/pip.in -o locks/pip.txt
+	$(UV_COMPILE) --no-deps locks/label-studio-sdk.in -o locks/label-studio-sdk.txt
+	$(UV_COMPILE) locks/labelstudio.in -o locks/labelstudio.txt
+	$(BIN)/python locks/conda_envs.py $(BIN)/uv core curate models
 
 demo: $(STAMP)
 	@start=$$(date +%s); \
@@ -45,10 +62,10 @@ test: lint dryrun slurm-deps browser-deps labelstudio pytest
 LS_VENV := .venv-labelstudio
 labelstudio: $(LS_VENV)/.installed
 
-$(LS_VENV)/.installed:
+$(LS_VENV)/.installed: locks/pip.txt locks/labelstudio.txt
 	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
-	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LS_VENV)/bin/python -m pip install --quiet label-studio==1.23.2
+	$(LS_VENV)/bin/python $(PIP_LOCKED) -r locks/pip.txt
+	$(LS_VENV)/bin/python $(PIP_LOCKED) -r locks/labelstudio.txt
 	@touch $@
 
 # A real one-node SLURM for tests/test_slurm.py: Debian slurm-wlm and munge (root only; the test

@@ -21,6 +21,7 @@ rule train:
         rows=category_digest,
         model=model_params,
         folds=CFG.threshold.folds,
+        leave_one_out=CFG.threshold.leave_one_out,
         image_size=model_image_size,
         seed=model_seed,
     script:

@@ -12,6 +12,7 @@ with log_to(snakemake.log[0]):
         model=snakemake.wildcards.model,
         params=snakemake.params.model,
         folds=snakemake.params.folds,
+        leave_one_out=snakemake.params.leave_one_out,
         out_ckpt=snakemake.output.checkpoint,
         out_card=snakemake.output.card,
         out_crossfit=snakemake.output.crossfit,

@@ -249,6 +249,73 @@ def test_padim_fold_model_is_the_refit_on_the_kept_images():
     np.testing.assert_allclose(full.inv_cov, np.linalg.inv(cov), rtol=1e-4, atol=1e-5)
 
 
+def _refit_without(params, train, fold, f, seed=0):
+    """Scores of fold ``f``'s images by a model fitted afresh on every other image."""
+    keep, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+    b = backends.build(params)
+    b.fit(train.subset(keep), seed=seed)
+    return b.score(train.subset(held))[0]
+
+
+@pytest.mark.parametrize("groups", [False, True])
+def test_knn_leave_one_out_equals_a_refit_without_the_image(groups):
+    train, _, _ = _synthetic(n_train=24)
+    gid = [f"part{i // 3}" if groups else None for i in range(24)]
+    fold = assign_folds(train.ids, gid, 8 if groups else 24, seed=0)
+    params = {"backend": "knn", "k": 2}
+    b = backends.build(params)
+    b.fit(train)
+    loo = b.loo_scores(train, fold)
+    for f in np.unique(fold):
+        np.testing.assert_allclose(loo[fold == f], _refit_without(params, train, fold, f), rtol=1e-6)
+    # in-sample scores are the image's distance to itself: leave-one-out is what a new part sees
+    assert (loo > b.score(train)[0] + 1e-3).all()
+
+
+def test_padim_leave_one_out_equals_a_refit_without_the_image():
+    """The closed form (Sherman-Morrison on each position's covariance) against refits, with
+    fewer images than channels, where 1 - c q nears 0 and float32 would lose it."""
+    train, _, _ = _synthetic(n_train=12, c=16)
+    params = {"backend": "padim"}
+    b = backends.build(params)
+    b.fit(train)
+    fold = np.arange(12)
+    loo = b.loo_scores(train, fold)
+    ref = np.array([_refit_without(params, train, fold, f)[0] for f in range(12)])
+    np.testing.assert_allclose(loo, ref, rtol=1e-4)
+    assert b.loo_scores(train, fold // 2) is None  # groups of two: one fold model per group
+
+
+def test_patchcore_leave_one_out_drops_only_the_images_own_entries():
+    """Each image against the delivered bank less its own entries: the fold model of every
+    other image, scored in one pass over a masked copy."""
+    train, _, _ = _synthetic(n_train=16)
+    b = backends.build({"backend": "patchcore", "coreset_ratio": 0.5})
+    b.fit(train)
+    fold = np.arange(16) // 2  # pairs, as group_id would make them
+    loo = b.loo_scores(train, fold)
+    for f in range(8):
+        keep = np.flatnonzero(fold != f)
+        ref = b.fold_model(keep, train).score(train.subset(np.flatnonzero(fold == f)))[0]
+        np.testing.assert_allclose(loo[fold == f], ref, rtol=1e-5)
+    assert (loo > b.score(train)[0]).all()
+
+
+def test_cross_fit_leaves_one_out_up_to_the_limit_then_folds():
+    from defectflow.models.train import cross_fit
+
+    train, _, _ = _synthetic(n_train=20)
+    b = backends.build({"backend": "knn"})
+    b.fit(train)
+    kw = {"folds": 5, "seed": 0, "label": "t"}
+    loo, fold, k, how = cross_fit(b, train, [None] * 20, leave_one_out=20, **kw)
+    assert k == 20 and len(set(fold.tolist())) == 20 and how.startswith("leave-one-out")
+    five, fold5, k5, how5 = cross_fit(b, train, [None] * 20, leave_one_out=19, **kw)
+    assert k5 == 5 and not how5.startswith("leave-one-out")
+    # a nearest neighbour among 4/5 of the images is never nearer than among all but one
+    assert (five >= loo - 1e-12).all() and five.mean() > loo.mean()
+
+
 def test_folds_are_balanced_and_keep_groups_together():
     ids = [f"img{i}" for i in range(40)]
     groups = [f"part{i // 4}" for i in range(40)]  # 10 parts of 4 shots

@@ -289,6 +289,13 @@ class ThresholdConfig(_Strict):
         le=50,
         description="cross-fit folds over the train normals (fit on k-1, score the held-out fold)",
     )
+    leave_one_out: int = Field(
+        default=1000,
+        ge=0,
+        description="cross-fit by leave-one-out (each training normal, or each `group_id`, its own fold) up to "
+        "this many training normals, so out-of-sample scores behave like the delivered model's scores of new "
+        "good parts; above it, `folds` folds (0: always `folds`)",
+    )
     min_anomalies: int = Field(
         default=3, ge=1, description="auto: val anomalies needed to use f1_optimal"
     )

@@ -61,6 +61,49 @@ def oof_scores(
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def cross_fit(
+    backend: Backend,
+    fit: Any,
+    groups: list[str | None],
+    *,
+    folds: int,
+    leave_one_out: int,
+    seed: int,
+    label: str,
+) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """Out-of-sample raw scores of every fit row: (scores, fold of each row, folds, how).
+
+    Up to ``leave_one_out`` rows, each image (each ``group_id``) is its own fold: its score
+    comes from the delivered model less that image alone, so the scores behave like the
+    delivered model's scores of new good parts (k folds leave a fifth out, and the threshold
+    they give runs high where training images are few). The backend's closed form is used where
+    it has one (kNN, PaDiM), else one fold model per fold. Above, ``folds`` folds."""
+    n = len(fit)
+    loo = 0 < n <= leave_one_out
+    k = len({g or i for i, g in zip(fit.ids, groups, strict=True)}) if loo else min(folds, n)
+    fold = assign_folds(fit.ids, groups, k, seed)
+    if loo:
+        closed = backend.loo_scores(fit, fold)
+        if closed is not None:
+            return closed, fold, k, "leave-one-out (closed form, exact)"
+    oof = np.zeros(n)
+    p = backend.params
+    method = "refit"
+    progress = Progress(n, f"{label}: cross-fit scoring", every=10.0)
+    for f in range(k):
+        held, kept = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        b = backend.fold_model(kept, fit)
+        if b is None:
+            b = backends.build(p)
+            b.fit(fit.subset(kept), seed=seed)
+        else:
+            method = "derived from the delivered model (see the backend's fold_model)"
+        oof[held] = oof_scores(b, fit, held, progress=progress)
+        if not loo:
+            log.info("%s: cross-fit fold %d/%d scored %d held-out normals", label, f + 1, k, len(held))
+    return oof, fold, k, ("leave-one-out, " if loo else "") + method
+
+
 def run_train(
     table: str | Path,
     feature_files: list[str],
@@ -70,6 +113,7 @@ def run_train(
     model: str,
     params: dict[str, Any],
     folds: int,
+    leave_one_out: int = 0,
     out_ckpt: str | Path,
     out_card: str | Path,
     out_crossfit: str | Path,
@@ -108,29 +152,15 @@ def run_train(
     save_checkpoint(backend, out_ckpt)
 
     t = time.perf_counter()
-    k = min(folds, len(fit))
-    fold = assign_folds(fit.ids, [r["group_id"] for r in fit_rows], k, seed)
-    oof = np.zeros(len(fit))
-    method = "refit"
-    progress = Progress(len(fit), f"{category}/{model}: cross-fit scoring", every=10.0)
-    for f in range(k):
-        held, kept = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-        b = backend.fold_model(kept, fit)
-        if b is None:
-            b = backends.build(p)
-            b.fit(fit.subset(kept), seed=seed)
-        else:
-            method = "derived from the delivered model (see the backend's fold_model)"
-        oof[held] = oof_scores(b, fit, held, progress=progress)
-        log.info(
-            "%s/%s/%s: cross-fit fold %d/%d scored %d held-out normals",
-            dataset,
-            category,
-            model,
-            f + 1,
-            k,
-            len(held),
-        )
+    oof, fold, k, method = cross_fit(
+        backend,
+        fit,
+        [r["group_id"] for r in fit_rows],
+        folds=folds,
+        leave_one_out=leave_one_out,
+        seed=seed,
+        label=f"{dataset}/{category}/{model}",
+    )
     out = [
         {
             "image_id": r["image_id"],

@@ -88,6 +88,13 @@ class Backend(ABC):
         default)."""
         return None
 
+    def loo_scores(self, data: Any, fold: np.ndarray) -> np.ndarray | None:
+        """Leave-one-out raw scores of the fit data in closed form: each row scored by this model
+        without the rows of its ``fold`` (one image, or one ``group_id``), as a refit without
+        them would score it. None: no closed form here (the caller makes one fold model per
+        fold instead)."""
+        return None
+
     def extra_meta(self) -> dict[str, Any]:
         """Anything besides params the backend needs to rebuild itself (saved in the checkpoint)."""
         return {}

@@ -104,6 +104,7 @@ class PadimBackend(Backend):
         s2: np.ndarray,
         inverse: bool = True,
         minus: tuple | None = None,
+        ddof: int = 1,
     ) -> None:
         """Each position's mean and inverse covariance (or, ``inverse=False``, its Cholesky
         factor: all a fold model needs to score, at a quarter of the arithmetic), one position
@@ -117,7 +118,7 @@ class PadimBackend(Backend):
             a = s2[p] - np.outer(s1[p], s1[p] / n)
             if minus is not None:
                 a -= minus[1][p]
-            a /= n - 1
+            a /= n - ddof
             a.flat[:: c + 1] += self.params.epsilon
             # LAPACK works in Fortran order: hand it the symmetric a as a.T and store the factor
             # transposed (a C-order copy of Fortran-order data, 8x faster than reordering it)
@@ -144,9 +145,42 @@ class PadimBackend(Backend):
         fold._set_gaussians(n - nh, shift, s1, s2, inverse=False, minus=(h1, h2))
         return fold
 
-    def score(self, data: Features) -> tuple[np.ndarray, np.ndarray]:
-        b, _, h, w = data.patch.shape
-        x = data.patch[:, self.channels].astype(np.float32).reshape(b, -1, h * w)
+    def loo_scores(self, data: Features, fold: np.ndarray) -> np.ndarray | None:
+        """Exact leave-one-out scores of the training images, at the cost of one scoring pass.
+
+        Without image i, each position's scatter loses ``n/(n-1) d d^T`` (``d``: the image's
+        feature minus the mean of all n) and its mean moves so that ``x_i - mean_-i =
+        n/(n-1) d``. With ``A = scatter/(n-2) + epsilon I`` the covariance without i is
+        ``A - c d d^T``, ``c = n/((n-1)(n-2))``, and Sherman-Morrison gives its squared
+        Mahalanobis distance ``(n/(n-1))^2 q/(1 - c q)``, ``q = d^T A^-1 d``. Folds of more than
+        one image (``group_id``): None, one fold model each."""
+        stats = self._stats
+        n = len(data)
+        if stats is None or n < 3 or len(np.unique(fold)) < n:
+            return None
+        _, shift, s1, s2 = stats
+        mean = shift + s1 / n
+        c = n / ((n - 1) * (n - 2))
+        p_, ch = s1.shape
+        inv = np.empty((p_, ch, ch))  # float64: 1 - c q nears 0 where n is below the channels
+        for p in range(p_):
+            a = (s2[p] - np.outer(s1[p], s1[p] / n)) / (n - 2)
+            a.flat[:: ch + 1] += self.params.epsilon
+            inv[p] = _spd_factor(a.T, True).T
+        _, _, h, w = data.patch.shape
+        out = np.empty(n)
+        for s in range(0, n, 32):
+            x = data.patch[s : s + 32][:, self.channels].astype(np.float64)
+            d = x.reshape(len(x), ch, h * w).transpose(2, 0, 1) - mean[:, None, :]  # [P, B, C]
+            q = np.einsum("pbc,pbc->pb", d @ inv, d)
+            d2 = (n / (n - 1)) ** 2 * q / np.maximum(1.0 - c * q, 1e-300)
+            out[s : s + 32] = np.sqrt(np.maximum(d2, 0.0)).max(0)
+        return out
+
+    def _sq_maps(self, patch: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of each patch to its position's Gaussian, ``[P, B]``."""
+        b, _, h, w = patch.shape
+        x = patch[:, self.channels].astype(np.float32).reshape(b, -1, h * w)
         diff = x.transpose(2, 0, 1) - self.mean[:, None, :]  # [P, B, C]
         if self._chol is None:
             d2 = np.einsum("pbc,pbc->pb", diff @ self.inv_cov, diff)  # batched over positions
@@ -158,6 +192,11 @@ class PadimBackend(Backend):
             for p, (lt, dp) in enumerate(zip(self._chol, diff, strict=True)):
                 z, _ = lapack.strtrs(lt.T, dp.T, lower=1)  # lt.T: L, in Fortran order
                 d2[p] = np.einsum("cb,cb->b", z, z)
+        return d2
+
+    def score(self, data: Features) -> tuple[np.ndarray, np.ndarray]:
+        b, _, h, w = data.patch.shape
+        d2 = self._sq_maps(data.patch)
         maps = np.sqrt(np.maximum(d2, 0.0)).T.reshape(b, h, w)
         return maps.reshape(b, -1).max(1).astype(np.float64), maps
 

@@ -253,6 +253,30 @@ class PatchcoreBackend(Backend):
 
         return score
 
+    def loo_scores(self, data: Features, fold: np.ndarray) -> np.ndarray | None:
+        """Each training image scored against the delivered bank without the entries taken from
+        its own fold (the image, or its ``group_id``): as a refit's bank would lack them. Exact
+        search over one augmented copy of the bank, whose norm row is set to infinity for the
+        fold's entries while its images are scored. None on CUDA (its search takes no mask)."""
+        if device.current() == "cuda" or len(self.source) != len(self.bank):
+            return None
+        fold = np.asarray(fold)
+        masked = PatchcoreBackend(self.params)
+        masked.bank, masked.grid, masked.source = self.bank, self.grid, self.source
+        aug = masked._bank_aug = augmented_bank(self.bank)
+        norms = aug[-1].copy()
+        entry_fold = fold[self.source]
+        out = np.empty(len(data))
+        for f in np.unique(fold):
+            own = np.flatnonzero(entry_fold == f)
+            if len(own) == len(self.bank):
+                return None
+            rows = np.flatnonzero(fold == f)
+            aug[-1, own] = np.inf
+            out[rows] = masked.score(data.subset(rows))[0]
+            aug[-1, own] = norms[own]
+        return out
+
     def fold_model(self, keep: np.ndarray, data: Features) -> PatchcoreBackend:
         """The delivered memory bank without the entries taken from held-out images: the
         held-out images' own patches are gone, as in a refit, at no coreset cost (on battery
