@@ -254,9 +254,15 @@ def score_inputs(wildcards):
 
 
 def model_inputs(wildcards):
-    """What the model's backend consumes: stored features, or (image backends) the table only."""
+    """What the model's backend is fitted from: its members' checkpoints and out-of-sample
+    scores (a combined model), stored features, or (image backends) the table only."""
     files = {"table": category_table(wildcards)}
-    if entry(CFG.models[wildcards.model].backend).consumes == "features":
+    params = CFG.models[wildcards.model]
+    if entry(params.backend).members:
+        at = dict(dataset=wildcards.dataset, category=wildcards.category)
+        files["member_checkpoints"] = [path("checkpoint", model=m, **at) for m in params.members]
+        files["member_crossfits"] = [path("crossfit", model=m, **at) for m in params.members]
+    elif entry(params.backend).consumes == "features":
         files["features"] = feature_files(wildcards, model_backbone(wildcards))
     return files
 

@@ -13,6 +13,8 @@ with log_to(snakemake.log[0]):
         params=snakemake.params.model,
         folds=snakemake.params.folds,
         leave_one_out=snakemake.params.leave_one_out,
+        member_checkpoints=list(snakemake.input.get("member_checkpoints", [])),
+        member_crossfits=list(snakemake.input.get("member_crossfits", [])),
         out_ckpt=snakemake.output.checkpoint,
         out_card=snakemake.output.card,
         out_crossfit=snakemake.output.crossfit,

@@ -267,7 +267,9 @@ def test_knn_leave_one_out_equals_a_refit_without_the_image(groups):
     b.fit(train)
     loo = b.loo_scores(train, fold)
     for f in np.unique(fold):
-        np.testing.assert_allclose(loo[fold == f], _refit_without(params, train, fold, f), rtol=1e-6)
+        np.testing.assert_allclose(
+            loo[fold == f], _refit_without(params, train, fold, f), rtol=1e-6
+        )
     # in-sample scores are the image's distance to itself: leave-one-out is what a new part sees
     assert (loo > b.score(train)[0] + 1e-3).all()
 

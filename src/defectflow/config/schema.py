@@ -22,8 +22,13 @@ from defectflow.data.sources import REGISTRY as SOURCES
 from defectflow.data.sources import Source
 from defectflow.features.catalog import BUILTIN_ARCHS, feature_stages, timm_model_names
 from defectflow.io import short_hash
-from defectflow.models.backends import REGISTRY
-from defectflow.models.backends.params import KnnParams, PadimParams, PatchcoreParams
+from defectflow.models.backends import REGISTRY, entry
+from defectflow.models.backends.params import (
+    CombinedParams,
+    KnnParams,
+    PadimParams,
+    PatchcoreParams,
+)
 from defectflow.records import Severity
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -256,6 +261,7 @@ def _default_models() -> dict[str, Any]:
         "knn": KnnParams(backend="knn"),
         "patchcore": PatchcoreParams(backend="patchcore"),
         "padim": PadimParams(backend="padim"),
+        "combined": CombinedParams(backend="combined"),
     }
 
 
@@ -425,6 +431,34 @@ class Config(_Strict):
                     f"models.{name}.backbone_variant: {m.backbone_variant!r} is no backbone of "
                     f"this config (known: {sorted(self.backbones)}); sweep backbones with lists "
                     "in `backbone`"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _combined_members(self) -> Config:
+        """A combined model's members: the other feature models on its backbone (its default),
+        or the names it gives, each checked."""
+        for name, m in self.models.items():
+            if not entry(m.backend).members:
+                continue
+            usable = [
+                n
+                for n, o in self.models.items()
+                if n != name
+                and entry(o.backend).consumes == "features"
+                and not entry(o.backend).members
+                and o.backbone_variant == m.backbone_variant
+            ]
+            wrong = [x for x in m.members if x not in usable]
+            if wrong:
+                raise ValueError(
+                    f"models.{name}.members: {wrong} {'is' if len(wrong) == 1 else 'are'} no "
+                    f"feature model on this model's backbone; usable: {usable}"
+                )
+            m.members = list(m.members) or usable
+            if not m.members:
+                raise ValueError(
+                    f"models.{name}: no feature model to combine (add knn, patchcore or padim)"
                 )
         return self
 

@@ -70,6 +70,9 @@ def train_mem_mb(
     backends that read images."""
 
     e = entry(params["backend"])
+    if e.members:  # loads its members' checkpoints and scores, no features
+        fit = e.params.model_validate(params).fit_mb(0, [0, 0, 0], 0) or 0.0
+        return int(-(-((base_mb + fit) * margin) // 250) * 250)
     if e.consumes != "features" or not feature_files or not all(map(os.path.exists, feature_files)):
         return fallback
 

@@ -19,6 +19,7 @@ from defectflow.errors import ModelError
 from defectflow.features.stored import FIT_SPLITS, load_inputs
 from defectflow.models import backends
 from defectflow.models.backends.base import Backend
+from defectflow.models.combine import run_combine
 from defectflow.progress import Progress
 from defectflow.threads import set_threads
 
@@ -100,7 +101,9 @@ def cross_fit(
             method = "derived from the delivered model (see the backend's fold_model)"
         oof[held] = oof_scores(b, fit, held, progress=progress)
         if not loo:
-            log.info("%s: cross-fit fold %d/%d scored %d held-out normals", label, f + 1, k, len(held))
+            log.info(
+                "%s: cross-fit fold %d/%d scored %d held-out normals", label, f + 1, k, len(held)
+            )
     return oof, fold, k, ("leave-one-out, " if loo else "") + method
 
 
@@ -114,6 +117,8 @@ def run_train(
     params: dict[str, Any],
     folds: int,
     leave_one_out: int = 0,
+    member_checkpoints: list[str] | None = None,
+    member_crossfits: list[str] | None = None,
     out_ckpt: str | Path,
     out_card: str | Path,
     out_crossfit: str | Path,
@@ -127,6 +132,19 @@ def run_train(
     set_threads(threads)
     dev.use(device)
     entry = backends.entry(params["backend"])
+    if entry.members:  # made from its members' outputs, not fitted on features
+        return run_combine(
+            params,
+            member_checkpoints or [],
+            member_crossfits or [],
+            dataset,
+            category=category,
+            model=model,
+            out_ckpt=out_ckpt,
+            out_card=out_card,
+            out_crossfit=out_crossfit,
+            seed=seed,
+        )
     p = entry.params.model_validate(params)
 
     # train normals are fitted (and cross-fitted); val is held out: the delivered model scores

@@ -12,6 +12,7 @@ from defectflow.errors import ModelError
 from defectflow.models.backends.params import (
     AnomalibParams,
     BackendParams,
+    CombinedParams,
     KnnParams,
     PadimParams,
     PatchcoreParams,
@@ -30,6 +31,7 @@ class BackendEntry:
     maps: bool  # makes anomaly maps
     onnx: bool  # scoring can be exported as one ONNX graph with the backbone
     patches: bool = True  # reads the stored patch features (else the image embeddings only)
+    members: bool = False  # fitted from other models' checkpoints and out-of-sample scores
 
     def load(self) -> type[Backend]:
         module, cls = self.impl.split(":")
@@ -63,6 +65,15 @@ REGISTRY: dict[str, BackendEntry] = {
             "features",
             True,
             True,
+        ),
+        BackendEntry(
+            "combined",
+            CombinedParams,
+            "defectflow.models.backends.combined:CombinedBackend",
+            "features",
+            True,
+            False,
+            members=True,
         ),
         BackendEntry(
             "anomalib",

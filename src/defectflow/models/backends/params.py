@@ -166,6 +166,22 @@ class PadimParams(BackendParams):
         return _mb(h * w * k * k * 56 + 3 * 32 * k * h * w * 8)
 
 
+class CombinedParams(BackendParams):
+    backend: Literal["combined"] = Field(
+        description="the other feature models of the category as one detector: each member's "
+        "score becomes a p-value against its own leave-one-out good scores, and their "
+        "-log p are summed (Fisher); calibrated like any model, on its own out-of-sample scores"
+    )
+    members: list[str] = Field(
+        default_factory=list,
+        description="model names to combine (default: every other feature model of the config on "
+        "the same backbone)",
+    )
+
+    def fit_mb(self, n_train: int, patch_shape: list[int], embedding_dim: int) -> float | None:
+        return 500.0  # members' checkpoints and score tables: no features are loaded
+
+
 @functools.cache
 def anomalib_model_names() -> tuple[str, ...]:
     """The image models anomalib exports, read from its source without importing it (importing
