@@ -260,8 +260,12 @@ def model_inputs(wildcards):
     params = CFG.models[wildcards.model]
     if entry(params.backend).members:
         at = dict(dataset=wildcards.dataset, category=wildcards.category)
-        files["member_checkpoints"] = [path("checkpoint", model=m, **at) for m in params.members]
-        files["member_crossfits"] = [path("crossfit", model=m, **at) for m in params.members]
+        files["member_checkpoints"] = [
+            path("checkpoint", model=m, **at) for m in params.members
+        ]
+        files["member_crossfits"] = [
+            path("crossfit", model=m, **at) for m in params.members
+        ]
     elif entry(params.backend).consumes == "features":
         files["features"] = feature_files(wildcards, model_backbone(wildcards))
     return files
