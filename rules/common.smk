@@ -54,6 +54,10 @@ PATHS = {
     "checkpoint": "results/{dataset}/models/{model}/{category}/checkpoint.safetensors",
     "model_card": "results/{dataset}/models/{model}/{category}/model_card.json",
     "crossfit": "results/{dataset}/models/{model}/{category}/crossfit.parquet",
+    "synthetic_scores": "results/{dataset}/models/{model}/{category}/synthetic_scores.parquet",
+    "synthetic_patches": "results/{dataset}/embeddings/{backbone}/{category}/synthetic.safetensors",
+    "synthetic_embeddings": "results/{dataset}/embeddings/{backbone}/{category}/synthetic.parquet",
+    "synthetic_images": "results/{dataset}/embeddings/{backbone}/{category}/synthetic",
     "scores": "results/{dataset}/models/{model}/{category}/scores/shard-{shard}-of-{n}.scores.parquet",
     "maps": "results/{dataset}/models/{model}/{category}/scores/shard-{shard}-of-{n}.maps.safetensors",
     "infer_config": "results/{dataset}/models/{model}/{category}/infer_config.json",
@@ -258,16 +262,24 @@ def model_inputs(wildcards):
     scores (a combined model), stored features, or (image backends) the table only."""
     files = {"table": category_table(wildcards)}
     params = CFG.models[wildcards.model]
+    at = dict(dataset=wildcards.dataset, category=wildcards.category)
     if entry(params.backend).members:
-        at = dict(dataset=wildcards.dataset, category=wildcards.category)
         files["member_checkpoints"] = [
             path("checkpoint", model=m, **at) for m in params.members
         ]
         files["member_crossfits"] = [
             path("crossfit", model=m, **at) for m in params.members
         ]
+        if CFG.synthetic.enabled:
+            files["member_synthetic"] = [
+                path("synthetic_scores", model=m, **at) for m in params.members
+            ]
     elif entry(params.backend).consumes == "features":
         files["features"] = feature_files(wildcards, model_backbone(wildcards))
+        if CFG.synthetic.enabled:
+            files["synthetic"] = path(
+                "synthetic_patches", backbone=model_backbone(wildcards), **at
+            )
     return files
 
 

@@ -43,3 +43,34 @@ rule embed:
         rows=category_digest,
     script:
         "../scripts/embed.py"
+
+
+rule synthetic:
+    input:
+        table=category_table,
+        onnx=PATHS["backbone_onnx"],
+        card=PATHS["backbone_card"],
+    output:
+        images=directory(PATHS["synthetic_images"]),
+        patches=PATHS["synthetic_patches"],
+        embeddings=PATHS["synthetic_embeddings"],
+    log:
+        "logs/{dataset}/synthetic/{backbone}/{category}.log",
+    benchmark:
+        "benchmarks/{dataset}/synthetic/{backbone}/{category}.tsv"
+    conda:
+        "../envs/models.yaml"
+    threads: CFG.backbone.threads
+    resources:
+        gpu=GPUS,
+        mem_mb=4000,
+        runtime=60,
+        device=DEVICE,
+        batch_size=CFG.backbone.batch_size,
+    params:
+        rows=category_digest,
+        per_image=CFG.synthetic.per_image,
+        max_images=CFG.synthetic.max_images,
+        seed=CFG.seed,
+    script:
+        "../scripts/synthetic.py"

@@ -5,6 +5,7 @@ rule train:
         checkpoint=PATHS["checkpoint"],
         card=PATHS["model_card"],
         crossfit=PATHS["crossfit"],
+        synthetic=PATHS["synthetic_scores"],
     log:
         "logs/{dataset}/train/{model}-{category}.log",
     benchmark:
@@ -60,6 +61,7 @@ rule calibrate:
         unpack(backbone_inputs),
         crossfit=rules.train.output.crossfit,
         checkpoint=rules.train.output.checkpoint,
+        synthetic=rules.train.output.synthetic,
     output:
         infer_config=PATHS["infer_config"],
     log:

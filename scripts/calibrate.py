@@ -15,5 +15,6 @@ with log_to(snakemake.log[0]):
         threshold=snakemake.params.threshold,
         map_sigma=snakemake.params.map_sigma,
         out=snakemake.output.infer_config,
+        synthetic=snakemake.input.get("synthetic"),
         seed=snakemake.params.seed,
     )

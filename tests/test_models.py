@@ -310,9 +310,9 @@ def test_cross_fit_leaves_one_out_up_to_the_limit_then_folds():
     b = backends.build({"backend": "knn"})
     b.fit(train)
     kw = {"folds": 5, "seed": 0, "label": "t"}
-    loo, fold, k, how = cross_fit(b, train, [None] * 20, leave_one_out=20, **kw)
+    loo, fold, k, how, _ = cross_fit(b, train, [None] * 20, leave_one_out=20, **kw)
     assert k == 20 and len(set(fold.tolist())) == 20 and how.startswith("leave-one-out")
-    five, fold5, k5, how5 = cross_fit(b, train, [None] * 20, leave_one_out=19, **kw)
+    five, fold5, k5, how5, _ = cross_fit(b, train, [None] * 20, leave_one_out=19, **kw)
     assert k5 == 5 and not how5.startswith("leave-one-out")
     # a nearest neighbour among 4/5 of the images is never nearer than among all but one
     assert (five >= loo - 1e-12).all() and five.mean() > loo.mean()

@@ -27,6 +27,7 @@ ARTIFACTS: dict[str, str] = {
     "backbone_card": "defectflow.artifacts.backbone:BackboneCard",
     "model_card": "defectflow.artifacts.checkpoint:ModelCard",
     "score_row": "defectflow.artifacts.scores:ScoreRow",
+    "synthetic_score_row": "defectflow.artifacts.scores:SyntheticScoreRow",
     "infer_config": "defectflow.artifacts.infer_config:InferConfig",
     "infer_summary": "defectflow.artifacts.infer_summary:InferSummary",
     "prediction": "defectflow.artifacts.predictions:PredictionRecord",

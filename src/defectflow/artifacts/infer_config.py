@@ -25,6 +25,39 @@ class FileRef(BaseModel):
     sha256: str
 
 
+class CatchRate(BaseModel):
+    """The share of seeded synthetic defects a threshold flags: what share of defects it may
+    catch, stated before the first real one is found (an estimate: the report sets it beside
+    the real recall wherever labelled defects exist)."""
+
+    model_config = ConfigDict(extra="forbid")
+    expected: float = Field(description="synthetic defects flagged / synthetic defects")
+    low: float = Field(description="5% bound (Clopper-Pearson) from their count")
+    high: float = Field(description="95% bound (Clopper-Pearson) from their count")
+    flagged: int
+    n: int = Field(
+        description="synthetic defects scored, each by a model that never saw its source"
+    )
+    by_family: dict[str, list[float]] = Field(
+        default_factory=dict, description="family -> [flagged, n, rate]"
+    )
+    synthetic_auroc: float | None = Field(
+        default=None,
+        description="AUROC of the synthetic defects against the out-of-sample good scores",
+    )
+
+
+class OperatingPoint(BaseModel):
+    """Another false-alarm target for the same model: what it would cost and buy."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: float = Field(description="false-alarm rate asked for")
+    value: float = Field(description="its raw-score threshold (conformal, as policy fpr)")
+    expected_false_alarms: float
+    attainable: bool = Field(description="false: this n is too small; the highest good score")
+    catch_rate: float | None = Field(description="synthetic defects it flags (null: none made)")
+
+
 class Threshold(BaseModel):
     """A calibrated threshold with where it came from."""
 
@@ -54,6 +87,16 @@ class Threshold(BaseModel):
         default=None,
         description="the false-alarm rate this threshold states on new normals (expected, 90% "
         "interval, the n it rests on); null after a hand edit (`defectflow seal`)",
+    )
+    catch_rate: CatchRate | None = Field(
+        default=None,
+        description="the share of seeded synthetic defects it flags (config `synthetic`); null "
+        "without them or after a hand edit",
+    )
+    tradeoff: list[OperatingPoint] | None = Field(
+        default=None,
+        description="other false-alarm targets on the same scores: threshold, expected false "
+        "alarms, synthetic catch rate",
     )
 
 
@@ -96,8 +139,9 @@ class InferConfig(ModelArtifact):
             mode="json",
             include={"backend", "params", "consumes", "preprocess", "threshold", "map_sigma"},
         )
-        if content["threshold"]["false_alarms"] is None:  # as before the field existed: files
-            del content["threshold"]["false_alarms"]  # delivered then keep their model id
+        for key in ("false_alarms", "catch_rate", "tradeoff"):
+            if content["threshold"][key] is None:  # as before the field existed: files
+                del content["threshold"][key]  # delivered then keep their model id
         content["backbone"] = self.backbone.sha256 if self.backbone else None
         content["checkpoint"] = self.checkpoint.sha256
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

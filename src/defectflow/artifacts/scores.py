@@ -28,6 +28,27 @@ class ScoreRow(BaseModel):
     score: float = Field(description="raw anomaly score")
 
 
+class SyntheticScoreRow(BaseModel):
+    """One row of ``synthetic_scores.parquet``: a synthetic defect scored by the model that did
+    not see the good image it was made from."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_id: str
+    source_id: str = Field(description="the training good image it was made from")
+    family: str = Field(description="cutpaste, scratch, stain, texture, blur or missing")
+    strength: float
+    fold: int = Field(description="cross-fit fold of its source image (its scoring model's)")
+    score: float = Field(description="raw anomaly score")
+
+
+def write_synthetic_scores(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    write_table(path, rows, SyntheticScoreRow, "synthetic_score_row")
+
+
+def read_synthetic_scores(path: str | Path) -> list[dict[str, Any]]:
+    return read_table(path, SyntheticScoreRow, "synthetic_score_row")
+
+
 def write_scores(path: str | Path, rows: list[dict[str, Any]]) -> None:
     write_table(path, rows, ScoreRow, "score_row")
 

@@ -322,6 +322,23 @@ class LearningCurveConfig(_Strict):
     start: int = Field(default=8, ge=2, description="the smallest subset of training normals")
 
 
+class SyntheticConfig(_Strict):
+    """Seeded synthetic defects made from the training good images: what share of defects a
+    threshold catches, stated without a single real defect (`features/synthetic.py`)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="make them (one embed job per category; every feature model scores them out of "
+        "fold, and each threshold states the share of each family it flags)",
+    )
+    per_image: int = Field(
+        default=2, ge=1, le=12, description="synthetic defects made from each training good image"
+    )
+    max_images: int = Field(
+        default=400, ge=6, description="at most this many per category (sources in a seeded order)"
+    )
+
+
 class MapsConfig(_Strict):
     sigma: float = Field(
         default=4.0,
@@ -395,6 +412,10 @@ class Config(_Strict):
         default_factory=ThresholdConfig, description="threshold calibration"
     )
     maps: MapsConfig = Field(default_factory=MapsConfig, description="anomaly maps")
+    synthetic: SyntheticConfig = Field(
+        default_factory=SyntheticConfig,
+        description="synthetic defects: a yardstick where no real defect is labelled",
+    )
     learning_curve: LearningCurveConfig = Field(
         default_factory=LearningCurveConfig,
         description="how many good images are enough (`snakemake learning_curve`)",

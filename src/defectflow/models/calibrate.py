@@ -11,7 +11,7 @@ from typing import Any
 from defectflow.artifacts.backbone import read_backbone_card
 from defectflow.artifacts.checkpoint import checkpoint_meta
 from defectflow.artifacts.infer_config import FileRef, InferConfig, write_infer_config
-from defectflow.artifacts.scores import read_scores
+from defectflow.artifacts.scores import read_scores, read_synthetic_scores
 from defectflow.config import ThresholdConfig
 from defectflow.io import sha256_file
 from defectflow.models.backends import entry
@@ -39,13 +39,14 @@ def run_calibrate(
     threshold: dict[str, Any],
     map_sigma: float,
     out: str | Path,
+    synthetic: str | Path | None = None,
     seed: int = 0,
 ) -> InferConfig:
     """Snakemake entry point."""
     tcfg = ThresholdConfig.model_validate(threshold)
     rows = read_scores(crossfit)
     folds = max((r["fold"] for r in rows), default=-1) + 1
-    thr = calibrate(rows, tcfg, folds)
+    thr = calibrate(rows, tcfg, folds, read_synthetic_scores(synthetic) if synthetic else None)
     meta = checkpoint_meta(checkpoint)
     e = entry(meta["params"]["backend"])
     out = Path(out)

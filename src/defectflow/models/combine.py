@@ -16,16 +16,48 @@ from defectflow.artifacts.checkpoint import (
     save_checkpoint,
     write_model_card,
 )
-from defectflow.artifacts.scores import read_scores, write_scores
+from defectflow.artifacts.scores import (
+    read_scores,
+    read_synthetic_scores,
+    write_scores,
+    write_synthetic_scores,
+)
 from defectflow.errors import ModelError
 from defectflow.models import backends
-from defectflow.models.pvalues import fisher, loo_neg_log_pvalues, neg_log_pvalues
+from defectflow.models.backends.pvalues import (
+    fisher,
+    neg_log_pvalues,
+    out_of_fold_neg_log_pvalues,
+)
 
 log = logging.getLogger(__name__)
 
 
 def _by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["image_id"]: r for r in rows}
+
+
+def _synthetic(
+    names: list[str], files: list[str], members: dict[str, Any], folds: np.ndarray
+) -> list[dict[str, Any]]:
+    """The combination's scores of the synthetic defects its members scored: each member's
+    out-of-fold score against the good scores of the other folds, summed."""
+    if len(files) != len(names):
+        return []
+    per = [_by_id(read_synthetic_scores(f)) for f in files]
+    ids = sorted(set.intersection(*(set(p) for p in per))) if per else []
+    if not ids:
+        return []
+    sfold = np.array([per[0][i]["fold"] for i in ids])
+    stat = fisher(
+        [
+            out_of_fold_neg_log_pvalues(
+                np.array([p[i]["score"] for i in ids]), sfold, members[n][2], folds
+            )
+            for n, p in zip(names, per, strict=True)
+        ]
+    )
+    return [{**per[0][i], "score": float(s)} for i, s in zip(ids, stat, strict=True)]
 
 
 def run_combine(
@@ -39,6 +71,8 @@ def run_combine(
     out_ckpt: str | Path,
     out_card: str | Path,
     out_crossfit: str | Path,
+    member_synthetic: list[str] | None = None,
+    out_synthetic: str | Path | None = None,
     seed: int = 0,
 ) -> ModelCard:
     """The combined model of ``params["members"]`` (in the order of the checkpoint and
@@ -67,7 +101,12 @@ def run_combine(
     combined.set_members(members)  # type: ignore[attr-defined]
     save_checkpoint(combined, out_ckpt)
 
-    oof = fisher([loo_neg_log_pvalues(m[2]) for m in members.values()])
+    folds = np.array([rows[0][i]["fold"] for i in fitted])
+    oof = fisher([out_of_fold_neg_log_pvalues(m[2], folds, m[2], folds) for m in members.values()])
+    if out_synthetic is not None:
+        write_synthetic_scores(
+            out_synthetic, _synthetic(names, member_synthetic or [], members, folds)
+        )
     val = fisher(
         [
             neg_log_pvalues(np.array([r[i]["score"] for i in held]), members[n][2])

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from defectflow.artifacts.infer_config import Threshold
+from defectflow.artifacts.infer_config import CatchRate, OperatingPoint, Threshold
 from defectflow.config import ThresholdConfig
 from defectflow.errors import ModelError
 from defectflow.evaluation.curves import best_f1
-from defectflow.false_alarms import conformal_threshold, stated_rate
+from defectflow.false_alarms import beta_quantile, conformal_threshold, stated_rate
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,12 @@ def _f1_optimal(normal: np.ndarray, anomaly: np.ndarray) -> tuple[float, float]:
     return value, f1
 
 
-def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> Threshold:
+def calibrate(
+    rows: list[dict[str, Any]],
+    cfg: ThresholdConfig,
+    folds: int,
+    synthetic: list[dict[str, Any]] | None = None,
+) -> Threshold:
     """Choose the threshold by ``cfg.policy`` from calibration score rows (``score``, ``label``,
     ``image_id``, ``fold``: the cross-fit fold of a training normal, -1 for a held-out image
     scored by the delivered model).
@@ -120,7 +125,73 @@ def calibrate(rows: list[dict[str, Any]], cfg: ThresholdConfig, folds: int) -> T
         f1=f1,
         calibration=calibration,
         false_alarms=rate,
+        catch_rate=catch_rate(value, synthetic or [], every_normal),
+        tradeoff=tradeoff(every_normal, synthetic or []) or None,
     )
+
+
+TRADEOFF_TARGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+def _auroc(neg: np.ndarray, pos: np.ndarray) -> float | None:
+    """P(positive > negative), ties counted half."""
+    if not (len(neg) and len(pos)):
+        return None
+    neg = np.sort(neg)
+    below = np.searchsorted(neg, pos, "left")
+    at_or_below = np.searchsorted(neg, pos, "right")
+    return float((below + (at_or_below - below) / 2).sum() / (len(neg) * len(pos)))
+
+
+def catch_rate(
+    value: float, synthetic: list[dict[str, Any]], normal: np.ndarray
+) -> CatchRate | None:
+    """The share of synthetic defects (rows: ``score``, ``family``) at or above ``value``, with
+    a 90% Clopper-Pearson interval from their count, per family, and their AUROC against the
+    out-of-sample good scores ``normal``."""
+    if not synthetic:
+        return None
+    s = np.array([r["score"] for r in synthetic], np.float64)
+    k, n = int((s >= value).sum()), len(s)
+    fams: dict[str, list[float]] = {}
+    for f in sorted({r["family"] for r in synthetic}):
+        fs = np.array([r["score"] for r in synthetic if r["family"] == f])
+        fams[f] = [
+            float((fs >= value).sum()),
+            float(len(fs)),
+            round(float((fs >= value).mean()), 6),
+        ]
+    auc = _auroc(np.asarray(normal, np.float64), s)
+    return CatchRate(
+        expected=round(k / n, 6),
+        low=round(beta_quantile(0.05, k, n - k + 1), 6) if k else 0.0,
+        high=round(beta_quantile(0.95, k + 1, n - k), 6) if k < n else 1.0,
+        flagged=k,
+        n=n,
+        by_family=fams,
+        synthetic_auroc=None if auc is None else round(auc, 6),
+    )
+
+
+def tradeoff(normal: np.ndarray, synthetic: list[dict[str, Any]]) -> list[OperatingPoint]:
+    """The conformal threshold at each of :data:`TRADEOFF_TARGETS` on the same normal scores,
+    what it states and the share of synthetic defects it flags."""
+    if not len(normal):
+        return []
+    s = np.array([r["score"] for r in synthetic], np.float64)
+    out = []
+    for target in TRADEOFF_TARGETS:
+        value, rate = conformal_threshold(normal, target)
+        out.append(
+            OperatingPoint(
+                target=target,
+                value=value,
+                expected_false_alarms=rate.expected,
+                attainable=rate.attainable,
+                catch_rate=round(float((s >= value).mean()), 6) if len(s) else None,
+            )
+        )
+    return out
 
 
 def follow_threshold(t: Threshold) -> Threshold:
@@ -137,5 +208,6 @@ def follow_threshold(t: Threshold) -> Threshold:
             "low": low,
             "spread": max(t.value - low, 1e-6 * max(abs(t.value), 1.0)),
             "false_alarms": None,
+            "catch_rate": None,
         }
     )

@@ -14,7 +14,8 @@ import numpy as np
 
 from defectflow import device as dev
 from defectflow.artifacts.checkpoint import ModelCard, save_checkpoint, write_model_card
-from defectflow.artifacts.scores import write_scores
+from defectflow.artifacts.embeddings import load_features
+from defectflow.artifacts.scores import write_scores, write_synthetic_scores
 from defectflow.errors import ModelError
 from defectflow.features.stored import FIT_SPLITS, load_inputs
 from defectflow.models import backends
@@ -71,23 +72,31 @@ def cross_fit(
     leave_one_out: int,
     seed: int,
     label: str,
-) -> tuple[np.ndarray, np.ndarray, int, str]:
-    """Out-of-sample raw scores of every fit row: (scores, fold of each row, folds, how).
+    query: Any = None,
+    query_source: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, int, str, np.ndarray | None]:
+    """Out-of-sample raw scores of every fit row: (scores, fold of each row, folds, how, scores
+    of ``query``). ``query``: rows made from fit rows (synthetic defects; ``query_source``: the
+    fit row each comes from), each scored by the model of its source's fold.
 
     Up to ``leave_one_out`` rows, each image (each ``group_id``) is its own fold: its score
     comes from the delivered model less that image alone, so the scores behave like the
     delivered model's scores of new good parts (k folds leave a fifth out, and the threshold
     they give runs high where training images are few). The backend's closed form is used where
-    it has one (kNN, PaDiM), else one fold model per fold. Above, ``folds`` folds."""
+    it has one (kNN, PaDiM, PatchCore), else one fold model per fold. Above, ``folds`` folds."""
     n = len(fit)
     loo = 0 < n <= leave_one_out
     k = len({g or i for i, g in zip(fit.ids, groups, strict=True)}) if loo else min(folds, n)
     fold = assign_folds(fit.ids, groups, k, seed)
+    qfold = None if query is None else fold[np.asarray(query_source, np.int64)]
     if loo:
         closed = backend.loo_scores(fit, fold)
         if closed is not None:
-            return closed, fold, k, "leave-one-out (closed form, exact)"
+            q = None if query is None else backend.loo_scores(fit, fold, query, qfold)
+            if query is None or q is not None:
+                return closed, fold, k, "leave-one-out (closed form, exact)", q
     oof = np.zeros(n)
+    qs = None if query is None else np.zeros(len(query))
     p = backend.params
     method = "refit"
     progress = Progress(n, f"{label}: cross-fit scoring", every=10.0)
@@ -100,11 +109,47 @@ def cross_fit(
         else:
             method = "derived from the delivered model (see the backend's fold_model)"
         oof[held] = oof_scores(b, fit, held, progress=progress)
+        if qs is not None and (mine := np.flatnonzero(qfold == f)).size:
+            qs[mine] = oof_scores(b, query, mine)
         if not loo:
             log.info(
                 "%s: cross-fit fold %d/%d scored %d held-out normals", label, f + 1, k, len(held)
             )
-    return oof, fold, k, ("leave-one-out, " if loo else "") + method
+    return oof, fold, k, ("leave-one-out, " if loo else "") + method, qs
+
+
+def load_synthetic(
+    path: str | None, fit_ids: list[str], patches: bool = True
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The stored features of a category's synthetic defects (``features/synthetic.py``) and
+    their rows (image id, family, strength, ``source``: the fit row each was made from); (None,
+    []) without any. Rows whose source is not a fit image are left out."""
+    if not path:
+        return None, []
+    data, _, _, meta = load_features([path], ("synthetic",), patches=patches)
+    at = {i: n for n, i in enumerate(fit_ids)}
+    by_id = {m["image_id"]: m for m in meta.get("synthetic", [])}
+    keep = [n for n, i in enumerate(data.ids) if by_id.get(i, {}).get("source_id") in at]
+    rows = [{**by_id[data.ids[n]], "source": at[by_id[data.ids[n]]["source_id"]]} for n in keep]
+    return (data.subset(keep) if keep else None), rows
+
+
+def synthetic_rows(
+    rows: list[dict[str, Any]], scores: np.ndarray | None, fold: np.ndarray
+) -> list[dict[str, Any]]:
+    """``synthetic_scores.parquet`` rows: each synthetic defect's raw score from the model that
+    did not see its source image (``fold``: the source's), with its family and strength."""
+    return [
+        {
+            "image_id": r["image_id"],
+            "source_id": r["source_id"],
+            "family": r["family"],
+            "strength": float(r["strength"]),
+            "fold": int(fold[r["source"]]),
+            "score": float(s),
+        }
+        for r, s in zip(rows, scores if scores is not None else [], strict=True)
+    ]
 
 
 def run_train(
@@ -119,9 +164,12 @@ def run_train(
     leave_one_out: int = 0,
     member_checkpoints: list[str] | None = None,
     member_crossfits: list[str] | None = None,
+    synthetic: str | None = None,
+    member_synthetic: list[str] | None = None,
     out_ckpt: str | Path,
     out_card: str | Path,
     out_crossfit: str | Path,
+    out_synthetic: str | Path | None = None,
     image_size: int = 224,
     seed: int = 0,
     threads: int = 1,
@@ -143,6 +191,8 @@ def run_train(
             out_ckpt=out_ckpt,
             out_card=out_card,
             out_crossfit=out_crossfit,
+            member_synthetic=member_synthetic or [],
+            out_synthetic=out_synthetic,
             seed=seed,
         )
     p = entry.params.model_validate(params)
@@ -170,7 +220,8 @@ def run_train(
     save_checkpoint(backend, out_ckpt)
 
     t = time.perf_counter()
-    oof, fold, k, method = cross_fit(
+    syn, syn_rows = load_synthetic(synthetic, fit.ids, patches=entry.patches)
+    oof, fold, k, method, syn_scores = cross_fit(
         backend,
         fit,
         [r["group_id"] for r in fit_rows],
@@ -178,7 +229,11 @@ def run_train(
         leave_one_out=leave_one_out,
         seed=seed,
         label=f"{dataset}/{category}/{model}",
+        query=syn,
+        query_source=None if syn is None else np.array([r["source"] for r in syn_rows]),
     )
+    if out_synthetic is not None:
+        write_synthetic_scores(out_synthetic, synthetic_rows(syn_rows, syn_scores, fold))
     out = [
         {
             "image_id": r["image_id"],

@@ -88,11 +88,13 @@ class Backend(ABC):
         default)."""
         return None
 
-    def loo_scores(self, data: Any, fold: np.ndarray) -> np.ndarray | None:
-        """Leave-one-out raw scores of the fit data in closed form: each row scored by this model
-        without the rows of its ``fold`` (one image, or one ``group_id``), as a refit without
-        them would score it. None: no closed form here (the caller makes one fold model per
-        fold instead)."""
+    def loo_scores(
+        self, data: Any, fold: np.ndarray, query: Any = None, query_fold: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Leave-one-out raw scores in closed form: each row of the fit data ``data`` (or of
+        ``query``, rows made from a fit row of fold ``query_fold``) scored by this model without
+        the fit rows of its ``fold`` (one image, or one ``group_id``), as a refit without them
+        would score it. None: no closed form here (the caller makes one fold model per fold)."""
         return None
 
     def extra_meta(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Each member scores the image as it does alone; its score becomes ``-log p``, p its p-value
 against the member's own leave-one-out scores of the training good parts
-(``models.pvalues``); the image score is their sum (Fisher's statistic, halved). The members'
+(``backends.pvalues``); the image score is their sum (Fisher's statistic, halved). The members'
 arrays and their reference scores live in this model's one checkpoint, so the pipeline and
 ``defectflow infer`` run the same code on the same bytes: one backbone pass, then each member.
 
@@ -21,7 +21,7 @@ from defectflow.errors import ModelError
 from defectflow.models.backends import build
 from defectflow.models.backends.base import Backend, Features
 from defectflow.models.backends.params import CombinedParams
-from defectflow.models.pvalues import fisher, neg_log_pvalues, tail_scale
+from defectflow.models.backends.pvalues import fisher, neg_log_pvalues, tail_scale
 
 
 class CombinedBackend(Backend):

@@ -38,18 +38,26 @@ class KnnBackend(Backend):
         d, _ = knn_distances(_unit(data.image), self.bank, self.params.k, self._aug)
         return d.mean(1), None
 
-    def loo_scores(self, data: Features, fold: np.ndarray) -> np.ndarray:
-        """Exact leave-one-out: each training image's ``k`` nearest neighbours among the bank rows
-        of other folds (the bank holds the fit data's rows in order)."""
+    def loo_scores(
+        self,
+        data: Features,
+        fold: np.ndarray,
+        query: Features | None = None,
+        query_fold: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Exact leave-one-out: each image's ``k`` nearest neighbours among the bank rows of
+        other folds (the bank holds the fit data's rows in order)."""
         fold = np.asarray(fold)
+        qf = fold if query is None else np.asarray(query_fold)
         if self._aug is None:
             self._aug = augmented_bank(self.bank)
         same_most = int(np.bincount(np.unique(fold, return_inverse=True)[1]).max())
         k = min(self.params.k, len(self.bank) - same_most)
         if k < 1:
             raise ModelError("knn leave-one-out needs training images in at least two groups")
-        d, idx = knn_distances(_unit(data.image), self.bank, k + same_most, self._aug)
-        d = np.where(fold[idx] == fold[:, None], np.inf, d)
+        q = _unit((data if query is None else query).image)
+        d, idx = knn_distances(q, self.bank, k + same_most, self._aug)
+        d = np.where(fold[idx] == qf[:, None], np.inf, d)
         return np.sort(d, axis=1)[:, :k].mean(1)
 
     def torch_scorer(self):

@@ -145,19 +145,30 @@ class PadimBackend(Backend):
         fold._set_gaussians(n - nh, shift, s1, s2, inverse=False, minus=(h1, h2))
         return fold
 
-    def loo_scores(self, data: Features, fold: np.ndarray) -> np.ndarray | None:
-        """Exact leave-one-out scores of the training images, at the cost of one scoring pass.
+    def loo_scores(
+        self,
+        data: Features,
+        fold: np.ndarray,
+        query: Features | None = None,
+        query_fold: np.ndarray | None = None,
+    ) -> np.ndarray | None:
+        """Exact leave-one-out scores, at the cost of one scoring pass.
 
-        Without image i, each position's scatter loses ``n/(n-1) d d^T`` (``d``: the image's
-        feature minus the mean of all n) and its mean moves so that ``x_i - mean_-i =
-        n/(n-1) d``. With ``A = scatter/(n-2) + epsilon I`` the covariance without i is
-        ``A - c d d^T``, ``c = n/((n-1)(n-2))``, and Sherman-Morrison gives its squared
-        Mahalanobis distance ``(n/(n-1))^2 q/(1 - c q)``, ``q = d^T A^-1 d``. Folds of more than
-        one image (``group_id``): None, one fold model each."""
+        Without fit image i (``d``: its feature minus the mean of all n), each position's
+        scatter loses ``n/(n-1) d d^T`` and the mean moves by ``-d/(n-1)``. With ``A =
+        scatter/(n-2) + epsilon I`` the covariance without i is ``A - c d d^T``, ``c =
+        n/((n-1)(n-2))``, and Sherman-Morrison gives the squared Mahalanobis distance of any
+        ``y`` (``e = y - mean + d/(n-1)``): ``e^T A^-1 e + c (e^T A^-1 d)^2 / (1 - c d^T A^-1
+        d)``. For i itself that is ``(n/(n-1))^2 q/(1 - c q)``, ``q = d^T A^-1 d``. Folds of
+        more than one image (``group_id``): None, one fold model each."""
         stats = self._stats
         n = len(data)
+        fold = np.asarray(fold)
         if stats is None or n < 3 or len(np.unique(fold)) < n:
             return None
+        q_data = data if query is None else query
+        pos = np.argsort(fold)  # fold -> fit row (each fold one row)
+        src = pos[np.searchsorted(fold[pos], fold if query is None else np.asarray(query_fold))]
         _, shift, s1, s2 = stats
         mean = shift + s1 / n
         c = n / ((n - 1) * (n - 2))
@@ -168,13 +179,21 @@ class PadimBackend(Backend):
             a.flat[:: ch + 1] += self.params.epsilon
             inv[p] = _spd_factor(a.T, True).T
         _, _, h, w = data.patch.shape
-        out = np.empty(n)
-        for s in range(0, n, 32):
-            x = data.patch[s : s + 32][:, self.channels].astype(np.float64)
-            d = x.reshape(len(x), ch, h * w).transpose(2, 0, 1) - mean[:, None, :]  # [P, B, C]
+
+        def centred(patch: np.ndarray) -> np.ndarray:  # [P, B, C] float64, minus the mean
+            x = patch[:, self.channels].astype(np.float64).reshape(len(patch), ch, h * w)
+            return x.transpose(2, 0, 1) - mean[:, None, :]
+
+        out = np.empty(len(q_data))
+        for s in range(0, len(q_data), 32):
+            rows = np.arange(s, min(s + 32, len(q_data)))
+            d = centred(data.patch[src[rows]])
+            e = centred(q_data.patch[rows]) + d / (n - 1)
+            ae = e @ inv
             q = np.einsum("pbc,pbc->pb", d @ inv, d)
-            d2 = (n / (n - 1)) ** 2 * q / np.maximum(1.0 - c * q, 1e-300)
-            out[s : s + 32] = np.sqrt(np.maximum(d2, 0.0)).max(0)
+            d2 = np.einsum("pbc,pbc->pb", ae, e)
+            d2 += c * np.einsum("pbc,pbc->pb", ae, d) ** 2 / np.maximum(1.0 - c * q, 1e-300)
+            out[rows] = np.sqrt(np.maximum(d2, 0.0)).max(0)
         return out
 
     def _sq_maps(self, patch: np.ndarray) -> np.ndarray:

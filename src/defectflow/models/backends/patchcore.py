@@ -253,27 +253,36 @@ class PatchcoreBackend(Backend):
 
         return score
 
-    def loo_scores(self, data: Features, fold: np.ndarray) -> np.ndarray | None:
-        """Each training image scored against the delivered bank without the entries taken from
-        its own fold (the image, or its ``group_id``): as a refit's bank would lack them. Exact
-        search over one augmented copy of the bank, whose norm row is set to infinity for the
-        fold's entries while its images are scored. None on CUDA (its search takes no mask)."""
+    def loo_scores(
+        self,
+        data: Features,
+        fold: np.ndarray,
+        query: Features | None = None,
+        query_fold: np.ndarray | None = None,
+    ) -> np.ndarray | None:
+        """Each image scored against the delivered bank without the entries taken from its own
+        fold (the image, or its ``group_id``; for ``query`` rows, the fold of the fit image they
+        were made from): as a refit's bank would lack them. Exact search over one augmented
+        copy of the bank, whose norm row is set to infinity for the fold's entries while its
+        images are scored. None on CUDA (its search takes no mask)."""
         if device.current() == "cuda" or len(self.source) != len(self.bank):
             return None
         fold = np.asarray(fold)
+        q, qf = (data, fold) if query is None else (query, np.asarray(query_fold))
         masked = PatchcoreBackend(self.params)
         masked.bank, masked.grid, masked.source = self.bank, self.grid, self.source
         aug = masked._bank_aug = augmented_bank(self.bank)
         norms = aug[-1].copy()
         entry_fold = fold[self.source]
-        out = np.empty(len(data))
-        for f in np.unique(fold):
+        out = np.empty(len(q))
+        for f in np.unique(qf):
             own = np.flatnonzero(entry_fold == f)
             if len(own) == len(self.bank):
                 return None
-            rows = np.flatnonzero(fold == f)
+            rows = np.flatnonzero(qf == f)
             aug[-1, own] = np.inf
-            out[rows] = masked.score(data.subset(rows))[0]
+            for s in range(0, len(rows), 32):
+                out[rows[s : s + 32]] = masked.score(q.subset(rows[s : s + 32]))[0]
             aug[-1, own] = norms[own]
         return out
 

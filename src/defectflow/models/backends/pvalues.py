@@ -69,6 +69,21 @@ def loo_neg_log_pvalues(ref: np.ndarray) -> np.ndarray:
     return out
 
 
+def out_of_fold_neg_log_pvalues(
+    scores: np.ndarray, folds: np.ndarray, ref: np.ndarray, ref_folds: np.ndarray
+) -> np.ndarray:
+    """``-log p`` of each score against the good scores of the other folds only: for a training
+    good part (or a synthetic defect made from one), the good parts its own fold's model was
+    calibrated without."""
+    scores, folds = np.asarray(scores, np.float64), np.asarray(folds)
+    ref, ref_folds = np.asarray(ref, np.float64), np.asarray(ref_folds)
+    out = np.empty(len(scores))
+    for f in np.unique(folds):
+        rows = folds == f
+        out[rows] = neg_log_pvalues(scores[rows], ref[ref_folds != f])
+    return out
+
+
 def fisher(members: list[np.ndarray]) -> np.ndarray:
     """Fisher's statistic (halved): the sum of the members' ``-log p``."""
     return np.sum(np.stack(members), axis=0)
