@@ -128,6 +128,7 @@ MODEL_FILES = (
     "checkpoint",
     "model_card",
     "crossfit",
+    "synthetic_scores",
     "infer_config",
     "predictions",
     "metrics",
@@ -156,6 +157,12 @@ def chain_files(wildcards):
                     files += shards + [
                         f.removesuffix(".safetensors") + ".parquet" for f in shards
                     ]
+                    if CFG.synthetic.enabled:
+                        at = dict(dataset=dataset, category=category)
+                        files += [
+                            path(name, backbone=model_backbone(w), **at)
+                            for name in ("synthetic_patches", "synthetic_embeddings")
+                        ]
     return sorted(set(files))
 
 
@@ -338,7 +345,12 @@ def learning_curve_files(wildcards, *, wanted=True):
     backend's curve would retrain its network at every size); none unless ``wanted``."""
     if not wanted:
         return []
-    names = [m for m in MODELS if entry(CFG.models[m].backend).consumes == "features"]
+    names = [
+        m
+        for m in MODELS
+        if entry(CFG.models[m].backend).consumes == "features"
+        and not entry(CFG.models[m].backend).members
+    ]
     return [
         path("learning_curve", dataset=wildcards.dataset, model=m, category=c)
         for c in category_counts(wildcards.dataset)

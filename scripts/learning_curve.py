@@ -14,5 +14,6 @@ with log_to(snakemake.log[0]):
         seed=snakemake.params.seed,
         start=snakemake.params.start,
         out=snakemake.output.curve,
+        synthetic=snakemake.input.get("synthetic"),
         threads=snakemake.threads,
     )

@@ -128,3 +128,85 @@ def test_config_resolves_and_checks_combined_members():
         cfg({"a": {"backend": "knn"}, "c": {"backend": "combined", "members": ["knnn"]}})
     with pytest.raises(ConfigError, match="no feature model to combine"):
         cfg({"c": {"backend": "combined"}})
+
+
+def test_synthetic_defects_are_seeded_and_marked_where_they_are(tmp_path):
+    from PIL import Image
+
+    from defectflow.features.synthetic import FAMILIES, _rng, make_defect, plan
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray((100 + 20 * rng.random((96, 128))).astype(np.uint8), "L")
+    donor = Image.fromarray((150 + 20 * rng.random((96, 128))).astype(np.uint8), "L")
+    for fam in FAMILIES:
+        a, ma = make_defect(img, donor, fam, 1.0, _rng(0, "x", fam))
+        b, mb = make_defect(img, donor, fam, 1.0, _rng(0, "x", fam))
+        assert a.tobytes() == b.tobytes() and ma.tobytes() == mb.tobytes(), fam  # same seed
+        assert a.mode == "L" and a.size == img.size
+        diff = np.abs(np.asarray(a, np.int16) - np.asarray(img, np.int16)) > 2
+        inside = np.asarray(ma) > 0
+        assert inside.any() and diff[inside].mean() > 0.3, fam  # the defect is in its mask
+        assert diff[~inside].mean() < 0.05, fam  # and little outside it
+    rows = [{"image_id": f"i{k}", "image_path": f"p{k}"} for k in range(12)]
+    todo = plan(rows, per_image=2, max_images=100, seed=0)
+    assert len(todo) == 24 and {t["family"] for t in todo} == set(FAMILIES)
+    assert all(t["donor_path"] != f"p{t['source_id'][1:]}" for t in todo)
+    assert plan(rows, 2, 100, 0) == todo and len(plan(rows, 2, 10, 0)) == 10
+
+
+@pytest.mark.parametrize("name", ["knn", "padim", "patchcore"])
+def test_a_synthetic_defect_is_scored_by_a_model_that_never_saw_its_source(name):
+    """Out of fold: its score is the score of a model fitted without its source image."""
+    rng = np.random.default_rng(4)
+    train, syn = _features(14, rng), _features(14, rng, shift=1.0)
+    source = np.array([(3 * k) % 14 for k in range(14)])
+    params = {"backend": name} | ({"coreset_ratio": 0.5} if name == "patchcore" else {})
+    b = backends.build(params)
+    b.fit(train)
+    _, fold, _, _, got = cross_fit(
+        b,
+        train,
+        [None] * 14,
+        folds=5,
+        leave_one_out=100,
+        seed=0,
+        label="t",
+        query=syn,
+        query_source=source,
+    )
+    for j in range(14):
+        keep = np.flatnonzero(fold != fold[source[j]])
+        if (
+            name == "patchcore"
+        ):  # PatchCore's fold model: the delivered bank less the fold's entries
+            ref = b.fold_model(keep, train)
+        else:
+            ref = backends.build(params)
+            ref.fit(train.subset(keep))
+        np.testing.assert_allclose(got[j], ref.score(syn.subset([j]))[0][0], rtol=1e-4)
+
+
+def test_pick_without_labels_is_the_combined_model_and_reads_no_test_label():
+    from defectflow.evaluation.leaderboard import _pick
+
+    def rows(aurocs):
+        return [
+            {"model": m, "image_auroc": a, "selection_signal": -s, "selection_rule": r}
+            for (m, a, s, r) in zip(
+                ("knn", "padim", "combined"),
+                aurocs,
+                (0.1, 0.5, 0.3),
+                (None, None, "combined: no labelled defects"),
+                strict=True,
+            )
+        ]
+
+    assert _pick(rows([0.9, 0.8, 0.85]))["model"] == "combined"
+    assert _pick(rows([0.1, 0.2, 0.3]))["model"] == "combined"  # test labels flipped: same pick
+    single = [r for r in rows([0.9, 0.8, 0.85]) if r["model"] != "combined"]
+    assert _pick(single)["model"] == "knn" and single[0]["selection_rule"].startswith("spread")
+    labelled = [
+        dict(r, selection_rule="val F1", selection_signal=f)
+        for r, f in zip(rows([0.9, 0.8, 0.85]), (0.7, 0.9, 0.8), strict=True)
+    ]
+    assert _pick(labelled)["model"] == "padim"

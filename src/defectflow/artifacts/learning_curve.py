@@ -22,6 +22,11 @@ class CurvePoint(BaseModel):
     val_best_f1: float | None = Field(
         default=None, description="best F1 any threshold reaches on val"
     )
+    synthetic_auroc: float | None = Field(
+        default=None,
+        description="AUROC of synthetic defects made from images this subset did not fit, "
+        "against the held-out normals",
+    )
     fit_s: float
 
 

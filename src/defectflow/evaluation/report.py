@@ -192,6 +192,8 @@ def _thr(t) -> str:
         if fa is not None
         else ""
     )
+    if t.catch_rate is not None:
+        rate += f"; flags {_pct(t.catch_rate.expected)} of synthetic defects"
     return (
         f"raw {t.value:.4g} = 0.50 normalized ({html.escape(t.policy)} on {html.escape(on)}: "
         f"{t.n_normal} normal/{t.n_anomaly} anomalous{rate})"
@@ -259,25 +261,129 @@ def false_alarm_section(metrics: list[Metrics], thresholds: dict) -> list[str]:
     return out
 
 
+CATCH_GAP = 0.15  # synthetic estimate vs real recall: further apart, the report says so
+
+
+def catch_rate_plot(thresholds: dict, category: str) -> str | None:
+    """Synthetic catch rate against the false-alarm target, one line a model of the category."""
+    lines = {
+        m: t.tradeoff
+        for (c, m), t in sorted(thresholds.items())
+        if c == category and t is not None and t.tradeoff and t.tradeoff[0].catch_rate is not None
+    }
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    for model, points in lines.items():
+        ax.plot(
+            [100 * p.expected_false_alarms for p in points],
+            [100 * (p.catch_rate or 0) for p in points],
+            marker="o",
+            label=model,
+        )
+    ax.set(
+        xlabel="false alarms on good parts (expected, %)",
+        ylabel="synthetic defects caught (%)",
+        title=f"{category}: what each false-alarm target buys",
+        ylim=(0, 102),
+    )
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def catch_rate_section(metrics: list[Metrics], thresholds: dict) -> list[str]:
+    """The share of synthetic defects each delivered threshold flags, beside its real recall on
+    the labelled test defects, and the trade-off of other false-alarm targets."""
+    rows = [
+        (m, thresholds[(m.category, m.model)])
+        for m in sorted(metrics, key=lambda x: (x.category, x.model))
+        if thresholds.get((m.category, m.model)) is not None
+        and thresholds[(m.category, m.model)].catch_rate is not None
+    ]
+    if not rows:
+        return []
+    out = [
+        "<h2>Defects it will catch: synthetic estimate and real recall</h2><table><tr>"
+        "<th class=l>category</th><th class=l>model</th><th>false alarms stated</th>"
+        "<th>synthetic caught (90%)</th><th>synthetic AUROC</th><th>real recall (test)</th>"
+        "<th class=l>estimate vs real</th><th class=l>by family</th></tr>"
+    ]
+    warn = []
+    for m, t in rows:
+        cr = t.catch_rate
+        real = m.image.recall if m.image.n_anomaly else None
+        if real is None:
+            verdict = "<span class=muted>no labelled defects to check it on</span>"
+        elif abs(real - cr.expected) <= CATCH_GAP:
+            verdict = f"within {CATCH_GAP:.2f}"
+        else:
+            verdict = f"<span class=warn>off by {abs(real - cr.expected):.2f}</span>"
+            warn.append(
+                f"{m.category}/{m.model}: the synthetic defects "
+                f"{'under' if real > cr.expected else 'over'}state the real recall here "
+                f"({_pct(cr.expected)} against {_pct(real)}); trust the real recall."
+            )
+        fams = ", ".join(f"{f} {_pct(v[2])}" for f, v in cr.by_family.items())
+        fa = t.false_alarms
+        out.append(
+            f"<tr><td class=l>{html.escape(m.category)}</td><td class=l>{html.escape(m.model)}</td>"
+            f"<td>{_pct(fa.expected) if fa else '–'}</td>"
+            f"<td>{_pct(cr.expected)} ({_pct(cr.low)}-{_pct(cr.high)}) of {cr.n}</td>"
+            f"<td>{cr.synthetic_auroc if cr.synthetic_auroc is not None else '–'}</td>"
+            f"<td>{_pct(real)}</td><td class=l>{verdict}</td><td class=l>{html.escape(fams)}</td></tr>"
+        )
+    out.append(
+        "</table><p class=muted>Synthetic defects (cut-and-paste, scratches, stains, texture "
+        "blends, blur, missing material) are made from the training good images and each is "
+        "scored by the model that never saw its source image. They estimate what share of "
+        "defects a threshold catches before any real defect is labelled; how well they stand "
+        "for your line's defects is shown where real labels exist.</p>"
+    )
+    out += [f"<p class=warn>{html.escape(w)}</p>" for w in warn]
+    for cat in sorted({m.category for m, _ in rows}):
+        png = catch_rate_plot(thresholds, cat)
+        if png:
+            out.append(f"<img alt='synthetic catch rate against false alarms, {cat}' src='{png}'>")
+    return out
+
+
 def learning_curve_plot(curves: list[LearningCurve]) -> str:
     """One category's curves: held-out normal-score quantile (each model relative to its value
-    at the most images) and, where val has anomalies, val AUROC, against training normals."""
+    at the most images) and the AUROC of val defects (where val has some) and of synthetic
+    defects (solid and dashed), against training normals."""
     has_val = any(p.val_auroc is not None for c in curves for p in c.points)
-    fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(9 if has_val else 4.6, 3.2))
+    has_syn = any(p.synthetic_auroc is not None for c in curves for p in c.points)
+    two = has_val or has_syn
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(9 if two else 4.6, 3.2))
     axes = np.atleast_1d(axes)
     for c in curves:
         n = [p.n_train for p in c.points]
         last = c.points[-1].normal_q95 or 1.0
-        axes[0].plot(n, [p.normal_q95 / last for p in c.points], marker="o", label=c.model)
+        line = axes[0].plot(n, [p.normal_q95 / last for p in c.points], marker="o", label=c.model)
         if has_val:
-            axes[1].plot(n, [p.val_auroc for p in c.points], marker="o", label=c.model)
+            axes[1].plot(
+                n,
+                [p.val_auroc for p in c.points],
+                marker="o",
+                label=f"{c.model} val",
+                color=line[0].get_color(),
+            )
+        if has_syn:
+            axes[1].plot(
+                n,
+                [p.synthetic_auroc for p in c.points],
+                marker="s",
+                linestyle="--",
+                label=f"{c.model} synthetic",
+                color=line[0].get_color(),
+            )
     axes[0].set_ylabel("held-out normals' 95% score\n(relative to the most images)")
-    if has_val:
-        axes[1].set_ylabel("val image AUROC")
+    if two:
+        axes[1].set_ylabel("image AUROC (val solid, synthetic dashed)")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training normals")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle(f"{curves[0].category}: how many good images are enough", fontsize=10)
     return _png(fig)
 
@@ -396,6 +502,7 @@ def build_report(
         "</table><p class=muted>Scores are normalized so the calibrated threshold is 0.5 (its raw value is in the threshold column). Bold: best image AUROC of the category.</p>"
     )
     parts += false_alarm_section(metrics, thresholds)
+    parts += catch_rate_section(metrics, thresholds)
     parts += learning_curve_section([read_learning_curve(f) for f in learning_curves or []])
     if leaderboard and Path(leaderboard).exists():
         rows = read_parquet(leaderboard).to_pylist()

@@ -17,7 +17,7 @@ from defectflow.errors import ModelError
 from defectflow.evaluation.curves import best_f1, roc_auc
 from defectflow.features.stored import FIT_SPLITS, load_inputs
 from defectflow.models import backends
-from defectflow.models.train import assign_folds, fitted, oof_scores
+from defectflow.models.train import assign_folds, fitted, load_synthetic, oof_scores
 from defectflow.threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,13 @@ def sizes(n: int, start: int = 8) -> list[int]:
 
 
 def judge(points: list[CurvePoint], has_val: bool) -> tuple[str, str, str]:
-    """Still improving over the last two doublings, or flat: (judged_by, verdict, sentence)."""
-    key = "val_auroc" if has_val else "normal_q95"
+    """Still improving over the last two doublings, at its ceiling, or flat: (judged_by,
+    verdict, sentence). Judged by val AUROC where val has defects, else by the synthetic
+    defects' AUROC where there are some, and always also by the held-out normals' score
+    quantile: a curve that reached its ceiling within the last doublings is not flat (it needed
+    them), and falling normal scores mean fewer false alarms at the same catch rate."""
+    has_syn = all(p.synthetic_auroc is not None for p in points)
+    key = "val_auroc" if has_val else "synthetic_auroc" if has_syn else "normal_q95"
     if len(points) < 3:
         return (
             key,
@@ -48,18 +53,34 @@ def judge(points: list[CurvePoint], has_val: bool) -> tuple[str, str, str]:
             ),
         )
     last, before = points[-1], points[-3]  # ~ two doublings apart
-    if has_val:
-        a, b = before.val_auroc or 0.0, last.val_auroc or 0.0
-        improving = b - a > FLAT_AUROC and b < 1 - FLAT_AUROC  # no room left above 0.99
-        what = (
-            f"val AUROC went from {a:.3f} at {before.n_train} to {b:.3f} at {last.n_train} images"
-        )
+    qa, qb = before.normal_q95, last.normal_q95
+    falling = (qa - qb) > FLAT_QUANTILE * max(abs(qa), 1e-12)
+    normal_what = (
+        f"the held-out normals' 95% score quantile went from {qa:.4g} at {before.n_train} to "
+        f"{qb:.4g} at {last.n_train} images"
+    )
+    if key == "normal_q95":
+        what, improving, ceiling = normal_what, falling, False
     else:
-        a, b = before.normal_q95, last.normal_q95
-        improving = (a - b) > FLAT_QUANTILE * max(abs(a), 1e-12)
-        what = (
-            f"the held-out normals' 95% score quantile went from {a:.4g} at {before.n_train} to "
-            f"{b:.4g} at {last.n_train} images"
+        name = "val AUROC" if key == "val_auroc" else "synthetic-defect AUROC"
+        a, b = getattr(before, key) or 0.0, getattr(last, key) or 0.0
+        ceiling = b >= 1 - FLAT_AUROC and b - a > FLAT_AUROC
+        improving = b - a > FLAT_AUROC and not ceiling
+        what = f"{name} went from {a:.3f} at {before.n_train} to {b:.3f} at {last.n_train} images"
+        if not improving and falling and not ceiling:
+            improving, what = True, f"{what}, and {normal_what}"
+    if ceiling:
+        more = (
+            "good parts still score lower with more images: more would lower false alarms at "
+            "the same catch rate"
+            if falling
+            else "more are unlikely to raise it further"
+        )
+        return (
+            key,
+            "reached its ceiling",
+            f"Reached its ceiling within the last two doublings: {what}. It needed those images "
+            f"(keep at least this many); {more}.",
         )
     if improving:
         return key, "improving", f"Still improving: {what}; more good images are likely to help."
@@ -80,6 +101,7 @@ def learning_curve(
     params: dict[str, Any],
     seed: int = 0,
     start: int = 8,
+    synthetic: str | None = None,
 ) -> LearningCurve:
     entry = backends.entry(params["backend"])
     if entry.consumes != "features":
@@ -110,6 +132,8 @@ def learning_curve(
     if len(pool) < 2:
         raise ModelError(f"{dataset}/{category}: {len(pool)} training normals; a curve needs more")
     order = np.random.default_rng(seed).permutation(pool)
+    syn, syn_rows = load_synthetic(synthetic, train.ids, patches=entry.patches)
+    syn_source = np.array([r["source"] for r in syn_rows], np.int64)
     points = []
     for n in sizes(len(order), start):
         t = time.perf_counter()
@@ -124,6 +148,12 @@ def learning_curve(
             normal_median=round(float(np.median(normal)), 6),
             fit_s=round(fit_s, 3),
         )
+        if syn is not None:  # made from images this subset did not fit
+            unseen = np.flatnonzero(~np.isin(syn_source, order[:n]))
+            if len(unseen) and len(normal):
+                s = oof_scores(b, syn, unseen)
+                y = np.r_[np.zeros(len(normal), bool), np.ones(len(s), bool)]
+                point.synthetic_auroc = round(roc_auc(y, np.r_[normal, s]), 6)
         if y_val.any() and (~y_val).any():
             point.val_auroc = round(roc_auc(y_val, val_s), 6)
             point.val_best_f1 = round(best_f1(y_val, val_s)[0], 6)
@@ -159,6 +189,7 @@ def run_learning_curve(
     seed: int = 0,
     start: int = 8,
     threads: int = 1,
+    synthetic: str | None = None,
 ) -> LearningCurve:
     """Snakemake entry point."""
     set_threads(threads)
@@ -171,6 +202,7 @@ def run_learning_curve(
         params=params,
         seed=seed,
         start=start,
+        synthetic=synthetic,
     )
     write_learning_curve(curve, out)
     log.info("%s/%s/%s: %s", dataset, category, model, curve.sentence)
