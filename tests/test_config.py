@@ -29,6 +29,7 @@ def test_config_yaml_states_the_model_defaults():
         "threshold",
         "maps",
         "export",
+        "synthetic",
     ):
         if section == "models":  # each entry states some of its model's keys
             for name, entry in data["models"].items():
@@ -159,19 +160,20 @@ def test_backbone_sweep_runs_every_feature_model_once_per_backbone():
     cfg = parse_config(
         {"datasets": {"d": {"sources": [{"type": "demo"}]}}, "backbone": {"layers": [[2, 3], [3]]}}
     )
-    assert sorted(cfg.models) == sorted(
-        f"{m}-layers{la}" for m in ("knn", "padim", "patchcore") for la in ("23", "3")
-    )
+    defaults = ("combined", "knn", "padim", "patchcore")
+    assert sorted(cfg.models) == sorted(f"{m}-layers{la}" for m in defaults for la in ("23", "3"))
+    # the combined model of each backbone combines that backbone's models
+    assert cfg.models["combined-layers3"].members == [
+        f"{m}-layers3" for m in ("knn", "patchcore", "padim")
+    ]
     one = parse_config(
         {"datasets": {"d": {"sources": [{"type": "demo"}]}}, "backbone": {"layers": [[2, 4]]}}
     )  # a one-value sweep is that value
-    assert one.backbone.layers == [2, 4] and sorted(one.models) == ["knn", "padim", "patchcore"]
+    assert one.backbone.layers == [2, 4] and sorted(one.models) == list(defaults)
     cfg = parse_config(
         {"datasets": {"d": {"sources": [{"type": "demo"}]}}, "backbone": {"layers": [2, 4]}}
     )
-    assert sorted(cfg.models) == ["knn", "padim", "patchcore"] and list(cfg.backbones) == [
-        cfg.backbone.id
-    ]
+    assert sorted(cfg.models) == list(defaults) and list(cfg.backbones) == [cfg.backbone.id]
     # a bad value in one variant names the key
     with pytest.raises(ConfigError, match=r"backbone\.name: .*timm has no model 'resnet1'"):
         parse_config(

@@ -112,9 +112,8 @@ def test_every_registry_entry_is_a_working_backend():
         assert e.consumes in ("features", "images")
         if name == "anomalib":
             continue  # its `model` is required; tested in test_anomalib_backend
-        cfg = parse_config(
-            {"datasets": {"d": {"sources": [{"type": "demo"}]}}, "models": {"m": {"backend": name}}}
-        )
+        models = {"m": {"backend": name}} | ({"k": {"backend": "knn"}} if e.members else {})
+        cfg = parse_config({"datasets": {"d": {"sources": [{"type": "demo"}]}}, "models": models})
         assert isinstance(cfg.models["m"], e.params) and e.load().name == name
 
 

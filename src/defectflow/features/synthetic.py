@@ -16,6 +16,7 @@ The images go through the backbone once, here, and are stored like every other i
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -183,8 +184,6 @@ def run_synthetic(
     """Snakemake entry point: synthetic defects of the category's fitted good images -> their
     images and masks in ``out_dir`` (with ``synthetic.jsonl``: source, family, strength) and
     their backbone features, stored as an embedding shard (split ``synthetic``)."""
-    import json  # noqa: PLC0415 - keeps the module's import block short
-
     src = [r for r in category_rows(table, category, ("train",)) if r["label"] != "anomaly"]
     todo = plan(src, per_image, max_images, seed)
     out_dir = Path(out_dir)
