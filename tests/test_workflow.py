@@ -16,7 +16,7 @@ from conftest import save_image, write_jsonl
 
 SMALL_DEMO = {"n_train": 16, "n_test_normal": 4, "n_test_per_defect": 2, "image_size": 64}
 SMALL_BACKBONE = {"image_size": 128}
-MODELS = ("knn", "padim", "patchcore")
+MODELS = ("combined", "knn", "padim", "patchcore")
 
 
 def snakemake(wf: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -252,7 +252,10 @@ def test_end_to_end_artifacts_are_valid(demo_run):
             # F1-optimal on the 4 held-out val images (1 normal, too few alone) and an out-of-fold
             # score of every training normal
             t = ic["threshold"]
-            assert (t["n_normal"], t["n_anomaly"], t["folds"]) == (SMALL_DEMO["n_train"] + 1, 3, 5)
+            # leave-one-out: one fold a training normal
+            n = SMALL_DEMO["n_train"]
+            assert (t["n_normal"], t["n_anomaly"], t["folds"]) == (n + 1, 3, n)
+            assert t["catch_rate"]["n"] == 2 * n and t["tradeoff"]  # synthetic defects stated
             assert (t["policy"], t["calibration"]) == ("f1_optimal", "crossfit+val")
     r = subprocess.run(
         [sys.executable, "-m", "defectflow.cli", "validate", *map(str, files)],
@@ -262,10 +265,12 @@ def test_end_to_end_artifacts_are_valid(demo_run):
     assert r.returncode == 0, r.stdout
     html = (res / "report.html").read_text()
     assert (
-        html.count("<tr") >= 1 + 6 and "alt='ROC tile'" in html and "data:image/png;base64" in html
+        html.count("<tr") >= 1 + 8 and "alt='ROC tile'" in html and "data:image/png;base64" in html
     )
     assert (
-        "f1_optimal on out-of-fold training normals (5 folds) and val" in html and "best F1" in html
+        "f1_optimal on out-of-fold training normals (16 folds) and val" in html
+        and "best F1" in html
+        and "Defects it will catch" in html
     )
     assert "= 0.50 normalized" in html and "over seeds" not in html  # one seed: no empty column
     # every model's mistakes are named by image, maps or not (kNN makes none)
@@ -285,7 +290,7 @@ def test_end_to_end_artifacts_are_valid(demo_run):
 
 def test_leaderboard_and_run_registry(demo_run):
     board = pq.read_table(demo_run / "results/demo/leaderboard.parquet").to_pylist()
-    assert len(board) == 6  # 2 categories x 3 models
+    assert len(board) == 8  # 2 categories x 4 models
     for row in board:
         m = json.loads(
             (
@@ -302,7 +307,7 @@ def test_leaderboard_and_run_registry(demo_run):
         assert all(r["selection_signal"] is not None for r in rows)
     run = json.loads((demo_run / "results/run.json").read_text())
     reg = pq.read_table(demo_run / "runs/registry.parquet").to_pylist()
-    assert {r["run_id"] for r in reg} >= {run["run_id"]} and run["n_rows"] == 6
+    assert {r["run_id"] for r in reg} >= {run["run_id"]} and run["n_rows"] == 8
     assert run["inputs"]["manifest:demo"] and run["versions"]["defectflow"]
     gate = subprocess.run(
         [sys.executable, "-m", "defectflow.cli", "gate", "--baseline", "latest"],
@@ -326,7 +331,7 @@ def test_snakemake_report_holds_the_leaderboard(demo_run, tmp_path):
     snakemake(demo_run, "--report", str(tmp_path / "report.zip"))
     names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
     assert any(n.endswith("/leaderboard.csv") for n in names), names
-    assert sum(n.endswith("/metrics.json") for n in names) == 6
+    assert sum(n.endswith("/metrics.json") for n in names) == 8
     assert any(n.endswith("/report.html") and "/data/raw/" in n for n in names)  # our own page
 
 
@@ -391,29 +396,32 @@ def _planned_jobs(wf: Path, *config: str) -> dict[str, int]:
 def test_threshold_change_reruns_calibration_never_scoring(demo_run):
     jobs = _planned_jobs(demo_run, "threshold={'quantile': 0.9}")
     assert jobs == {
-        "calibrate": 6,
-        "predict": 6,
-        "metrics": 6,
+        "calibrate": 8,
+        "predict": 8,
+        "metrics": 8,
         "leaderboard": 1,
         "report": 1,
         "register_run": 1,
         "all": 1,
-        "total": 22,
+        "total": 28,
     }
     jobs = _planned_jobs(
         demo_run, "models={'patchcore': {'backend': 'patchcore', 'coreset_ratio': 0.2}}"
     )
-    assert jobs.get("train") == 2 and jobs.get("score") == 2 and "embed" not in jobs
+    # patchcore and the combined model of which it is a member, in 2 categories
+    assert jobs.get("train") == 4 and jobs.get("score") == 4 and "embed" not in jobs
     jobs = _planned_jobs(demo_run, "preflight={'max_memory_mb': 100}")  # the memory gate only
     assert jobs == {"preflight_memory": 1, "report": 1, "all": 1, "total": 3}
     jobs = _planned_jobs(demo_run, "backbone={'image_size': 128, 'pool': 1}")
-    assert jobs.get("backbone") == 1 and jobs.get("embed") == 2 and jobs.get("train") == 6
+    assert jobs.get("backbone") == 1 and jobs.get("embed") == 2 and jobs.get("train") == 8
+    assert jobs.get("synthetic") == 2  # the synthetic defects are embedded again, once
 
 
 def test_a_sweep_shares_the_stored_features(demo_run):
     sweep = "models={'patchcore': {'backend': 'patchcore', 'coreset_ratio': [0.05, 0.2], 'seeds': [0, 1]}}"
     jobs = _planned_jobs(demo_run, sweep)
-    assert jobs.get("train") == 8 and jobs.get("score") == 8  # 4 variants x 2 categories
+    # 4 variants and the combined model (its members changed) x 2 categories
+    assert jobs.get("train") == 10 and jobs.get("score") == 10
     assert "embed" not in jobs and "backbone" not in jobs  # features computed once, shared
     out = snakemake(demo_run, "-n", "--config", sweep).stdout
     assert "model=patchcore-coreset_ratio0.05-s1" in out
@@ -433,7 +441,8 @@ def test_a_backbone_sweep_embeds_once_per_backbone_and_category(demo_run):
     )
     jobs = _planned_jobs(demo_run, sweep, models)
     assert jobs.get("backbone") == 3 and jobs.get("embed") == 3 * 2  # new backbones x categories
-    assert jobs.get("train") == 4 * 3 * 3 * 2 and jobs.get("score") == 4 * 3 * 3 * 2
+    # 4 backbones x (3 models x 3 seeds + the combined model) x 2 categories
+    assert jobs.get("train") == 4 * 10 * 2 and jobs.get("score") == 4 * 10 * 2
     out = snakemake(demo_run, "-n", "--config", sweep, models).stdout
     embed_outputs = re.findall(
         r"rule embed:\n(?:.*\n)*?\s+output: results/demo/embeddings/([^/]+)/(\w+)/", out
@@ -447,6 +456,7 @@ def test_a_backbone_sweep_embeds_once_per_backbone_and_category(demo_run):
         r"rule train:\n\s+input: ([^\n]+)\n(?:.*\n)*?\s+wildcards: dataset=demo, model=(\S+), category=(\w+)",
         out,
     )
+    trains = [t for t in trains if re.search(r"-s\d$", t[1])]  # the combined reads no features
     assert len(trains) == 72
     for inputs, model, cat in trains:  # each variant reads its own backbone's features
         name, layers = re.search(r"-(tf_efficientnet_lite\d)-layers(\d+)-s\d$", model).groups()
@@ -485,7 +495,8 @@ def test_train_jobs_declare_memory_from_their_stored_features(demo_run):
     assert len(got) == len(MODELS) * 2, got
     for (model, cat), mem in got.items():
         files = sorted(
-            str(p) for p in (demo_run / "results/demo/embeddings").glob(f"*/{cat}/*.safetensors")
+            str(p)
+            for p in (demo_run / "results/demo/embeddings").glob(f"*/{cat}/shard-*.safetensors")
         )
         want = train_mem_mb(cfg.models[model].model_dump(mode="json"), files, fallback=-1)
         assert mem == want and want > 0, (model, cat, mem, want)
@@ -495,9 +506,9 @@ def test_train_jobs_declare_memory_from_their_stored_features(demo_run):
 
 def test_another_model_reuses_the_stored_features(demo_run):
     jobs = _planned_jobs(demo_run, "models={'knn5': {'backend': 'knn', 'k': 5}}")
-    assert (
-        jobs.get("train") == 2
-        and jobs.get("score") == 2
+    assert (  # knn5 and the combined model, now with knn5 among its members
+        jobs.get("train") == 4
+        and jobs.get("score") == 4
         and "embed" not in jobs
         and "backbone" not in jobs
     )
@@ -783,7 +794,8 @@ def test_learning_curve_runs_on_stored_features_and_reads_no_test_label(demo_run
         8,
         12,
     ] and curve.probe == "held-out train normals"
-    assert curve.verdict in ("improving", "flat") and curve.judged_by == "val_auroc"
+    assert curve.verdict in ("improving", "flat", "reached its ceiling")
+    assert curve.judged_by == "val_auroc" and all(p.synthetic_auroc for p in curve.points[:-1])
     table = pq.read_table(demo_run / "results/demo/standardized.parquet")
     rows = table.to_pylist()
     for r in rows:
@@ -791,7 +803,10 @@ def test_learning_curve_runs_on_stored_features_and_reads_no_test_label(demo_run
             r["label"] = "normal" if r["label"] == "anomaly" else "anomaly"
     flipped = tmp_path / "flipped.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), flipped)
-    features = sorted(map(str, (demo_run / "results/demo/embeddings").glob("*/tile/*.safetensors")))
+    features = sorted(
+        map(str, (demo_run / "results/demo/embeddings").glob("*/tile/shard-*.safetensors"))
+    )
+    synthetic = next((demo_run / "results/demo/embeddings").glob("*/tile/synthetic.safetensors"))
     params = yaml.safe_load((demo_run / "config/config.yaml").read_text())["models"]["patchcore"]
     again = learning_curve(
         flipped,
@@ -801,6 +816,7 @@ def test_learning_curve_runs_on_stored_features_and_reads_no_test_label(demo_run
         model="patchcore",
         params=params,
         start=2,
+        synthetic=str(synthetic),
     )
 
     def drop_times(c):
