@@ -16,6 +16,7 @@ from defectflow.contracts import validate
 from defectflow.errors import IntegrityError, ModelError
 from defectflow.false_alarms import FalseAlarmRate
 from defectflow.io import read_json, write_json_atomic
+from defectflow.models.backends import REGISTRY
 from defectflow.records import ModelArtifact
 
 
@@ -147,8 +148,38 @@ class InferConfig(ModelArtifact):
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
+def deliverable(cfg: InferConfig, path: str | Path) -> None:
+    """What every delivered model must hold, checked wherever one is written, sealed or read:
+    a backend the registry knows, whose typed params accept ``params``, and a threshold and
+    normalization of finite numbers (a NaN threshold labels every image normal and writes
+    ``normalized_score: NaN``, which is not JSON)."""
+    if cfg.backend not in REGISTRY:
+        raise ModelError(
+            f"{path}: backend {cfg.backend!r} is no backend defectflow knows "
+            f"(known: {', '.join(sorted(REGISTRY))}); re-run the workflow for this model"
+        )
+    if cfg.params.get("backend") != cfg.backend:
+        raise ModelError(
+            f"{path}: params.backend {cfg.params.get('backend')!r} differs from backend "
+            f"{cfg.backend!r}; re-run the workflow for this model"
+        )
+    try:
+        REGISTRY[cfg.backend].params.model_validate(cfg.params)
+    except ValueError as exc:
+        raise ModelError(f"{path}: params are not {cfg.backend}'s: {exc}") from None
+    t = cfg.threshold
+    for name in ("value", "low", "spread"):
+        if not np.isfinite(getattr(t, name)):
+            raise ModelError(f"{path}: threshold.{name} is {getattr(t, name)}: it must be a number")
+    if t.spread <= 0:
+        raise ModelError(f"{path}: threshold.spread is {t.spread}: it must be above 0")
+    if not np.isfinite(cfg.map_sigma) or cfg.map_sigma < 0:
+        raise ModelError(f"{path}: map_sigma is {cfg.map_sigma}: it must be 0 or more")
+
+
 def write_infer_config(cfg: InferConfig, path: str | Path) -> InferConfig:
     """Seal (digest) and write."""
+    deliverable(cfg, path)
     cfg = cfg.model_copy(update={"digest": cfg.compute_digest()})
     data = cfg.model_dump(mode="json")
     validate("infer_config", data, where=str(path))
@@ -165,6 +196,7 @@ def read_infer_config(path: str | Path, verify: bool = True) -> InferConfig:
         raise ModelError(f"{path} is not JSON: {exc}") from None
     validate("infer_config", data, where=str(path))
     cfg = InferConfig.model_validate(data)
+    deliverable(cfg, path)
     if verify and cfg.compute_digest() != cfg.digest:
         raise IntegrityError(
             f"{path} was edited: its threshold, normalization, preprocessing or model content no "

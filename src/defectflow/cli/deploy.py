@@ -44,8 +44,12 @@ def _maps_dir(maps: Path | None) -> Path | None:
     return maps
 
 
-def _predictions_path(out: Path) -> Path:
-    """``--out``: a file to write, or an existing folder to write ``predictions.jsonl`` into."""
+def _predictions_path(text: str | Path) -> Path:
+    """``--out``: a file to write, or a folder (existing, or named with a trailing ``/``) to
+    write ``predictions.jsonl`` into."""
+    out = Path(text)
+    if str(text).endswith(("/", "\\")) and not out.exists():
+        out.mkdir(parents=True)
     if out.is_dir():
         out = out / "predictions.jsonl"
         if out.is_dir():
@@ -54,6 +58,23 @@ def _predictions_path(out: Path) -> Path:
         if parent.exists() and not parent.is_dir():
             raise DefectflowError(f"--out {out}: {parent} is a file, not a folder")
     return out
+
+
+def _refuse_overwriting_inputs(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
+    """Refuse, before any work, an output that is one of the inputs or lies inside a folder
+    being read (a heatmap or predictions file there would be read as an input next time, or
+    overwrite one now), naming both."""
+    for what, out in outputs.items():
+        if out is None:
+            continue
+        o = Path(out).resolve()
+        for i in inputs:
+            r = Path(i).resolve()
+            if o == r or (r.is_dir() and r in o.parents):
+                raise DefectflowError(
+                    f"{what} {out} would {'overwrite' if o == r and not r.is_dir() else 'write into'} the input "
+                    f"{i}; write the output elsewhere (nothing was written)"
+                )
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -65,6 +86,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from defectflow.false_alarms import check_batch
 
     out = _predictions_path(args.out)  # before any work: a bad --out or --maps is found at once
+    _refuse_overwriting_inputs(
+        {"--out": out, "--out's summary": summary_path(out), "--maps": args.maps},
+        [args.infer_config, *args.inputs],
+    )
     _maps_dir(args.maps)
     det = Detector.load(args.infer_config, threads=args.threads, device=args.device)
     if args.category and args.category != det.cfg.category:
@@ -72,6 +97,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
             f"{args.infer_config} is a model of category {det.cfg.category!r}, not {args.category!r}"
         )
     items = gather_images(args.inputs, det.cfg.category)
+    _refuse_overwriting_inputs(
+        {"--out": out, "--out's summary": summary_path(out)},
+        [Path(it["image_path"]) for it in items],
+    )
     records, _ = det.predict(items, batch_size=args.batch_size, maps_dir=args.maps)
     write_predictions(records, out)
     n_an = sum(r.pred_label == "anomaly" for r in records)
@@ -143,8 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("inputs", nargs="+", type=Path, help="image files, folders, or manifests")
     s.add_argument(
         "--out",
-        type=Path,
-        default=Path("predictions.jsonl"),
+        default="predictions.jsonl",
         help="predictions JSONL, or a folder to write predictions.jsonl into (default: predictions.jsonl)",
     )
     s.add_argument("--maps", type=Path, help="write PNG heatmaps into this folder")
