@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -1141,3 +1143,49 @@ def test_kill_9_in_embed_train_predict_then_rerun_gives_identical_files(tmp_path
         # absolute paths name the run folder
         a, b = a.replace(str(ref).encode(), b"<run>"), b.replace(str(wf).encode(), b"<run>")
         assert a == b, rel
+
+
+def test_infer_never_writes_over_or_into_its_inputs(demo_run, tmp_path):
+    """An --out or --maps that is an input, or inside a folder being read, is refused before
+    any work, naming both; the input is untouched."""
+    src = demo_run / "results" / "demo" / "models" / "knn" / "tile"
+    ic = _deliver(src, tmp_path / "deliver")
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name in ("000.png", "001.png"):
+        shutil.copy(demo_run / "resources/demo/tile/test/good" / name, images / name)
+    before = (images / "000.png").read_bytes()
+    for args in (
+        (str(images / "000.png"), "--out", str(images / "000.png")),
+        (str(images), "--out", str(images / "p.jsonl")),
+        (str(images), "--maps", str(images / "maps")),
+        (str(images), "--out", str(ic)),
+    ):
+        r = _infer("--infer-config", str(ic), *args, cwd=tmp_path)
+        assert r.returncode == 2 and "input" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (images / "000.png").read_bytes() == before and sorted(os.listdir(images)) == [
+        "000.png",
+        "001.png",
+    ]
+    r = _infer("--infer-config", str(ic), str(images), "--out", "new/", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "new" / "predictions.jsonl").is_file(), r.stderr
+
+
+def test_seal_refuses_what_no_delivered_model_may_hold(demo_run, tmp_path):
+    src = demo_run / "results" / "demo" / "models" / "padim" / "tile"
+    ic = _deliver(src, tmp_path / "deliver")
+    good = json.loads(ic.read_text())
+    for change, where in (
+        ({"threshold": {**good["threshold"], "value": float("nan")}}, "threshold.value"),
+        ({"backend": "padimm"}, "no backend defectflow knows"),
+        ({"params": {**good["params"], "epsilon": -1}}, "params are not padim's"),
+    ):
+        ic.write_text(json.dumps({**good, **change}))
+        r = subprocess.run(
+            [sys.executable, "-m", "defectflow.cli", "seal", str(ic)],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 2 and where in r.stderr and "Traceback" not in r.stderr, r.stderr
+        r = _infer("--infer-config", str(ic), str(src), "--out", str(tmp_path / "p.jsonl"))
+        assert r.returncode == 2 and where in r.stderr, r.stderr
