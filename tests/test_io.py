@@ -29,3 +29,18 @@ def test_jsonl_round_trip_and_hash(tmp_path):
     import hashlib
 
     assert sha256_file(p) == hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_a_killed_write_leaves_no_temporary_after_the_next_one(tmp_path):
+    """kill -9 skips cleanup: the temporary of the killed write is removed once the target is
+    written again; temporaries of other targets are not touched."""
+    from defectflow.io import atomic_path
+
+    target = tmp_path / "scores.parquet"
+    left = tmp_path / ".scores.parquet.k1ll3d_x.tmp"  # as mkstemp names them
+    other = tmp_path / ".scores.parquet.json.abcdefgh.tmp"
+    left.write_text("half")
+    other.write_text("another target's")
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and not left.exists() and other.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -38,6 +39,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path, 0o666 & ~umask
         )  # mkstemp makes private files; artifacts are shared like any other
         os.replace(tmp_path, target)
+        # what a killed earlier write of this target left behind (kill -9 skips `finally`)
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.{'?' * 8}.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
