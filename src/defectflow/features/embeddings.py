@@ -7,6 +7,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,33 @@ def extract(
     return np.concatenate(patches), np.concatenate(images)
 
 
+def embed_files(
+    paths: list[str],
+    backbone_onnx: str | Path,
+    backbone_card: str | Path,
+    *,
+    desc: str,
+    threads: int = 1,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Image files through the exported backbone: (patch features, image embeddings, the
+    shard metadata that says what made them)."""
+    card = read_backbone_card(backbone_card)
+    pp = PreprocessSpec.model_validate(card.preprocess)
+    where = dev.use(device)
+    backbone = make_backbone(str(backbone_onnx), card.spec, card.weights_sha256, where, threads)
+    patch, image = extract(backbone, paths, pp, batch_size, desc=desc)
+    meta = {
+        "backbone_onnx_sha256": card.onnx_sha256,
+        "preprocess": card.preprocess,
+        "backbone": card.spec,
+        "weights_sha256": card.weights_sha256,
+        "device": where,
+    }
+    return patch, image, meta
+
+
 def run_embed(
     table: str | Path,
     backbone_onnx: str | Path,
@@ -72,27 +100,17 @@ def run_embed(
     rows = shard_rows(category_rows(table, category), shard, n_shards)
     if not rows:
         raise ModelError(f"category {category!r} shard {shard} of {n_shards} has no images")
-    card = read_backbone_card(backbone_card)
-    pp = PreprocessSpec.model_validate(card.preprocess)
-
-    where = dev.use(device)
-    backbone = make_backbone(str(backbone_onnx), card.spec, card.weights_sha256, where, threads)
     t = time.perf_counter()
-    patch, image = extract(
-        backbone,
+    patch, image, meta = embed_files(
         [r["image_path"] for r in rows],
-        pp,
-        batch_size,
+        backbone_onnx,
+        backbone_card,
         desc=f"embed {category} {shard + 1}/{n_shards}",
+        threads=threads,
+        batch_size=batch_size,
+        device=device,
     )
     dt = time.perf_counter() - t
-    meta = {
-        "backbone_onnx_sha256": card.onnx_sha256,
-        "preprocess": card.preprocess,
-        "backbone": card.spec,
-        "weights_sha256": card.weights_sha256,
-        "device": where,
-    }
     write_shard(patch, image, rows, meta, out_patches, out_images)
     log.info(
         "%s shard %d/%d: %d images in %.1f s (%.1f img/s), patch features %s",

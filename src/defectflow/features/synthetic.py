@@ -25,13 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from defectflow import device as dev
-from defectflow.artifacts.backbone import read_backbone_card
 from defectflow.artifacts.embeddings import write_shard
 from defectflow.artifacts.standardized import category_rows
-from defectflow.features.embeddings import extract
-from defectflow.features.preprocess import PreprocessSpec
-from defectflow.features.torch_runtime import make_backbone
+from defectflow.features.embeddings import embed_files
 from defectflow.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -203,25 +199,20 @@ def run_synthetic(
         made.append({**t, "image_path": str(ipath), "mask_path": str(mpath)})
     with atomic_path(out_dir / "synthetic.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in made))
-    card = read_backbone_card(backbone_card)
-    pp = PreprocessSpec.model_validate(card.preprocess)
-    where = dev.use(device)
-    backbone = make_backbone(str(backbone_onnx), card.spec, card.weights_sha256, where, threads)
     t0 = time.perf_counter()
-    patch, image = extract(
-        backbone, [m["image_path"] for m in made], pp, batch_size, desc=f"synthetic {category}"
+    patch, image, meta = embed_files(
+        [m["image_path"] for m in made],
+        backbone_onnx,
+        backbone_card,
+        desc=f"synthetic {category}",
+        threads=threads,
+        batch_size=batch_size,
+        device=device,
     )
     rows = [{"image_id": m["image_id"], "split": "synthetic", "label": "anomaly"} for m in made]
-    meta = {
-        "backbone_onnx_sha256": card.onnx_sha256,
-        "preprocess": card.preprocess,
-        "backbone": card.spec,
-        "weights_sha256": card.weights_sha256,
-        "device": where,
-        "synthetic": [
-            {k: m[k] for k in ("image_id", "source_id", "family", "strength")} for m in made
-        ],
-    }
+    meta["synthetic"] = [
+        {k: m[k] for k in ("image_id", "source_id", "family", "strength")} for m in made
+    ]
     write_shard(patch, image, rows, meta, out_patches, out_images)
     log.info(
         "%s: %d synthetic defects from %d good images (%s) embedded in %.1f s",
