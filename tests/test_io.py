@@ -44,3 +44,23 @@ def test_a_killed_write_leaves_no_temporary_after_the_next_one(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole" and not left.exists() and other.exists()
+
+
+def test_infer_inputs_take_every_image_format_and_say_what_they_leave_out(tmp_path, caplog):
+    """A folder gives infer every format a named file may be (GIF too), says which files it
+    skipped, and a manifest of another category is refused by name, not as "no images"."""
+    from PIL import Image
+
+    from defectflow.deploy.inputs import gather_images
+    from defectflow.errors import DefectflowError
+
+    for name in ("a.png", "b.gif", "c.pgm"):
+        Image.new("L", (8, 8)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("x")
+    items = gather_images([tmp_path], "cap")
+    assert sorted(i["image_id"] for i in items) == ["a.png", "b.gif", "c.pgm"]
+    assert "notes.txt" not in str(items) and "not images skipped (.txt)" in caplog.text
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"image_path": "a.png", "category": "screw"}\n')
+    with pytest.raises(DefectflowError, match="no image of category 'cap'.*screw"):
+        gather_images([manifest], "cap")

@@ -16,7 +16,20 @@ from defectflow.io import read_json_document, read_jsonl
 from defectflow.records import normalize_label
 from defectflow.tables import read_parquet
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+#: what PIL reads and lines save: a folder is scanned for exactly what a named file may be
+IMAGE_EXTENSIONS = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+    ".pgm",
+    ".ppm",
+    ".pnm",
+}
 
 #: defectflow field -> column names recognised in third-party manifests (first match wins,
 #: case-insensitive). A source's ``fields:`` mapping takes precedence.

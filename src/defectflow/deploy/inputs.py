@@ -22,16 +22,26 @@ def gather_images(inputs: list[Path], category: str | None) -> list[dict]:
     twice is scored once.
     """
     found: list[dict] = []
+    other: dict[str, int] = {}  # manifest rows of another category, by category
     for p in inputs:
         if p.is_dir():
-            files = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            every = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
+            files = sorted(f for f in every if f.suffix.lower() in IMAGE_EXTENSIONS)
+            skipped = sorted({f.suffix.lower() or "(none)" for f in every} - IMAGE_EXTENSIONS)
+            if skipped:
+                log.warning(
+                    "%s: %d files that are not images skipped (%s)",
+                    p,
+                    len(every) - len(files),
+                    ", ".join(skipped),
+                )
             if not files:
                 log.warning("%s holds no image files (%s)", p, ", ".join(sorted(IMAGE_EXTENSIONS)))
             found += [{"image_path": f} for f in files]
         elif p.suffix.lower() in MANIFEST_SUFFIXES:
             for r in image_rows(p):
+                if category is not None and r["category"] not in (None, "", category):
+                    other[str(r["category"])] = other.get(str(r["category"]), 0) + 1
                 if category is None or r["category"] in (None, "", category):
                     label = r["label"] if r["label"] in ("normal", "anomaly") else None
                     found.append(
@@ -43,6 +53,18 @@ def gather_images(inputs: list[Path], category: str | None) -> list[dict]:
                     )
         else:
             found.append({"image_path": p})  # a missing or unreadable file becomes an error record
+    if other:
+        log.warning(
+            "%d manifest rows of other categories left out (%s); this model is %r's",
+            sum(other.values()),
+            ", ".join(f"{c}: {n}" for c, n in sorted(other.items())),
+            category,
+        )
+    if not found and other:
+        raise DefectflowError(
+            f"no image of category {category!r} in {[str(i) for i in inputs]}: its rows are of "
+            f"{', '.join(sorted(other))}; use that category's infer_config.json"
+        )
     if not found:
         raise DefectflowError(f"no images found in {[str(i) for i in inputs]}")
     absolute = [os.path.abspath(it["image_path"]) for it in found]
