@@ -128,6 +128,9 @@ def test_config_resolves_and_checks_combined_members():
         cfg({"a": {"backend": "knn"}, "c": {"backend": "combined", "members": ["knnn"]}})
     with pytest.raises(ConfigError, match="no feature model to combine"):
         cfg({"c": {"backend": "combined"}})
+    # a user's file drops a default model with `name: null` (merged over config.yaml's)
+    dropped = cfg({"a": {"backend": "knn"}, "b": None, "c": {"backend": "combined"}})
+    assert sorted(dropped.models) == ["a", "c"] and dropped.models["c"].members == ["a"]
 
 
 def test_synthetic_defects_are_seeded_and_marked_where_they_are(tmp_path):

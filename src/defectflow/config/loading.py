@@ -27,8 +27,11 @@ def parse_config(
         raise ConfigError(
             f"invalid {where}: the top level must be a mapping of keys, not {type(data).__name__}"
         )
+    data = dict(data or {})
+    if isinstance(data.get("models"), dict):  # `knn: null` in a user's file drops that model
+        data["models"] = {k: v for k, v in data["models"].items() if v is not None}
     try:
-        return Config.model_validate(expand(dict(data or {})))
+        return Config.model_validate(expand(data))
     except ConfigError as exc:  # a sweep that cannot be expanded
         raise ConfigError(
             f"invalid {defined_in(['models'], files or []) or where}:\n  {exc}"
