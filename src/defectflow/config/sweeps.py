@@ -93,6 +93,12 @@ def expand_sweeps(models: dict[str, Any]) -> dict[str, Any]:
             and k in fields
             and typing.get_origin(fields[k].annotation) is not list
         }
+        empty = sorted(k for k, v in swept.items() if not v)
+        if empty:  # a product over an empty list is nothing: the model would vanish unsaid
+            raise ConfigError(
+                f"models.{name}.{empty[0]}: an empty list sweeps no value and would drop the "
+                "model; give at least one value"
+            )
         seeds = entry.get("seeds")
         if not swept and seeds is None:
             out[name] = entry
