@@ -213,9 +213,3 @@ def test_pick_without_labels_is_the_combined_model_and_reads_no_test_label():
         for r, f in zip(rows([0.9, 0.8, 0.85]), (0.7, 0.9, 0.8), strict=True)
     ]
     assert _pick(labelled)["model"] == "padim"
-
-
-def test_an_empty_sweep_list_is_refused_not_a_dropped_model():
-    data = {"datasets": {"demo": {"sources": [{"type": "demo"}]}}}
-    with pytest.raises(ConfigError, match=r"models.knn.k: an empty list sweeps no value"):
-        parse_config(data | {"models": {"knn": {"backend": "knn", "k": []}}})

@@ -301,3 +301,15 @@ def test_dry_run_names_the_users_config_file_for_each_mistake(workflow_dir, tmp_
         in out
     )
     assert "invalid config/config.yaml" not in out
+
+
+def test_an_empty_sweep_list_is_refused_not_a_dropped_model():
+    data = {"datasets": {"demo": {"sources": [{"type": "demo"}]}}}
+    with pytest.raises(ConfigError, match=r"models.knn.k: an empty list sweeps no value"):
+        parse_config(data | {"models": {"knn": {"backend": "knn", "k": []}}})
+
+
+@pytest.mark.parametrize("name", ["run.json", "backbones"])
+def test_a_dataset_name_taken_by_a_results_file_is_refused(name):
+    with pytest.raises(ConfigError, match=f"dataset name '{name}' is taken by results/{name}"):
+        parse_config({"datasets": {name: {"sources": [{"type": "demo"}]}}})

@@ -265,6 +265,10 @@ def _default_models() -> dict[str, Any]:
     }
 
 
+#: names under results/ that are not datasets' folders
+RESERVED_RESULTS = {"backbones": "exported backbones", "run.json": "run record"}
+
+
 class ThresholdConfig(_Strict):
     policy: Literal["auto", "fpr", "normal_quantile", "f1_optimal", "fixed"] = Field(
         default="auto",
@@ -431,6 +435,11 @@ class Config(_Strict):
             if not re.match(NAME_RE, name):
                 raise ValueError(
                     f"dataset name {name!r} must match {NAME_RE} (it becomes a folder name)"
+                )
+            if name in RESERVED_RESULTS:
+                raise ValueError(
+                    f"dataset name {name!r} is taken by results/{name} (the workflow's own "
+                    f"{RESERVED_RESULTS[name]}); rename the dataset"
                 )
         return v
 
