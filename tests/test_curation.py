@@ -271,6 +271,15 @@ def test_similar_finds_the_image_itself_first(curated):
         text=True,
     )
     assert bad.returncode == 2 and "known: ['bracket']" in bad.stderr
+    broken = wf / "broken.png"  # a truncated copy: the message names the file
+    broken.write_bytes(query.read_bytes()[:300])
+    r = subprocess.run(
+        [*DEFECTFLOW, "similar", str(broken), "--dataset", "demo"],
+        cwd=wf,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and str(broken) in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_similar_asks_which_backbone_after_a_backbone_sweep(tmp_path):

@@ -80,13 +80,18 @@ def find_similar(
         ids += t["image_id"].to_pylist()
         vecs.append(np.stack(t["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32))
     onnx, card = _backbone_for(results, sha)
-    _, q = extract(
-        OnnxBackbone(onnx, threads=threads),
-        [str(image)],
-        PreprocessSpec.model_validate(card.preprocess),
-        1,
-        desc="embed query",
-    )
+    try:
+        _, q = extract(
+            OnnxBackbone(onnx, threads=threads),
+            [str(image)],
+            PreprocessSpec.model_validate(card.preprocess),
+            1,
+            desc="embed query",
+        )
+    except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for a broken file
+        raise DefectflowError(
+            f"{image}: cannot be read as an image ({exc}); is it truncated or of another format?"
+        ) from None
     bank = np.concatenate(vecs)
     bank_n = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
     qn = q[0] / max(float(np.linalg.norm(q[0])), 1e-12)
