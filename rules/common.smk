@@ -186,12 +186,12 @@ _COUNTS = {}
 
 
 def category_counts(dataset):
-    """Category -> number of images, read from the standardize checkpoint."""
-    from collections import Counter
-
-    import pyarrow.parquet as pq
-
+    """Category -> number of images, read from the standardize checkpoint (its columns
+    checked: a damaged table is named with what is wrong, not a traceback)."""
     import os
+
+    from defectflow.artifacts.standardized import category_counts as counts
+    from defectflow.errors import DefectflowError
 
     table = checkpoints.standardize.get(dataset=dataset).output.table
     key = (
@@ -199,8 +199,12 @@ def category_counts(dataset):
         os.stat(table).st_mtime_ns,
     )  # read once per table version, not per call
     if key not in _COUNTS:
-        column = pq.read_table(table, columns=["category"])["category"].to_pylist()
-        _COUNTS[key] = dict(sorted(Counter(column).items()))
+        try:
+            _COUNTS[key] = counts(table)
+        except DefectflowError as exc:
+            raise WorkflowError(
+                f"{exc} (delete it, and Snakemake makes it again)"
+            ) from None
     return _COUNTS[key]
 
 

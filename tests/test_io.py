@@ -64,3 +64,23 @@ def test_infer_inputs_take_every_image_format_and_say_what_they_leave_out(tmp_pa
     manifest.write_text('{"image_path": "a.png", "category": "screw"}\n')
     with pytest.raises(DefectflowError, match="no image of category 'cap'.*screw"):
         gather_images([manifest], "cap")
+
+
+def test_a_damaged_standardized_table_is_named_with_what_is_wrong(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from defectflow.artifacts.standardized import category_counts
+    from defectflow.errors import SchemaValidationError
+
+    garbage = tmp_path / "standardized.parquet"
+    garbage.write_text("not a table")
+    with pytest.raises(
+        SchemaValidationError, match="standardized.parquet is not a readable Parquet"
+    ):
+        category_counts(garbage)
+    pq.write_table(pa.table({"category": ["a", "a", "b"]}), garbage)
+    with pytest.raises(
+        SchemaValidationError, match=r"column 'image_id' should be string, found nothing"
+    ):
+        category_counts(garbage)

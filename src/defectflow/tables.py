@@ -70,6 +70,27 @@ def read_table_rows(path: str | Path) -> list[dict[str, Any]]:
     return read_parquet(path).to_pylist()
 
 
+def _check_schema(path: str | Path, model: type[BaseModel], got: dict[str, Any]) -> None:
+    for f in arrow_schema(model):
+        if f.name not in got or got[f.name] != f.type:
+            raise SchemaValidationError(
+                f"{path}: column {f.name!r} should be {f.type}, found {got.get(f.name, 'nothing')}; "
+                "re-run the stage that writes it"
+            )
+
+
+def read_columns(path: str | Path, model: type[BaseModel], columns: list[str]) -> pa.Table:
+    """Some columns of a Parquet artifact, after checking that every column of its model is
+    there with its type (the rows are not validated: cheap enough for a DAG's input functions)."""
+    try:
+        with pq.ParquetFile(path) as f:
+            got = {field.name: field.type for field in f.schema_arrow}
+            _check_schema(path, model, got)
+            return f.read(columns=columns)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SchemaValidationError(f"{path} is not a readable Parquet file: {exc}") from None
+
+
 def read_table(path: str | Path, model: type[BaseModel], schema_name: str) -> list[dict[str, Any]]:
     """Read a Parquet artifact and check its column types and every row against its schema."""
     try:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from defectflow.records import Label, Split
-from defectflow.tables import read_table, write_table
+from defectflow.tables import read_columns, read_table, write_table
 
 
 class StandardizedRow(BaseModel):
@@ -57,3 +58,10 @@ def category_rows(
         for r in read_standardized(path)
         if r["category"] == category and (splits is None or r["split"] in splits)
     ]
+
+
+def category_counts(path: str | Path) -> dict[str, int]:
+    """Category -> number of images of ``standardized.parquet``, its columns checked against
+    the schema first (what the workflow's input functions read to plan the jobs)."""
+    column = read_columns(path, StandardizedRow, ["category"])["category"].to_pylist()
+    return dict(sorted(Counter(column).items()))
