@@ -12,7 +12,10 @@ from defectflow.sharding import n_shards
 
 try:  # every config mistake answered here, before any job, naming the file that makes it
     CFG = parse_workflow_config(
-        config, workflow.configfiles, workflow.overwrite_configfiles
+        config,
+        workflow.configfiles,
+        workflow.overwrite_configfiles,
+        dict(workflow.config_settings.config),
     )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None

@@ -313,3 +313,14 @@ def test_an_empty_sweep_list_is_refused_not_a_dropped_model():
 def test_a_dataset_name_taken_by_a_results_file_is_refused(name):
     with pytest.raises(ConfigError, match=f"dataset name '{name}' is taken by results/{name}"):
         parse_config({"datasets": {name: {"sources": [{"type": "demo"}]}}})
+
+
+def test_a_mistake_in_dash_dash_config_is_blamed_on_it_not_on_the_file(tmp_path):
+    from defectflow.config import parse_workflow_config
+
+    f = tmp_path / "config.yaml"
+    f.write_text("datasets:\n  demo:\n    sources: [{type: demo}]\nthreshold:\n  fpr: 0.05\n")
+    data = {"datasets": {"demo": {"sources": [{"type": "demo"}]}}, "threshold": {"fpr": 2}}
+    with pytest.raises(ConfigError, match=r"invalid --config:\n  threshold.fpr") as exc:
+        parse_workflow_config(data, [f], command_line={"threshold": {"fpr": 2}})
+    assert str(f) not in str(exc.value)

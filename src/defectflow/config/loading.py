@@ -49,15 +49,21 @@ def parse_config(
 
 
 def parse_workflow_config(
-    data: dict[str, Any], configfiles: list[Any], overrides: list[Any] = ()
+    data: dict[str, Any],
+    configfiles: list[Any],
+    overrides: list[Any] = (),
+    command_line: dict[str, Any] | None = None,
 ) -> Config:
     """The config Snakemake merged from ``configfiles`` (and ``--config``): each file is read
     again to refuse a key written twice (YAML keeps the last silently) and to name, in each
     error, the file that sets the bad key. ``overrides``: the ``--configfile`` files, which take
-    precedence over the Snakefile's ``configfile:``."""
+    precedence over the Snakefile's ``configfile:``; ``command_line``: the ``--config`` values,
+    over all of them."""
     late = [str(f) for f in overrides]
     ordered = [str(f) for f in configfiles if str(f) not in late] + late
     files = [(f, load_yaml(f, error=ConfigError)) for f in dict.fromkeys(ordered)]
+    if command_line:  # `--config key=value` overrides every file: a mistake there is its own
+        files.append(("--config", dict(command_line)))
     where = "config (from --config or defaults)"
     cfg = parse_config(data, where=where, files=files)
     by_file: dict[str, list[str]] = {}
