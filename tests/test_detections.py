@@ -170,6 +170,43 @@ def test_yolo_class_id_not_in_data_yaml_is_refused(tmp_path):
         _ingest({"type": "yolo", "path": str(root)}, tmp_path)
 
 
+def _yolo_root(tmp_path: Path, names, label: str = "0 0.5 0.5 0.2 0.2\n", **yaml_extra) -> Path:
+    root = tmp_path / "y"
+    root.mkdir(parents=True)
+    doc = {"train": "images/train", "names": names, **yaml_extra}
+    (root / "data.yaml").write_text(yaml.safe_dump(doc))
+    save_image(root / "images/train/a.png", size=(20, 20))
+    (root / "labels/train").mkdir(parents=True)
+    (root / "labels/train/a.txt").write_text(label)
+    return root
+
+
+def test_no_label_is_lost_without_a_word(tmp_path):
+    """A defect class the labels do not define (a typo), `nc` against `names`, an id a names
+    mapping skips, and `Images/`/`Labels/` folders: each refused with the file and the reason,
+    where each would have made every image normal."""
+    root = _yolo_root(tmp_path / "a", ["crack", "hole"])
+    with pytest.raises(
+        ManifestError, match=r"defect_classes names \['crak'\].*did you mean 'crack'"
+    ):
+        _ingest({"type": "yolo", "path": str(root), "defect_classes": ["crak"]}, tmp_path)
+    root = _yolo_root(tmp_path / "b", ["crack", "hole"], nc=3)
+    with pytest.raises(ManifestError, match=r"`nc: 3` but `names` defines 2 class ids"):
+        _ingest({"type": "yolo", "path": str(root)}, tmp_path)
+    root = _yolo_root(tmp_path / "c", {0: "crack", 2: "hole"}, label="1 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(ManifestError, match=r"a\.txt:1: class id 1 is not in"):
+        _ingest({"type": "yolo", "path": str(root)}, tmp_path)
+    root = _yolo_root(tmp_path / "d", ["crack"])
+    (root / "images").rename(root / "Images")
+    (root / "labels").rename(root / "Labels")
+    with pytest.raises(ManifestError, match=r"`Images/` would lose every label"):
+        _ingest({"type": "yolo", "path": str(root)}, tmp_path)
+    labels = _coco(tmp_path / "w", {"a.png": [("scratch", [1, 1, 5, 5])]})
+    src = {"type": "coco", "path": str(tmp_path / "w/images"), "labels": str(labels)}
+    with pytest.raises(ManifestError, match=r"defect_classes names \['scrach'\]"):
+        _ingest({**src, "defect_classes": ["scrach"]}, tmp_path)
+
+
 @pytest.mark.slow
 def test_coco_dataset_through_the_workflow(workflow_dir, tmp_path):
     """The demo's bracket images re-labelled as COCO boxes (the bounding box of each mask): the

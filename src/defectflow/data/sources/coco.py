@@ -15,6 +15,7 @@ from defectflow.data.sources.outlines import (
     DetectionParams,
     LabelsInvalid,
     Object,
+    check_defect_classes,
     image_size,
     record,
 )
@@ -220,6 +221,7 @@ def read(src: CocoSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
         if not isinstance(c, dict) or "id" not in c:
             raise LabelsInvalid(f"{labels}: categories[{k}] has no `id`", file=str(labels))
         classes[c["id"]] = str(c.get("name", c["id"]))
+    check_defect_classes(src, list(classes.values()), labels)
     images: dict[Any, dict[str, Any]] = {}
     for k, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):

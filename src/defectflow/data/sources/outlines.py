@@ -16,6 +16,7 @@ What the formats leave to the reader is answered, never skipped silently:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import math
@@ -115,6 +116,23 @@ def image_size(path: Path) -> tuple[int, int] | None:
             return im.size
     except (OSError, ValueError, Image.DecompressionBombError):
         return None  # preflight reports the image itself
+
+
+def check_defect_classes(src: DetectionParams, known: list[str | None], where: Path) -> None:
+    """Every class named in ``defect_classes`` must be one the labels define (a typo would make
+    every image normal without a word)."""
+    if src.defect_classes is None:
+        return
+    names = sorted({k for k in known if k is not None})
+    unknown = [c for c in src.defect_classes if c not in names]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise LabelsInvalid(
+            f"{where}: defect_classes names {unknown}, which its labels do not define{hint} "
+            f"Classes: {names}",
+            file=str(where),
+        )
 
 
 def record(

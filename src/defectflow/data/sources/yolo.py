@@ -16,6 +16,7 @@ from defectflow.data.sources.outlines import (
     DetectionParams,
     LabelsInvalid,
     Object,
+    check_defect_classes,
     image_size,
     orphan,
     record,
@@ -72,19 +73,31 @@ def find_yaml(root: Path, name: str | None) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def yolo_names(yaml_path: Path | None, doc: dict[str, Any]) -> list[str] | None:
-    """Class names by id; None when the YAML names none (ids are then the names)."""
+def yolo_names(yaml_path: Path | None, doc: dict[str, Any]) -> list[str | None] | None:
+    """Class names by id (None where a mapping skips an id: no class has it); None when the
+    YAML names none (ids are then the names). ``nc`` beside ``names`` must match it, as
+    Ultralytics requires."""
     names = doc.get("names")
+    nc = doc.get("nc")
     if isinstance(names, dict):
         try:
-            top = max(int(k) for k in names)
+            ids = {int(k): str(v) for k, v in names.items()}
         except (TypeError, ValueError):
             raise ManifestError(
                 f"{yaml_path}: `names` keys must be class ids (0, 1, ...)"
             ) from None
-        return [str(names.get(k, names.get(str(k), k))) for k in range(top + 1)]
-    if isinstance(names, list):
-        return [str(n) for n in names]
+        out: list[str | None] = [ids.get(k) for k in range(max(ids, default=-1) + 1)]
+    elif isinstance(names, list):
+        out = [str(n) for n in names]
+    else:
+        out = []
+    if isinstance(names, dict | list):
+        if isinstance(nc, int) and nc != len(out):
+            raise ManifestError(
+                f"{yaml_path}: `nc: {nc}` but `names` defines {len(out)} class ids; make them "
+                "agree (Ultralytics refuses this file too)"
+            )
+        return out
     if isinstance(doc.get("nc"), int):
         return [str(k) for k in range(doc["nc"])]
     if names is not None:
@@ -184,7 +197,7 @@ def _yolo_objects(
                 line=n,
             )
         cls = int(cls_f)
-        if names is not None and cls >= len(names):
+        if names is not None and (cls >= len(names) or names[cls] is None):
             raise LabelsInvalid(
                 f"{txt}:{n}: class id {cls} is not in {yaml_path} (names: {names}); "
                 "fix the label or the YAML",
@@ -233,7 +246,24 @@ def _yolo_objects(
     return objects
 
 
+def _refuse_cased_folders(*folders: Path) -> None:
+    """Ultralytics finds a label by turning the folder ``images`` (exactly) into ``labels``:
+    an ``Images/`` and ``Labels/`` export (Windows) would lose every label without a word, here
+    as there. Refused with the reason instead."""
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if d.name.lower() in ("images", "labels") and d.name not in ("images", "labels"):
+                raise ManifestError(
+                    f"{d}: YOLO label files are found by turning the folder `images` into "
+                    f"`labels`, in lower case (as Ultralytics does); `{d.name}/` would lose every "
+                    f"label. Rename it to `{d.name.lower()}/` (and its partner likewise)"
+                )
+
+
 def _yolo_layout(root: Path, src: YoloSource) -> tuple[Path | None, dict[str, Any], Path]:
+    _refuse_cased_folders(root)
     yaml_path = find_yaml(root, src.yaml)
     if yaml_path is None and not (root / "images").is_dir():
         raise ManifestError(
@@ -273,6 +303,8 @@ def read(src: YoloSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
                 for n in listed[0].read_text(encoding="utf-8-sig").splitlines()
                 if n.strip()
             ]
+    if names is not None:
+        check_defect_classes(src, names, yaml_path or root)
     pose = "kpt_shape" in doc
     declared = [s for s in src.splits if doc.get(s)]
     if yaml_path is None:  # no YAML: images/<split>/ (or images/) with labels/ beside
