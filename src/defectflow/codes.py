@@ -24,8 +24,8 @@ CODES: dict[str, tuple[Severity, str, str]] = {
     ),
     "LABELS_INVALID": (
         E,
-        "a detection label cannot be read as its format defines it: a YOLO line that is neither `class cx cy w h` nor a polygon, coordinates outside the image, a class id the YAML does not name, a COCO annotation of an unknown image or class, a box or polygon that is not numbers",
-        "fix the label at the file and line (or annotation) the report names",
+        "a detection label cannot be read as its format defines it: a YOLO line that is neither `class cx cy w h` nor a polygon, coordinates outside the image, a class id the YAML does not name (a `names` mapping that skips it included), a COCO annotation of an unknown image or class, a box or polygon that is not numbers, a `defect_classes` entry the labels do not define",
+        "fix the label at the file and line (or annotation) the report names, or the class name in the config",
     ),
     "LABEL_ORPHAN": (
         W,
