@@ -84,3 +84,33 @@ def test_a_damaged_standardized_table_is_named_with_what_is_wrong(tmp_path):
         SchemaValidationError, match=r"column 'image_id' should be string, found nothing"
     ):
         category_counts(garbage)
+
+
+def test_a_login_page_in_front_of_label_studio_is_named_not_a_traceback():
+    """A URL that answers an HTML page (a login proxy) instead of Label Studio's JSON API."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from defectflow.curation.review import LabelStudio
+    from defectflow.errors import DefectflowError
+
+    class Login(BaseHTTPRequestHandler):
+        def _page(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><html><body>Sign in</body></html>")
+
+        do_GET = do_POST = _page
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Login)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ls = LabelStudio(f"http://127.0.0.1:{server.server_port}", "legacy-token")
+        with pytest.raises(DefectflowError, match="an HTML page: a login proxy"):
+            ls.call("GET", "/api/projects/")
+    finally:
+        server.shutdown()
