@@ -19,12 +19,14 @@ from defectflow.evaluation.registry import record_run, runs_of
 CLI = [sys.executable, "-m", "defectflow.cli"]
 
 
-def _metrics(root: Path, category: str, model: str, auroc: float, f1: float = 0.8) -> str:
+def _metrics(
+    root: Path, category: str, model: str, auroc: float, f1: float = 0.8, dataset: str = "d"
+) -> str:
     m = Metrics(
-        dataset="d",
+        dataset=dataset,
         category=category,
         model=model,
-        model_id=f"d/{category}/{model}@x",
+        model_id=f"{dataset}/{category}/{model}@x",
         n_images=10,
         n_errors=0,
         per_defect_type={},
@@ -42,17 +44,17 @@ def _metrics(root: Path, category: str, model: str, auroc: float, f1: float = 0.
         },
         pixel={"status": "ok", "auroc": 0.95, "aupro": 0.8},
     )
-    path = root / "results/d/models" / model / category / "metrics.json"
+    path = root / "results" / dataset / "models" / model / category / "metrics.json"
     write_metrics(m, path)
     return str(path)
 
 
-def _board(root: Path, aurocs: dict[tuple[str, str], float]) -> Path:
-    files = [_metrics(root, c, m, a) for (c, m), a in aurocs.items()]
+def _board(root: Path, aurocs: dict[tuple[str, str], float], dataset: str = "d") -> Path:
+    files = [_metrics(root, c, m, a, dataset=dataset) for (c, m), a in aurocs.items()]
     bench = root / "benchmarks/d/train"
     bench.mkdir(parents=True, exist_ok=True)
     (bench / "knn-a.tsv").write_text("s\th:m:s\tmax_rss\n2.50\t0:00:02\t300.5\n")
-    out = root / "results/d/leaderboard.parquet"
+    out = root / "results" / dataset / "leaderboard.parquet"
     run_leaderboard(files, out, out.with_suffix(".csv"), benchmarks=root / "benchmarks")
     return out
 
@@ -148,6 +150,29 @@ def test_registry_diff_and_gate_across_two_runs(tmp_path):
         [*CLI, "runs", "show", "nope", "--registry", str(reg)], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "is not in the registry" in missing.stderr
+    # a run of another dataset in between: `previous` is the previous run of the same dataset
+    b3 = _board(tmp_path / "r3", {("x", "knn"): 0.5}, dataset="other")
+    record_run({}, [str(b3)], [], backbone_cards=[], registry=reg, out=tmp_path / "r3.json")
+    again = subprocess.run(
+        [
+            *CLI,
+            "gate",
+            "--current",
+            rec["run_id"],
+            "--baseline",
+            "previous",
+            "--registry",
+            str(reg),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 1 and "a/patchcore: 0.9700 -> 0.9000" in again.stdout
+    assert "(datasets: d)" in again.stdout
+    listed = subprocess.run(
+        [*CLI, "runs", "list", "--registry", str(reg)], capture_output=True, text=True
+    )
+    assert listed.stdout.splitlines()[-1].endswith("other")  # each run says its datasets
 
 
 def test_leaderboard_marks_best_and_seed_spread(tmp_path):

@@ -24,12 +24,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(summary, indent=2))
             return EXIT_OK
-        print(f"{'run':<24} {'time':<20} {'config':<12} {'commit':<11} rows  mean image AUROC")
+        print(
+            f"{'run':<24} {'time':<20} {'config':<12} {'commit':<11} rows  mean image AUROC  "
+            "datasets"
+        )
         for s in summary:
             commit = (s["git_commit"] or "-") + ("*" if s["git_dirty"] else "")
             print(
                 f"{s['run_id']:<24} {s['time']:<20} {s['config_sha256']:<12} {commit:<11} "
-                f"{s['rows']:>4}  {s['mean_image_auroc']}"
+                f"{s['rows']:>4}  {str(s['mean_image_auroc']):<16}  {', '.join(s['datasets'])}"
             )
         return EXIT_OK
     if args.action == "show":
@@ -57,6 +60,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2, default=str))
         return EXIT_OK
+    print(f"A = {args.runs[0]}: {_run_name(a)}\nB = {args.runs[1]}: {_run_name(b)}")
     print("config changes:" if d["config_changes"] else "config: identical")
     for k, (va, vb) in d["config_changes"].items():
         print(f"  {k}: {va!r} -> {vb!r}")
@@ -71,12 +75,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_name(rows: list[dict]) -> str:
+    r = rows[0] if rows else {}
+    return f"run {r['run_id']} ({r.get('time')})" if r.get("run_id") else "the leaderboard file"
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.evaluation.gate import baseline_rows, gate
 
     current = baseline_rows(args.current, args.registry)
-    base = baseline_rows(args.baseline, args.registry)
+    datasets = {r["dataset"] for r in current}
+    base = baseline_rows(args.baseline, args.registry, datasets)
+    if not args.json:
+        print(
+            f"current {_run_name(current)} against baseline {_run_name(base)} "
+            f"(datasets: {', '.join(sorted(datasets))})"
+        )
     failed = gate(current, base, args.metric, args.max_drop)
     if args.json:
         print(

@@ -105,7 +105,9 @@ class LabelStudio:
             return json.loads(raw) if raw else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             start = raw[:200].decode("utf-8", "replace").strip().replace("\n", " ")
-            page = " (an HTML page: a login proxy, or another service?)" if b"<" in raw[:200] else ""
+            page = (
+                " (an HTML page: a login proxy, or another service?)" if b"<" in raw[:200] else ""
+            )
             raise ReviewError(
                 f"{self.url}{path} answered {start[:80]!r}{page}, not Label Studio's JSON; set "
                 "LABEL_STUDIO_URL to Label Studio itself"

@@ -13,7 +13,13 @@ from defectflow.evaluation.registry import load_registry, runs_of
 from defectflow.tables import read_parquet
 
 
-def _pick(rows: list[dict[str, Any]], run: str) -> list[dict[str, Any]]:
+def _pick(
+    rows: list[dict[str, Any]], run: str, datasets: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """One run's rows; ``datasets``: only runs (and rows) of these datasets count, so
+    ``latest``/``previous`` never name a run of another dataset."""
+    if datasets:
+        rows = [r for r in rows if r["dataset"] in datasets]
     ids = [s["run_id"] for s in runs_of(rows)]
     if run == "latest" and ids:
         run = ids[-1]
@@ -28,8 +34,11 @@ def _pick(rows: list[dict[str, Any]], run: str) -> list[dict[str, Any]]:
     return [r for r in rows if r["run_id"] == match[0]]
 
 
-def baseline_rows(baseline: str, registry: str | Path) -> list[dict[str, Any]]:
-    """A run id (or prefix, or latest/previous) in the registry, or a leaderboard file."""
+def baseline_rows(
+    baseline: str, registry: str | Path, datasets: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """A run id (or prefix, or latest/previous) in the registry, or a leaderboard file;
+    ``datasets``: of these datasets only (the run being compared)."""
     path = Path(baseline)
     if path.suffix in (".parquet", ".csv") and path.is_file():
         if path.suffix == ".csv":
@@ -43,7 +52,7 @@ def baseline_rows(baseline: str, registry: str | Path) -> list[dict[str, Any]]:
                 ]
 
         return read_parquet(path).to_pylist()
-    return _pick(load_registry(registry), baseline)
+    return _pick(load_registry(registry), baseline, datasets)
 
 
 def _key(r: dict[str, Any]) -> tuple[str, str, str]:

@@ -147,10 +147,13 @@ def runs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "git_commit": (r["git_commit"] or "")[:10],
                 "git_dirty": r["git_dirty"],
                 "rows": 0,
+                "datasets": [],
                 "mean_image_auroc": [],
             },
         )
         s["rows"] += 1
+        if r["dataset"] not in s["datasets"]:
+            s["datasets"].append(r["dataset"])
         if r.get("image_auroc") is not None:
             s["mean_image_auroc"].append(r["image_auroc"])
     out = list(seen.values())  # registry order: runs are appended
