@@ -1175,3 +1175,27 @@ def test_seal_refuses_what_no_delivered_model_may_hold(demo_run, tmp_path):
         assert r.returncode == 2 and where in r.stderr and "Traceback" not in r.stderr, r.stderr
         r = _infer("--infer-config", str(ic), str(src), "--out", str(tmp_path / "p.jsonl"))
         assert r.returncode == 2 and where in r.stderr, r.stderr
+
+
+def test_a_copied_deploy_folder_runs_though_another_file_sits_at_the_recorded_path(
+    demo_run, tmp_path
+):
+    """The backbone beside the config is taken when its sha256 matches, whatever other file
+    sits at the path recorded relative to the run (a stale backbone of another run, say)."""
+    src = demo_run / "results" / "demo" / "models" / "knn" / "tile"
+    deliver = tmp_path / "a" / "b" / "c" / "d" / "e" / "deliver"
+    deliver.parent.mkdir(parents=True)
+    ic = _deliver(src, deliver)
+    recorded = json.loads(ic.read_text())["backbone"]["path"]
+    stray = (deliver / recorded).resolve()
+    assert tmp_path in stray.parents, stray  # deep enough for the recorded path to land here
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"another run's backbone")
+    r = _infer(
+        "--infer-config",
+        str(ic),
+        str(demo_run / "resources/demo/tile/test/good"),
+        "--out",
+        str(tmp_path / "p.jsonl"),
+    )
+    assert r.returncode == 0, r.stderr

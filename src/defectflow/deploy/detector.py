@@ -31,21 +31,23 @@ log = logging.getLogger(__name__)
 
 def resolve(base: Path, ref: FileRef, what: str) -> Path:
     """A file named in infer_config.json: at its recorded relative path, else beside the config
-    (a delivery folder); its sha256 must match."""
-    path = base / ref.path
-    if not path.is_file():
-        path = base / Path(ref.path).name
-    if not path.is_file():
+    (a delivery folder); the first of them whose sha256 matches. A changed file is refused
+    only when no candidate matches."""
+    candidates = list(dict.fromkeys([base / ref.path, base / Path(ref.path).name]))
+    found = [c for c in candidates if c.is_file()]
+    if not found:
         raise ModelError(
             f"{what} {ref.path} not found (relative to {base} or beside infer_config.json); copy it there"
         )
-    got = sha256_file(path)
-    if got != ref.sha256:
-        raise IntegrityError(
-            f"{what} {path} has sha256 {got[:16]}..., infer_config.json records "
-            f"{ref.sha256[:16]}...: refusing a changed file"
-        )
-    return path
+    sums = {c: sha256_file(c) for c in found}
+    for c, got in sums.items():
+        if got == ref.sha256:
+            return c
+    c, got = next(iter(sums.items()))
+    raise IntegrityError(
+        f"{what} {c} has sha256 {got[:16]}..., infer_config.json records "
+        f"{ref.sha256[:16]}...: refusing a changed file"
+    )
 
 
 def score_with_maps(
