@@ -527,3 +527,10 @@ def test_a_bad_label_stops_the_workflow_at_ingest_with_a_coded_report(workflow_d
     (issue,) = report["issues"]
     assert issue["code"] == "LABELS_INVALID" and issue["context"]["line"] == 1 and not report["ok"]
     assert not (workflow_dir / "results/parts/manifest.jsonl").exists()
+
+
+def test_coco_category_defaults_to_the_product_folder_not_images(tmp_path):
+    labels = _coco(tmp_path / "line4", {"a.png": [("scratch", [1, 1, 5, 5])]})
+    src = {"type": "coco", "path": str(tmp_path / "line4/images"), "labels": str(labels)}
+    assert {r.category for r in _ingest(src, tmp_path)} == {"line4"}
+    assert {r.category for r in _ingest({**src, "category": "cap"}, tmp_path)} == {"cap"}

@@ -40,7 +40,9 @@ _PX = 0.5  # pixel slack for COCO boxes that touch the border
 
 class DetectionParams(SourceParams):
     category: str | None = Field(
-        default=None, description="category of every image (default: the folder's name)"
+        default=None,
+        description="category of every image (default: the folder's name, or the nearest folder "
+        "above it whose name is not generic: `line4/images` -> `line4`)",
     )
     split: str | None = Field(
         default=None, description="split for every image (train|val|test; null: assigned)"
@@ -118,6 +120,19 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return None  # preflight reports the image itself
 
 
+#: folder names that say what a folder holds, not which product: a category is named further up
+GENERIC_FOLDERS = {"images", "imgs", "img", "image", "train", "val", "valid", "test", "data"}
+
+
+def default_category(root: Path) -> str:
+    """A source's category when the config names none: its folder's name, or the nearest
+    folder above that is not a generic one (``line4/images`` -> ``line4``)."""
+    for folder in (root, *root.resolve().parents):
+        if folder.name and folder.name.lower() not in GENERIC_FOLDERS:
+            return folder.name
+    return root.name
+
+
 def check_defect_classes(src: DetectionParams, known: list[str | None], where: Path) -> None:
     """Every class named in ``defect_classes`` must be one the labels define (a typo would make
     every image normal without a word)."""
@@ -161,7 +176,7 @@ def record(
             mask_path = draw(drawable, size[0], size[1], mask_dir / f"{img.stem}-{key}.png")
     return ManifestRecord(
         image_path=str(img),
-        category=src.category or root.name,
+        category=src.category or default_category(root),
         split=src.split,
         label=Label.ANOMALY if defects else Label.NORMAL,
         mask_path=mask_path,

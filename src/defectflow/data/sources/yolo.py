@@ -17,6 +17,7 @@ from defectflow.data.sources.outlines import (
     LabelsInvalid,
     Object,
     check_defect_classes,
+    default_category,
     image_size,
     orphan,
     record,
@@ -318,7 +319,7 @@ def read(src: YoloSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
                 "folders under `train:`, `val:` or `test:`"
             )
     where = SourceRef(file=str(yaml_path or root), type="yolo")
-    category = src.category or root.name
+    category = src.category or default_category(root)
     out, seen, label_dirs = [], set(), set()
     images = {
         split: _split_images(base, entry, yaml_path, split) for split, entry in entries.items()
