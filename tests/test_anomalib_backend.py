@@ -140,3 +140,19 @@ def test_anomalib_names_and_arguments_are_checked_early():
 
     with pytest.raises(ModelError, match=r"takes no argument \['pre_trained'\]"):
         build_module("Stfpm", {"backbone": LITE0, "pre_trained": True}, 64, [0.5] * 3, [0.5] * 3)
+
+
+def test_a_typo_in_init_stops_the_config_check_not_training():
+    """`init` keys are checked against the model's constructor, read from anomalib's source
+    (no import): a typo is answered with a did-you-mean before any job runs."""
+    from defectflow.config import parse_config
+    from defectflow.errors import ConfigError
+
+    data = {"datasets": {"d": {"sources": [{"type": "demo"}]}}}
+    good = {"backend": "anomalib", "model": "Stfpm", "init": {"backbone": "resnet18"}}
+    assert parse_config(data | {"models": {"s": good}}).models["s"].init == {"backbone": "resnet18"}
+    bad = {**good, "init": {"backbon": "resnet18"}}
+    with pytest.raises(
+        ConfigError, match=r"takes no argument \['backbon'\]; did you mean 'backbone'"
+    ):
+        parse_config(data | {"models": {"s": bad}})

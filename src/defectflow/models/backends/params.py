@@ -6,12 +6,13 @@ Each backend's params model is the source of truth for its config keys, defaults
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class BackendParams(BaseModel):
@@ -200,6 +201,36 @@ def anomalib_model_names() -> tuple[str, ...]:
     return ()
 
 
+@functools.cache
+def anomalib_init_params(name: str) -> frozenset[str] | None:
+    """The keyword arguments of anomalib image model ``name``'s constructor, read from its
+    source without importing it (anomalib/models/image/<pkg>/lightning_model.py); None where
+    that cannot be told (a model that takes ``**kwargs``, a layout this does not know)."""
+    spec = importlib.util.find_spec("anomalib")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    image = Path(next(iter(spec.submodule_search_locations))) / "models" / "image"
+    try:
+        pkg = next(
+            node.module
+            for node in ast.walk(ast.parse((image / "__init__.py").read_text(encoding="utf-8")))
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and any(a.name == name for a in node.names)
+        )
+        src = (image / pkg / "lightning_model.py").read_text(encoding="utf-8")
+    except (StopIteration, OSError):
+        return None
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            for fn in node.body:
+                if isinstance(fn, ast.FunctionDef) and fn.name == "__init__":
+                    if fn.args.kwarg is not None:
+                        return None
+                    return frozenset(a.arg for a in fn.args.args + fn.args.kwonlyargs) - {"self"}
+    return None
+
+
 class AnomalibParams(BackendParams):
     backend: Literal["anomalib"] = Field(
         description="train an anomalib image model by name from the images (its own forward)"
@@ -226,3 +257,18 @@ class AnomalibParams(BackendParams):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"anomalib has no image model {v!r}{hint} Known: {', '.join(names)}")
         return v
+
+    @model_validator(mode="after")
+    def _known_init(self) -> AnomalibParams:
+        """`init` keys against the model's constructor (read from anomalib's source), so a
+        typo stops the config check, not training 20 s in."""
+        accepted = anomalib_init_params(self.model)
+        unknown = sorted(set(self.init) - accepted) if accepted is not None else []
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(accepted or ()), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"init: anomalib {self.model} takes no argument {unknown}{hint} It takes: "
+                f"{', '.join(sorted(accepted or ()))}"
+            )
+        return self
