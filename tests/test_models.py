@@ -472,3 +472,32 @@ def test_regions_are_boxes_in_image_pixels():
     (r,) = regions(m, (280, 140))
     assert (r.x0, r.y0, r.x1, r.y1) == (140, 35, 210, 70) and r.score == pytest.approx(0.9)
     assert regions(np.zeros((28, 28)), (10, 10)) == []
+
+
+def test_a_flagged_image_always_names_where_its_score_comes_from():
+    """Smoothing can bring a map's peak under the threshold while the image score is above it:
+    the record still names the area around the peak."""
+    from defectflow.artifacts.infer_config import Threshold
+    from defectflow.deploy.detector import record
+
+    t = Threshold(
+        value=1.0,
+        policy="fixed",
+        low=0.0,
+        spread=1.0,
+        n_normal=10,
+        n_anomaly=0,
+        folds=5,
+        calibration_ids_sha256="x",
+    )
+
+    class Cfg:  # the few fields a record reads
+        threshold, model_id = t, "d/c/m@x"
+
+    m = np.full((28, 28), 0.2, np.float32)
+    m[7:14, 14:21] = 0.45  # under 0.5 after smoothing
+    flagged = record(Cfg, "i", "i.png", 1.2, m, (280, 140))
+    assert flagged.pred_label == "anomaly" and len(flagged.regions) == 1
+    assert flagged.regions[0].x0 == 140 and flagged.regions[0].score == pytest.approx(0.45)
+    normal = record(Cfg, "i", "i.png", 0.8, m, (280, 140))
+    assert normal.pred_label == "normal" and normal.regions == []

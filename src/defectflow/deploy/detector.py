@@ -82,6 +82,11 @@ def record(
     """One prediction from a raw score (and normalized map): the pipeline and ``defectflow infer``
     build records here."""
     norm = None if score is None else float(normalize(score, cfg.threshold))
+    found = regions(norm_map, image_size) if norm_map is not None and image_size else []
+    if not found and norm is not None and norm >= 0.5 and norm_map is not None and image_size:
+        # flagged, but smoothing brought the map's peak under the threshold: name where the
+        # score comes from all the same, the area within 0.05 of the map's peak
+        found = regions(norm_map, image_size, level=float(norm_map.max()) - 0.05)
     return PredictionRecord(
         image_id=image_id,
         image_path=image_path,
@@ -92,7 +97,7 @@ def record(
         defect_type=defect_type,
         model_id=cfg.model_id,
         error=error,
-        regions=regions(norm_map, image_size) if norm_map is not None and image_size else [],
+        regions=found,
         warnings=warnings or [],
     )
 

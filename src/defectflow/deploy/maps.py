@@ -45,13 +45,14 @@ def round6(x: float) -> float:
 
 
 def regions(
-    norm_map: np.ndarray, image_size: tuple[int, int], max_regions: int = 5
+    norm_map: np.ndarray, image_size: tuple[int, int], max_regions: int = 5, level: float = 0.5
 ) -> list[Region]:
-    """Boxes around connected areas of the normalized map at or above 0.5, in image pixels."""
+    """Boxes around connected areas of the normalized map at or above ``level`` (the
+    threshold, 0.5), in image pixels."""
     # lazy: scipy (0.3-0.5 s) only where it is used, not on every import of the module
     from scipy import ndimage
 
-    mask = norm_map >= 0.5
+    mask = norm_map >= level
     if not mask.any():
         return []
     lab, _ = ndimage.label(mask)
