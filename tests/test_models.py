@@ -501,3 +501,26 @@ def test_a_flagged_image_always_names_where_its_score_comes_from():
     assert flagged.regions[0].x0 == 140 and flagged.regions[0].score == pytest.approx(0.45)
     normal = record(Cfg, "i", "i.png", 0.8, m, (280, 140))
     assert normal.pred_label == "normal" and normal.regions == []
+
+
+def test_a_sealed_threshold_is_half_at_its_value_wherever_it_is():
+    from defectflow.artifacts.infer_config import Threshold, normalize
+    from defectflow.models.thresholds import follow_threshold
+
+    t = Threshold(
+        value=10.0,
+        policy="fpr",
+        low=6.0,
+        spread=4.0,
+        n_normal=20,
+        n_anomaly=0,
+        folds=20,
+        normal_scores={"min": 6.0, "median": 8.0, "p95": 9.5, "max": 9.8},
+        calibration_ids_sha256="x",
+    )
+    for value in (12.0, 8.0, 3.0, -5.0):  # above, inside, below the calibration scores
+        f = follow_threshold(t.model_copy(update={"value": value}))
+        assert normalize(value, f) == pytest.approx(0.5)
+        assert f.spread >= 2.0 and f.low + f.spread == pytest.approx(value)
+        assert f.false_alarms is None and f.catch_rate is None
+        assert normalize(value + 1e-3, f) > 0.5 > normalize(value - 1e-3, f)

@@ -691,9 +691,14 @@ def test_edited_threshold_is_refused_until_sealed_as_a_new_model(demo_run, tmp_p
     batch = json.loads((tmp_path / "p.summary.json").read_text())["batch"]
     assert not batch["alarm"] and batch["message"].startswith("not checked")
     # the normalization follows the new threshold: 0.5 there, 0 at the calibration minimum
+    # (or, for a value below it, one calibrated spread below the value: never a collapsed scale)
     t = json.loads(ic.read_text())["threshold"]
+    old_t = json.loads((demo_run / "results/demo/models/padim/tile/infer_config.json").read_text())
     assert t["low"] + t["spread"] == pytest.approx(t["value"])
-    assert t["low"] == pytest.approx(min(data["threshold"]["low"], t["value"]))
+    if t["value"] > old_t["threshold"]["low"]:
+        assert t["low"] == pytest.approx(old_t["threshold"]["low"])
+    else:
+        assert t["spread"] == pytest.approx(old_t["threshold"]["spread"])
     expect = min(max(0.5 + 0.5 * (rec["score"] - t["value"]) / t["spread"], 0.0), 1.0)
     assert rec["normalized_score"] == pytest.approx(expect, abs=1e-6)
     assert (rec["pred_label"] == "anomaly") == (rec["normalized_score"] >= 0.5)

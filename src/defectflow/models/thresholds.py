@@ -195,19 +195,25 @@ def tradeoff(normal: np.ndarray, synthetic: list[dict[str, Any]]) -> list[Operat
 
 
 def follow_threshold(t: Threshold) -> Threshold:
-    """The normalization of a hand-edited threshold: 0.5 at the new value, 0 at the lowest
-    calibration score (or at the value, when it is lower), as :func:`calibrate` would set it.
-    The calibrated value is ``low + spread``; where ``value`` differs, it was edited."""
+    """The normalization of a hand-edited threshold: 0.5 at the new value wherever it is, 0 at
+    the lowest calibration score; a value at or below that score keeps the calibrated spread
+    (0 one spread below it), so the normalized scale never collapses. The calibrated value is
+    ``low + spread``; where ``value`` differs, it was edited."""
     calibrated = t.low + t.spread
     if abs(t.value - calibrated) <= 1e-9 * max(1.0, abs(calibrated)):
         return t
     floor = t.low if t.low < calibrated else t.normal_scores.get("min", t.low)
-    low = min(floor, t.value)
+    if t.value > floor:
+        low, spread = floor, t.value - floor
+    else:
+        spread = t.spread
+        low = t.value - spread
     return t.model_copy(  # the stated false-alarm rate was the calibrated value's, not this one's
         update={
             "low": low,
-            "spread": max(t.value - low, 1e-6 * max(abs(t.value), 1.0)),
+            "spread": max(spread, 1e-6 * max(abs(t.value), 1.0)),
             "false_alarms": None,
             "catch_rate": None,
+            "tradeoff": None,
         }
     )
