@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import save_image, write_jsonl
+from conftest import REPO, save_image, write_jsonl
 
 SMALL_DEMO = {"n_train": 16, "n_test_normal": 4, "n_test_per_defect": 2, "image_size": 64}
 SMALL_BACKBONE = {"image_size": 128}
@@ -1204,3 +1204,21 @@ def test_a_copied_deploy_folder_runs_though_another_file_sits_at_the_recorded_pa
         str(tmp_path / "p.jsonl"),
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_every_snakemake_target_the_readme_names_runs_as_written(demo_run):
+    """`snakemake TARGET` exactly as the README writes it (no --cores: the default profile
+    supplies them): `learning_curve` runs for real, the others plan their jobs."""
+    readme = (REPO / "README.md").read_text()
+    targets = sorted(set(re.findall(r"`snakemake ([a-z_]+)`", readme)))
+    assert {"learning_curve", "fiftyone", "review"} <= set(targets), targets
+    for target in targets:
+        dry = [] if target == "learning_curve" else ["-n"]
+        r = subprocess.run(
+            [sys.executable, "-m", "snakemake", target, *dry],
+            cwd=demo_run,
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0, (target, r.stdout[-1500:], r.stderr[-1500:])
+    assert (demo_run / "results/demo/learning_curve.html").is_file()
