@@ -66,3 +66,16 @@ def test_codes_lists_every_code(capsys):
     assert main(["codes"]) == 0
     out = capsys.readouterr().out
     assert all(f"`{c}`" in out for c in CODES)
+
+
+def test_preflight_never_writes_its_report_over_or_into_what_it_reads(mvtec_tree, tmp_path):
+    m = write_jsonl(tmp_path / "m.jsonl", [{"image": "a.png", "category": "c", "split": "train"}])
+    before = m.read_bytes()
+    for target, out in ((m, m), (mvtec_tree, mvtec_tree / "preflight.json")):
+        r = subprocess.run(
+            [sys.executable, "-m", "defectflow.cli", "preflight", str(target), "--json", str(out)],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 2 and "the input" in r.stderr and "Traceback" not in r.stderr
+    assert m.read_bytes() == before and not (mvtec_tree / "preflight.json").exists()

@@ -7,7 +7,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from defectflow.cli.common import EXIT_ERRORS, EXIT_OK
+from defectflow.cli.common import EXIT_ERRORS, EXIT_OK, refuse_overwriting_inputs
 from defectflow.errors import DefectflowError
 
 log = logging.getLogger("defectflow")
@@ -26,6 +26,10 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     from defectflow.data.sources import guess as guess_sources
     from defectflow.errors import ConfigError, ManifestError
 
+    if args.json:  # before any work: the report never overwrites what it reads
+        refuse_overwriting_inputs(
+            {"--json": args.json}, [Path(args.path), *([args.config] if args.config else [])]
+        )
     report, checks = None, PreflightConfig()
     try:  # a config that cannot be used is a report too (a CI gate reads the JSON)
         if args.config:

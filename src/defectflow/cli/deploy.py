@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from defectflow.cli.common import EXIT_ERRORS, EXIT_OK
+from defectflow.cli.common import EXIT_ERRORS, EXIT_OK, refuse_overwriting_inputs
 from defectflow.errors import DefectflowError
 
 log = logging.getLogger("defectflow")
@@ -60,23 +60,6 @@ def _predictions_path(text: str | Path) -> Path:
     return out
 
 
-def _refuse_overwriting_inputs(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
-    """Refuse, before any work, an output that is one of the inputs or lies inside a folder
-    being read (a heatmap or predictions file there would be read as an input next time, or
-    overwrite one now), naming both."""
-    for what, out in outputs.items():
-        if out is None:
-            continue
-        o = Path(out).resolve()
-        for i in inputs:
-            r = Path(i).resolve()
-            if o == r or (r.is_dir() and r in o.parents):
-                raise DefectflowError(
-                    f"{what} {out} would {'overwrite' if o == r and not r.is_dir() else 'write into'} the input "
-                    f"{i}; write the output elsewhere (nothing was written)"
-                )
-
-
 def cmd_infer(args: argparse.Namespace) -> int:
     # lazy: each command loads only what it runs, so `defectflow infer` stays light
     from defectflow.artifacts.infer_summary import InferSummary, summary_path, write_infer_summary
@@ -86,7 +69,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from defectflow.false_alarms import check_batch
 
     out = _predictions_path(args.out)  # before any work: a bad --out or --maps is found at once
-    _refuse_overwriting_inputs(
+    refuse_overwriting_inputs(
         {"--out": out, "--out's summary": summary_path(out), "--maps": args.maps},
         [args.infer_config, *args.inputs],
     )
@@ -97,7 +80,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             f"{args.infer_config} is a model of category {det.cfg.category!r}, not {args.category!r}"
         )
     items = gather_images(args.inputs, det.cfg.category)
-    _refuse_overwriting_inputs(
+    refuse_overwriting_inputs(
         {"--out": out, "--out's summary": summary_path(out)},
         [Path(it["image_path"]) for it in items],
     )
