@@ -205,6 +205,12 @@ def test_no_label_is_lost_without_a_word(tmp_path):
     src = {"type": "coco", "path": str(tmp_path / "w/images"), "labels": str(labels)}
     with pytest.raises(ManifestError, match=r"defect_classes names \['scrach'\]"):
         _ingest({**src, "defect_classes": ["scrach"]}, tmp_path)
+    # objects, but none of a defect class: every image would be normal
+    labels = _coco(tmp_path / "v", {"a.png": [("dent", [1, 1, 5, 5])], "b.png": []})
+    src = {"type": "coco", "path": str(tmp_path / "v/images"), "labels": str(labels)}
+    with pytest.raises(ManifestError, match=r"1 objects, none of a defect class"):
+        _ingest({**src, "defect_classes": ["scratch"]}, tmp_path)
+    assert {r.label for r in _ingest(src, tmp_path)} == {"anomaly", "normal"}
 
 
 @pytest.mark.slow

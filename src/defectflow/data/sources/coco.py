@@ -16,6 +16,7 @@ from defectflow.data.sources.outlines import (
     LabelsInvalid,
     Object,
     check_defect_classes,
+    check_some_defect,
     image_size,
     record,
 )
@@ -284,4 +285,5 @@ def read(src: CocoSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
                 {"coco_id": i},
             )
         )
+    check_some_defect(out, sum(len(o) for o in objects.values()), src, labels)
     return out

@@ -150,6 +150,21 @@ def check_defect_classes(src: DetectionParams, known: list[str | None], where: P
         )
 
 
+def check_some_defect(
+    records: list[ManifestRecord], n_objects: int, src: DetectionParams, where: Path
+) -> None:
+    """Labels with objects of which none makes a defect (every one of a class left out by
+    ``defect_classes``) would make every image normal: an error, not a warning about test
+    anomalies later."""
+    if n_objects and not any(r.label == Label.ANOMALY for r in records):
+        raise LabelsInvalid(
+            f"{where}: its labels hold {n_objects} objects, none of a defect class "
+            f"(defect_classes: {src.defect_classes}); every image would be normal. Name the "
+            "defect classes, or leave defect_classes out (every class is a defect)",
+            file=str(where),
+        )
+
+
 def record(
     img: Path,
     objects: list[Object],

@@ -17,6 +17,7 @@ from defectflow.data.sources.outlines import (
     LabelsInvalid,
     Object,
     check_defect_classes,
+    check_some_defect,
     default_category,
     image_size,
     orphan,
@@ -321,6 +322,7 @@ def read(src: YoloSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
     where = SourceRef(file=str(yaml_path or root), type="yolo")
     category = src.category or default_category(root)
     out, seen, label_dirs = [], set(), set()
+    n_objects = 0
     images = {
         split: _split_images(base, entry, yaml_path, split) for split, entry in entries.items()
     }
@@ -342,10 +344,12 @@ def read(src: YoloSource, *, mask_dir: str | Path, **_: Any) -> list[ManifestRec
             if txt.is_file():
                 size = image_size(img)
                 objects = _yolo_objects(txt, names, yaml_path, size, pose)
+            n_objects += len(objects)
             meta = {"yolo_split": split, "label_file": str(txt) if txt.is_file() else None}
             out.append(
                 record(Path(key), objects, size, src, root, "yolo", where, Path(mask_dir), meta)
             )
+    check_some_defect(out, n_objects, src, yaml_path or root)
     expected = {os.path.abspath(_label_file(Path(k))) for k in seen}
     for d in sorted(label_dirs):
         if not d.is_dir():
