@@ -359,7 +359,7 @@ def test_report_renders_in_a_real_browser(demo_run, tmp_path):
             "--disable-gpu",
             "--hide-scrollbars",
             f"--screenshot={shot}",
-            "--window-size=1280,5000",
+            "--window-size=1280,12000",
             (demo_run / "results/demo/report.html").as_uri(),
         ],
         capture_output=True,
@@ -367,7 +367,7 @@ def test_report_renders_in_a_real_browser(demo_run, tmp_path):
         check=True,
     )
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    assert img.shape[:2] == (5000, 1280)
+    assert img.shape[:2] == (12000, 1280)
     red = (img[..., 0] > 180) & (img[..., 1] < 90) & (img[..., 2] < 90)
     blue = (img[..., 2] > img[..., 0] + 50) & (img[..., 2] > img[..., 1] + 30)  # jet's cold end
     assert red.sum() > 1000 and blue.sum() > 8000, (red.sum(), blue.sum())  # heatmaps drawn
@@ -855,9 +855,10 @@ def test_whole_model_onnx_export_matches_the_delivered_model(demo_run, tmp_path)
 
 
 def test_a_failing_model_does_not_stop_the_others(demo_run):
-    models = (
+    models = (  # the combined model keeps its members: the other tests' demo_run is unchanged
         "models={'broken': {'backend': 'anomalib', 'model': 'Padim', 'init': {'backbone': 'no_such_net'}},"
-        " 'knn5': {'backend': 'knn', 'k': 5}}"
+        " 'knn5': {'backend': 'knn', 'k': 5},"
+        " 'combined': {'backend': 'combined', 'members': ['knn', 'patchcore', 'padim']}}"
     )
     r = snakemake(demo_run, "--config", models, check=False)  # the default profile keeps going
     assert r.returncode != 0
