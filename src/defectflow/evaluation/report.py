@@ -329,7 +329,7 @@ def catch_rate_section(metrics: list[Metrics], thresholds: dict) -> list[str]:
             f"<tr><td class=l>{html.escape(m.category)}</td><td class=l>{html.escape(m.model)}</td>"
             f"<td>{_pct(fa.expected) if fa else '–'}</td>"
             f"<td>{_pct(cr.expected)} ({_pct(cr.low)}-{_pct(cr.high)}) of {cr.n}</td>"
-            f"<td>{cr.synthetic_auroc if cr.synthetic_auroc is not None else '–'}</td>"
+            f"<td>{'–' if cr.synthetic_auroc is None else f'{cr.synthetic_auroc:.3f}'}</td>"
             f"<td>{_pct(real)}</td><td class=l>{verdict}</td><td class=l>{html.escape(fams)}</td></tr>"
         )
     out.append(
