@@ -165,7 +165,7 @@ def _planned(wf: Path, cfg: Path, cpus: int) -> dict[tuple[str, str], dict[str, 
     dry runs in a folder whose checkpoint has run (everything forced, then every rule after the
     checkpoint forced, since a forced checkpoint hides the jobs after it)."""
     out: dict[tuple[str, str], dict[str, int]] = {}
-    after = ["embed", "train", "score", "predict", "metrics"]
+    after = ["embed", "synthetic", "train", "score", "predict", "metrics"]
     for force in (["--forceall"], ["--forcerun", *after]):
         r = subprocess.run(
             [
