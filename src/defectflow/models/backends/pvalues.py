@@ -60,13 +60,10 @@ def neg_log_pvalues(scores: np.ndarray, ref: np.ndarray, scale: float | None = N
 
 def loo_neg_log_pvalues(ref: np.ndarray) -> np.ndarray:
     """``-log p`` of each good score against the other good scores: what a new good part's
-    score gets against all of them (exchangeable with it)."""
-    ref = np.asarray(ref, np.float64)
-    out = np.empty(len(ref))
-    for i in range(len(ref)):
-        others = np.delete(ref, i)
-        out[i] = neg_log_pvalues(ref[i : i + 1], others)[0]
-    return out
+    score gets against all of them (exchangeable with it). Each score its own fold of
+    :func:`out_of_fold_neg_log_pvalues`."""
+    folds = np.arange(len(ref))
+    return out_of_fold_neg_log_pvalues(ref, folds, ref, folds)
 
 
 def out_of_fold_neg_log_pvalues(
