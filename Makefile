@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml locks/pip.txt locks/venv.txt locks/label-studio-sdk.txt
 UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock"
 lock: $(STAMP)
-	$(UV_COMPILE) pyproject.toml --extra test --extra slurm --extra cluster -o locks/venv.txt
+	$(UV_COMPILE) pyproject.toml --extra test --extra slurm --extra cluster --extra serve --extra openvino -o locks/venv.txt
 	$(UV_COMPILE) locks/pip.in -o locks/pip.txt
 	$(UV_COMPILE) --no-deps locks/label-studio-sdk.in -o locks/label-studio-sdk.txt
 	$(UV_COMPILE) locks/labelstudio.in -o locks/labelstudio.txt

@@ -42,10 +42,18 @@ class PredictionRecord(BaseModel):
     warnings: list[str] = Field(
         default_factory=list, description="what the backbone may not represent faithfully"
     )
+    image_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the image file (`defectflow watch`: what makes a rescan skip it)",
+    )
+
+    def to_json(self) -> dict:
+        """The record as written: ``image_sha256`` only where it is known."""
+        return self.model_dump(mode="json", exclude=None if self.image_sha256 else {"image_sha256"})
 
 
 def write_predictions(records: list[PredictionRecord], out: str | Path) -> None:
-    rows = [r.model_dump(mode="json") for r in records]
+    rows = [r.to_json() for r in records]
     validate_rows("prediction", rows, where=str(out))
     write_jsonl_atomic(out, rows)
 

@@ -1,5 +1,5 @@
 """The ``defectflow`` command: the parts users run outside Snakemake, one module a group of
-commands (:mod:`.data`, :mod:`.deploy`, :mod:`.evaluation`, :mod:`.curation`), each with its
+commands (:mod:`.data`, :mod:`.deploy`, :mod:`.line`, :mod:`.evaluation`, :mod:`.curation`), each with its
 ``register`` of subcommands."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import logging
 import sys
 
 from defectflow import __version__
-from defectflow.cli import curation, data, deploy, evaluation
+from defectflow.cli import curation, data, deploy, evaluation, line
 from defectflow.cli.common import EXIT_ERRORS, EXIT_INTERNAL
 from defectflow.errors import DefectflowError
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"defectflow {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (data, deploy, evaluation, curation):
+    for group in (data, deploy, line, evaluation, curation):
         group.register(sub)
     return p
 

@@ -74,7 +74,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
         [args.infer_config, *args.inputs],
     )
     _maps_dir(args.maps)
-    det = Detector.load(args.infer_config, threads=args.threads, device=args.device)
+    det = Detector.load(
+        args.infer_config, threads=args.threads, device=args.device, runtime=args.runtime
+    )
     if args.category and args.category != det.cfg.category:
         raise DefectflowError(
             f"{args.infer_config} is a model of category {det.cfg.category!r}, not {args.category!r}"
@@ -174,6 +176,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="cpu",
         choices=["auto", "cpu", "cuda"],
         help="where the backbone and nearest-neighbour search run (default cpu)",
+    )
+    s.add_argument(
+        "--runtime",
+        choices=["onnxruntime", "openvino"],
+        default="onnxruntime",
+        help="what runs the backbone on the CPU (default onnxruntime; openvino: FP32)",
     )
     s.set_defaults(func=cmd_infer)
 

@@ -23,7 +23,7 @@ from defectflow.errors import IntegrityError, ModelError
 from defectflow.features.preprocess import MIN_SIDE, PreprocessSpec, to_array, to_rgb
 from defectflow.features.torch_runtime import make_backbone
 from defectflow.io import sha256_file, short_hash
-from defectflow.models.backends.base import Backend, Features, Images, batches
+from defectflow.models.backends.base import Backend, Features, Images, score_each
 from defectflow.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -51,20 +51,21 @@ def resolve(base: Path, ref: FileRef, what: str) -> Path:
 
 
 def score_with_maps(
-    backend: Backend, data: Any, out_size: int, sigma: float, batch: int = 32, desc: str = "score"
+    backend: Backend, data: Any, out_size: int, sigma: float, desc: str = "score"
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Raw scores and maps at the model input size (smoothed), by image id. The pipeline and
-    ``defectflow infer`` both go through this."""
-    scores, maps = [], {}
-    bar = Progress(len(data), desc)
-    for part in batches(data, batch):
-        sc, mp = backend.score(part)
-        scores.append(np.asarray(sc, np.float64))
+    """Raw scores and maps at the model input size (smoothed), by image id; each image scored on
+    its own (:func:`~defectflow.models.backends.base.score_each`), so a score never depends on
+    the images beside it. The pipeline, ``infer``, ``serve`` and ``watch`` all go through this."""
+    scores, maps = np.zeros(len(data)), {}
+    bar = Progress(len(data), desc) if len(data) > 1 else None
+    for i, (sc, mp) in enumerate(score_each(backend, data)):
+        scores[i] = sc
         if mp is not None:
-            mp = mp if backend.maps_final else smooth_maps(mp, out_size, sigma)
-            maps.update(zip(part.ids, mp, strict=True))
-        bar.update(len(part))
-    return (np.concatenate(scores) if scores else np.zeros(0)), maps
+            one = mp[None] if backend.maps_final else smooth_maps(mp[None], out_size, sigma)
+            maps[data.ids[i]] = one[0]
+        if bar is not None:
+            bar.update(1)
+    return scores, maps
 
 
 def record(
@@ -116,44 +117,137 @@ def image_warnings(img: Image.Image) -> list[str]:
     return out
 
 
-class Detector:
-    """A loaded, integrity-checked model."""
+#: pixels an image may declare before it is decoded (a decompression bomb is refused unread)
+MAX_PIXELS = 64_000_000
 
-    def __init__(self, cfg: InferConfig, base: Path, threads: int = 1, device: str = "cpu") -> None:
+
+class ImageRejected(ValueError):
+    """An input that is no image this model can score (the message says why)."""
+
+
+def decode(
+    source: str | Path | bytes, max_pixels: int = MAX_PIXELS
+) -> tuple[Image.Image, list[str]]:
+    """A file's or a request body's image as 8-bit RGB, with :func:`image_warnings`.
+
+    Its header is read first: more than ``max_pixels`` pixels is refused before decoding (a
+    small file may declare a huge image). A truncated or unknown file raises
+    :class:`ImageRejected`."""
+    import io
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            raw = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            with raw:
+                w, h = raw.size
+                if w * h > max_pixels:
+                    raise ImageRejected(
+                        f"image declares {w}x{h} px ({w * h / 1e6:.0f} MP), over the "
+                        f"{max_pixels / 1e6:.0f} MP this detector decodes"
+                    )
+                raw.load()  # full decode: catches truncated files
+                return to_rgb(raw), image_warnings(raw)
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(f"image refused as a decompression bomb: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageRejected(
+            "cannot read image: not an image format this detector reads (PNG, JPEG, BMP, TIFF, "
+            "WebP, GIF, PNM)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable input becomes one clear refusal
+        raise ImageRejected(f"cannot read image: {exc}") from None
+
+
+class Detector:
+    """A loaded, integrity-checked model.
+
+    ``runtime`` runs the backbone: ``onnxruntime`` (default) or ``openvino`` (FP32 or the INT8
+    model an export recorded; see :mod:`defectflow.deploy.openvino_runtime`)."""
+
+    def __init__(
+        self,
+        cfg: InferConfig,
+        base: Path,
+        threads: int = 1,
+        device: str = "cpu",
+        runtime: str = "onnxruntime",
+    ) -> None:
         self.device = dev.use(device)
         self.cfg = cfg
+        self.base = base
+        self.runtime = runtime
         self.backend = load_checkpoint(resolve(base, cfg.checkpoint, "checkpoint"))
         self.pp = (
             PreprocessSpec.model_validate(cfg.preprocess) if cfg.consumes == "features" else None
         )
         self.backbone = None
         if cfg.consumes == "features":
-            onnx = str(resolve(base, cfg.backbone, "backbone"))  # type: ignore[arg-type]
-            self.backbone = make_backbone(
-                onnx, cfg.backbone_spec, cfg.weights_sha256, self.device, threads
+            onnx = resolve(base, cfg.backbone, "backbone")  # type: ignore[arg-type]
+            if runtime == "openvino":
+                # lazy: openvino only where it is asked for
+                from defectflow.deploy.openvino_runtime import OpenVinoBackbone
+
+                self.backbone = OpenVinoBackbone(onnx, threads=threads)
+            elif runtime == "onnxruntime":
+                self.backbone = make_backbone(
+                    str(onnx), cfg.backbone_spec, cfg.weights_sha256, self.device, threads
+                )
+            else:
+                raise ModelError(f"runtime {runtime!r}: use onnxruntime or openvino")
+        elif runtime != "onnxruntime":
+            raise ModelError(
+                f"runtime {runtime!r}: {cfg.backend} runs its own torch forward, not an ONNX backbone"
             )
         self.out_size = self.pp.out_size if self.pp else int(cfg.preprocess["image_size"])
 
     @classmethod
-    def load(cls, infer_config: str | Path, threads: int = 1, device: str = "cpu") -> Detector:
+    def load(
+        cls,
+        infer_config: str | Path,
+        threads: int = 1,
+        device: str = "cpu",
+        runtime: str = "onnxruntime",
+    ) -> Detector:
         path = Path(infer_config)
-        return cls(read_infer_config(path), path.parent, threads=threads, device=device)
+        return cls(
+            read_infer_config(path), path.parent, threads=threads, device=device, runtime=runtime
+        )
+
+    @property
+    def needs_files(self) -> bool:
+        """The backend reads image files itself (anomalib): request bodies go through a file."""
+        return self.backbone is None
 
     def _features_of(self, batch: np.ndarray) -> Features:
         patch, emb = self.backbone(batch)  # type: ignore[misc]
         return Features([str(i) for i in range(len(batch))], patch, emb)
 
-    def _score(
-        self, ids: list[str], paths: list[str], images: list[Image.Image]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def score_loaded(
+        self, ids: list[str], images: list[Image.Image], paths: list[str] | None = None
+    ) -> list[tuple[float, np.ndarray | None]]:
+        """Raw score and normalized map of each decoded image, in order.
+
+        The backbone runs once over the whole list (its rows do not depend on each other; a test
+        holds onnxruntime to that), the backend one image at a time: a score is the same
+        whichever images share the call. ``paths`` only where :attr:`needs_files`."""
         if self.backbone is not None:
             patch, emb = self.backbone(np.stack([to_array(im, self.pp) for im in images]))  # type: ignore[arg-type]
             data: Any = Features(ids, patch, emb)
         else:
+            if paths is None:
+                raise ModelError(f"{self.cfg.backend} scores image files: give their paths")
             data = Images(ids, paths, self.out_size)
-        return score_with_maps(
-            self.backend, data, self.out_size, self.cfg.map_sigma, batch=len(ids)
-        )
+        scores, maps = score_with_maps(self.backend, data, self.out_size, self.cfg.map_sigma)
+        out = []
+        for i, sc in zip(ids, scores, strict=True):
+            m = maps.get(i)
+            nm = normalize(m, self.cfg.threshold).astype(np.float32) if m is not None else None
+            out.append((float(sc), nm))
+        return out
 
     def predict(
         self, items: list[dict[str, Any]], batch_size: int = 16, maps_dir: Path | None = None
@@ -172,12 +266,9 @@ class Detector:
             ok, loaded, warn = [], {}, {}
             for j, it in enumerate(chunk):
                 try:
-                    with Image.open(it["image_path"]) as raw:
-                        raw.load()  # full decode: catches truncated files
-                        warn[j] = image_warnings(raw)
-                        loaded[j] = to_rgb(raw)
+                    loaded[j], warn[j] = decode(it["image_path"])
                     ok.append(j)
-                except Exception as exc:  # noqa: BLE001 - any unreadable file becomes an error record
+                except ImageRejected as exc:
                     slots[j] = record(
                         self.cfg,
                         it["image_id"],
@@ -187,26 +278,21 @@ class Detector:
                         None,
                         it.get("gt_label"),
                         it.get("defect_type"),
-                        error=f"cannot read image: {exc}",
+                        error=str(exc),
                     )
             if ok:
-                ids = [chunk[j]["image_id"] for j in ok]
-                scores, maps = self._score(
-                    ids, [str(chunk[j]["image_path"]) for j in ok], [loaded[j] for j in ok]
+                scored = self.score_loaded(
+                    [chunk[j]["image_id"] for j in ok],
+                    [loaded[j] for j in ok],
+                    [str(chunk[j]["image_path"]) for j in ok],
                 )
-                for n, j in enumerate(ok):
+                for j, (score, nm) in zip(ok, scored, strict=True):
                     it, img = chunk[j], loaded[j]
-                    m = maps.get(it["image_id"])
-                    nm = (
-                        normalize(m, self.cfg.threshold).astype(np.float32)
-                        if m is not None
-                        else None
-                    )
                     rec = record(
                         self.cfg,
                         it["image_id"],
                         str(it["image_path"]),
-                        float(scores[n]),
+                        score,
                         nm,
                         img.size,
                         it.get("gt_label"),

@@ -58,6 +58,19 @@ def batches(data: Any, size: int) -> Iterator[Any]:
         yield data.subset(np.arange(s, min(s + size, len(data))))
 
 
+def score_each(backend: Backend, data: Any) -> Iterator[tuple[float, np.ndarray | None]]:
+    """Each image of ``data`` scored on its own: (raw score, its low-resolution map or None).
+
+    A batched product takes another BLAS path than a single row (gemm vs gemv; PaDiM's per-position
+    products, PatchCore's distance blocks), so an image scored among others differs in the last
+    bits from the same image scored alone. Scoring one image at a time makes a score independent of
+    its company: the pipeline, ``defectflow infer``, ``serve`` and ``watch`` agree bit for bit.
+    """
+    for i in range(len(data)):
+        sc, mp = backend.score(data.subset([i]))
+        yield float(np.asarray(sc, np.float64)[0]), (None if mp is None else mp[0])
+
+
 class Backend(ABC):
     """Fit on normal training inputs; score fresh inputs. State is arrays only (safetensors)."""
 
