@@ -62,7 +62,8 @@ def score_with_maps(
         scores[i] = sc
         if mp is not None:
             one = mp[None] if backend.maps_final else smooth_maps(mp[None], out_size, sigma)
-            maps[data.ids[i]] = one[0]
+            # at the precision the pipeline stores maps in (float16), so its regions are ours
+            maps[data.ids[i]] = one[0].astype(np.float16).astype(np.float32)
         if bar is not None:
             bar.update(1)
     return scores, maps

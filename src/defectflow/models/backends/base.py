@@ -65,10 +65,16 @@ def score_each(backend: Backend, data: Any) -> Iterator[tuple[float, np.ndarray 
     products, PatchCore's distance blocks), so an image scored among others differs in the last
     bits from the same image scored alone. Scoring one image at a time makes a score independent of
     its company: the pipeline, ``defectflow infer``, ``serve`` and ``watch`` agree bit for bit.
+    BLAS runs on one thread here: how a product is split across threads changes its last bits too,
+    and a score must not depend on the machine's core count.
     """
-    for i in range(len(data)):
-        sc, mp = backend.score(data.subset([i]))
-        yield float(np.asarray(sc, np.float64)[0]), (None if mp is None else mp[0])
+    # lazy: threadpoolctl inspects the loaded BLAS libraries on first use
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        for i in range(len(data)):
+            sc, mp = backend.score(data.subset([i]))
+            yield float(np.asarray(sc, np.float64)[0]), (None if mp is None else mp[0])
 
 
 class Backend(ABC):
