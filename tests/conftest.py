@@ -87,3 +87,13 @@ def workflow_dir(tmp_path: Path) -> Path:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / name)
     return dst
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The whole chain on the small demo, run once for every test module that reads it."""
+    from test_workflow import copy_workflow, snakemake
+
+    wf = copy_workflow(tmp_path_factory.mktemp("e2e") / "wf")
+    snakemake(wf)
+    return wf

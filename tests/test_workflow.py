@@ -208,13 +208,6 @@ def copy_workflow(dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    wf = copy_workflow(tmp_path_factory.mktemp("e2e") / "wf")
-    snakemake(wf)
-    return wf
-
-
 def test_end_to_end_artifacts_are_valid(demo_run):
     res = demo_run / "results" / "demo"
     files = [

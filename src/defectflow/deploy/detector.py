@@ -123,7 +123,12 @@ MAX_PIXELS = 64_000_000
 
 
 class ImageRejected(ValueError):
-    """An input that is no image this model can score (the message says why)."""
+    """An input that is no image this model can score (the message says why); ``too_large``:
+    refused for its declared size, not its content."""
+
+    def __init__(self, message: str, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 def decode(
@@ -146,14 +151,19 @@ def decode(
                 if w * h > max_pixels:
                     raise ImageRejected(
                         f"image declares {w}x{h} px ({w * h / 1e6:.0f} MP), over the "
-                        f"{max_pixels / 1e6:.0f} MP this detector decodes"
+                        f"{max_pixels / 1e6:.0f} MP this detector decodes",
+                        too_large=True,
                     )
                 raw.load()  # full decode: catches truncated files
                 return to_rgb(raw), image_warnings(raw)
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"image refused as a decompression bomb: {exc}") from None
+        raise ImageRejected(
+            f"image declares more than the {max_pixels / 1e6:.0f} MP this detector decodes "
+            f"(a decompression bomb?); refused unread ({exc})",
+            too_large=True,
+        ) from None
     except Image.UnidentifiedImageError:
         raise ImageRejected(
             "cannot read image: not an image format this detector reads (PNG, JPEG, BMP, TIFF, "

@@ -302,9 +302,7 @@ def create_app(opts: ServeOptions):  # noqa: C901 - the routes are one unit
         try:
             job = await run_in_threadpool(svc.accept, served, body, image_id, name)
         except ImageRejected as exc:
-            raise ApiError(
-                413 if "MP" in str(exc) or "bomb" in str(exc) else 400, "BAD_IMAGE", str(exc)
-            ) from None
+            raise ApiError(413 if exc.too_large else 400, "BAD_IMAGE", str(exc)) from None
         rec, nm = await asyncio.wrap_future(svc.batcher.submit(job))  # type: ignore[union-attr]
         svc.metrics.images.labels(rec.pred_label or "none").inc()
         out = rec.to_json()
