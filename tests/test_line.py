@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-
 from test_workflow import _deliver
 
 CLI = [sys.executable, "-m", "defectflow.cli"]
