@@ -8,6 +8,7 @@ import pytest
 
 from defectflow.config import ThresholdConfig
 from defectflow.false_alarms import (
+    FalseAlarmRate,
     check_batch,
     conformal_threshold,
     count_interval,
@@ -113,3 +114,19 @@ def test_the_alarm_with_an_expected_defect_rate_is_the_exact_mixture():
             for good in range(m + 1)
         )
         assert batch_p_value(flagged, m, rate, d) == pytest.approx(exact, rel=0.01)
+
+
+def test_the_batch_message_says_within_only_when_the_share_is_within_what_it_quotes():
+    """14 of 18 flagged with 50% defects expected: above the quoted 4.9% + 50%, so never
+    'within'; stated_rate is the expected rate the report states, the interval's top beside it."""
+    rate = FalseAlarmRate(
+        target=0.05, expected=0.02, low=0.001, high=0.049, n=60, rank=59, attainable=True
+    )
+    b = check_batch(14, 18, rate, 0.5)
+    assert b.flagged_fraction > b.allowed_fraction and "within" not in b.message
+    assert b.stated_rate == 0.02 and b.stated_high == 0.049
+    assert "p = " in b.message and "alarm below 0.001" in b.message
+    quiet = check_batch(1, 100, rate)
+    assert not quiet.alarm and "within the stated false-alarm rate (2.0%" in quiet.message
+    loud = check_batch(40, 100, rate)
+    assert loud.alarm and "more than the stated" in loud.message

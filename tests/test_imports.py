@@ -35,6 +35,8 @@ def _loaded(module: str) -> set[str]:
         "defectflow.evaluation.metrics",
         "defectflow.evaluation.report",
         "defectflow.deploy.detector",
+        "defectflow.deploy.service",
+        "defectflow.deploy.watch",
         "defectflow.models.backends.knn",
         "defectflow.models.backends.patchcore",
         "defectflow.models.backends.padim",

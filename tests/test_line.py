@@ -486,3 +486,55 @@ def test_watch_publishes_each_record_over_mqtt(demo_run, delivered, tmp_path):
         proc_b.terminate()
         proc_b.wait(timeout=10)
     assert sorted(r["image_id"] for r in got) == sorted(p.name for p in src)
+
+
+def test_openvino_fp32_matches_onnxruntime_and_int8_is_offered_only_where_it_holds(
+    demo_run, delivered, tmp_path
+):
+    """`defectflow openvino` writes the parity report; `infer --runtime openvino` scores as
+    onnxruntime does (to float rounding: same labels); INT8 runs only where the report offers it."""
+    folder = tmp_path / "m"
+    shutil.copytree(delivered["padim"].parent, folder)
+    ic = folder / "infer_config.json"
+    normals = demo_run / "resources/demo/bracket/train/good"
+    r = subprocess.run(
+        [*CLI, "openvino", "--infer-config", str(ic), "--normals", str(normals)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((folder / "openvino_report.json").read_text())
+    fp32, int8 = rep["openvino_fp32"], rep["openvino_int8"]
+    n = rep["images"]["normal"] + rep["images"]["synthetic_defects"]
+    assert fp32["parity"]["images"] == n and fp32["parity"]["max_rel_diff"] < 1e-4
+    assert fp32["labels_agree"] == n and int8["message"].startswith(
+        ("INT8 offered", "INT8 refused")
+    )
+    assert (folder / "backbone-int8.xml").exists() == int8["offered"]
+
+    test = demo_run / "resources/demo/bracket/test"
+    outs = {}
+    for rt in ("onnxruntime", "openvino", "openvino-int8"):
+        r = subprocess.run(
+            [*CLI, "infer", "--infer-config", str(ic), str(test), "--runtime", rt,
+             "--out", str(tmp_path / f"{rt}.jsonl")],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if rt == "openvino-int8" and not int8["offered"]:
+            assert r.returncode == 2 and "INT8 is not offered" in r.stderr, r.stderr
+            continue
+        assert r.returncode == 0, r.stderr
+        outs[rt] = [json.loads(x) for x in (tmp_path / f"{rt}.jsonl").read_text().splitlines()]
+    for a, b in zip(outs["onnxruntime"], outs["openvino"], strict=True):
+        assert b["score"] == pytest.approx(a["score"], rel=1e-4)
+        assert b["pred_label"] == a["pred_label"] or abs(a["normalized_score"] - 0.5) < 1e-3
+
+
+def test_int8_verdict_needs_the_ranking_and_the_threshold_to_hold():
+    from defectflow.deploy.openvino_runtime import int8_verdict
+
+    assert int8_verdict(0.95, 0.948, "val")[0]
+    ok, why = int8_verdict(0.95, 0.94, "val")
+    assert not ok and "0.9500" in why and "0.9400" in why and "loses 0.0100" in why
+    ok, why = int8_verdict(0.95, 0.95, "val", normals_flagged_int8=0.10, stated_high=0.045)
+    assert not ok and "10.0%" in why and "4.5%" in why
+    assert int8_verdict(0.95, 0.95, "val", normals_flagged_int8=0.02, stated_high=0.045)[0]

@@ -15,8 +15,10 @@ Pure numpy + math (no scipy): ``defectflow infer`` uses it.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
+import threading
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -287,9 +289,6 @@ class RollingAlarm:
     def __init__(
         self, rate: FalseAlarmRate | None, window: int = 500, expect_defect_rate: float = 0.0
     ) -> None:
-        import collections
-        import threading
-
         self.rate, self.window, self.expect = rate, window, expect_defect_rate
         self._flags: collections.deque[bool] = collections.deque(maxlen=window)
         self._lock = threading.Lock()

@@ -179,9 +179,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument(
         "--runtime",
-        choices=["onnxruntime", "openvino"],
+        choices=["onnxruntime", "openvino", "openvino-int8"],
         default="onnxruntime",
-        help="what runs the backbone on the CPU (default onnxruntime; openvino: FP32)",
+        help="what runs the backbone on the CPU (default onnxruntime; openvino: FP32; "
+        "openvino-int8: the INT8 model `defectflow openvino` offered)",
     )
     s.set_defaults(func=cmd_infer)
 

@@ -13,7 +13,7 @@ from defectflow.errors import DefectflowError
 
 log = logging.getLogger("defectflow")
 
-RUNTIMES = ["onnxruntime", "openvino"]
+RUNTIMES = ["onnxruntime", "openvino", "openvino-int8"]
 
 
 def _bytes(text: str) -> int:
@@ -52,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs
     from defectflow.artifacts.infer_summary import summary_path
     from defectflow.deploy.stream import load_verified
     from defectflow.deploy.watch import Watcher, mqtt_sink, webhook_sink
@@ -97,6 +98,28 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_openvino(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it runs
+    from defectflow.deploy.inputs import gather_images
+    from defectflow.deploy.openvino_runtime import REPORT, check_openvino
+    from defectflow.threads import set_threads
+
+    set_threads(args.threads)
+    normals = sorted(Path(it["image_path"]) for it in gather_images(args.normals, None))
+    r = check_openvino(args.infer_config, normals, threads=args.threads)
+    fp32, int8 = r["openvino_fp32"], r["openvino_int8"]
+    print(
+        f"onnxruntime {r['onnxruntime']['images_per_s']:.1f} images/s; OpenVINO FP32 "
+        f"{fp32['images_per_s']:.1f} images/s, scores within {fp32['parity']['max_rel_diff']:.1e} "
+        f"(relative), labels agree on {fp32['labels_agree']} of "
+        f"{r['images']['normal'] + r['images']['synthetic_defects']}; INT8 "
+        f"{int8['images_per_s']:.1f} images/s"
+    )
+    print(f"  {int8['message']}")
+    print(f"-> {args.infer_config.parent / REPORT}")
+    return EXIT_OK
+
+
 def _common(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--infer-config",
@@ -109,7 +132,8 @@ def _common(s: argparse.ArgumentParser) -> None:
         "--runtime",
         choices=RUNTIMES,
         default="onnxruntime",
-        help="what runs the backbone (default onnxruntime; openvino: FP32 on the CPU)",
+        help="what runs the backbone (default onnxruntime; openvino: FP32 on the CPU; "
+        "openvino-int8: the INT8 model `defectflow openvino` offered)",
     )
     s.add_argument(
         "--alarm-window",
@@ -178,3 +202,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--mqtt-topic", default="defectflow/predictions", help="MQTT topic for the records"
     )
     s.set_defaults(func=cmd_watch)
+
+    s = sub.add_parser(
+        "openvino",
+        help="check a model in OpenVINO (FP32 parity with onnxruntime; INT8 offered only where "
+        "its AUROC holds) and write openvino_report.json beside it",
+    )
+    s.add_argument("--infer-config", required=True, type=Path, help="the model's infer_config.json")
+    s.add_argument(
+        "--normals",
+        required=True,
+        nargs="+",
+        type=Path,
+        help="good images of the line (folders, files or a manifest): half calibrate INT8, half "
+        "(and synthetic defects made on them) measure it",
+    )
+    s.add_argument("--threads", type=_positive, default=2, help="runtime threads")
+    s.set_defaults(func=cmd_openvino)

@@ -7,7 +7,9 @@ The pipeline's score and predict stages call this module's scoring and record fu
 
 from __future__ import annotations
 
+import io
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +141,6 @@ def decode(
     Its header is read first: more than ``max_pixels`` pixels is refused before decoding (a
     small file may declare a huge image). A truncated or unknown file raises
     :class:`ImageRejected`."""
-    import io
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -176,8 +175,9 @@ def decode(
 class Detector:
     """A loaded, integrity-checked model.
 
-    ``runtime`` runs the backbone: ``onnxruntime`` (default) or ``openvino`` (FP32 or the INT8
-    model an export recorded; see :mod:`defectflow.deploy.openvino_runtime`)."""
+    ``runtime`` runs the backbone: ``onnxruntime`` (default), ``openvino`` (FP32) or
+    ``openvino-int8`` (the INT8 model that ``defectflow openvino`` offered; see
+    :mod:`defectflow.deploy.openvino_runtime`)."""
 
     def __init__(
         self,
@@ -203,12 +203,17 @@ class Detector:
                 from defectflow.deploy.openvino_runtime import OpenVinoBackbone
 
                 self.backbone = OpenVinoBackbone(onnx, threads=threads)
+            elif runtime == "openvino-int8":
+                # lazy: openvino only where it is asked for
+                from defectflow.deploy.openvino_runtime import int8_backbone
+
+                self.backbone = int8_backbone(base, cfg.model_id, threads)
             elif runtime == "onnxruntime":
                 self.backbone = make_backbone(
                     str(onnx), cfg.backbone_spec, cfg.weights_sha256, self.device, threads
                 )
             else:
-                raise ModelError(f"runtime {runtime!r}: use onnxruntime or openvino")
+                raise ModelError(f"runtime {runtime!r}: use onnxruntime, openvino or openvino-int8")
         elif runtime != "onnxruntime":
             raise ModelError(
                 f"runtime {runtime!r}: {cfg.backend} runs its own torch forward, not an ONNX backbone"

@@ -12,6 +12,7 @@ the batch. The service reads no image path from a request: images come in the bo
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import signal
@@ -114,6 +115,7 @@ class Metrics:
         self.slot = slot
 
     def render(self) -> bytes:
+        # lazy: prometheus_client only where a service runs
         from prometheus_client import generate_latest
 
         served = self.slot.current
@@ -214,12 +216,11 @@ class Service:
 
 def _authorized(header: str, token: str) -> bool:
     """The bearer token, compared in constant time."""
-    import hmac
-
     return hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
 
 
 def _error(status: int, code: str, message: str):
+    # lazy: the web stack only where a service runs
     from fastapi.responses import JSONResponse
 
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
@@ -395,6 +396,7 @@ def create_app(opts: ServeOptions):  # noqa: C901 - the routes are one unit
 
     @app.get("/metrics")
     async def metrics():
+        # lazy: prometheus_client only where a service runs
         from prometheus_client import CONTENT_TYPE_LATEST
 
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -409,6 +411,7 @@ def token_from_env() -> str | None:
 
 def run(opts: ServeOptions, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT (accepted requests are answered first)."""
+    # lazy: the web stack only where a service runs
     import uvicorn
 
     from defectflow.threads import set_threads

@@ -57,6 +57,7 @@ def repair_and_read(out: Path) -> list[dict[str, Any]]:
 
 def webhook_sink(url: str, timeout: float = 5.0) -> Sink:
     """POST each record as JSON to ``url`` (a failure is logged; the record is in the file)."""
+    # lazy: httpx only where a webhook is asked for
     import httpx
 
     client = httpx.Client(timeout=timeout)
@@ -72,6 +73,7 @@ def webhook_sink(url: str, timeout: float = 5.0) -> Sink:
 
 def mqtt_sink(address: str, topic: str) -> Sink:
     """Publish each record (JSON, QoS 1) to ``topic`` on the broker at ``host[:port]``."""
+    # lazy: paho-mqtt only where a broker is asked for
     import paho.mqtt.client as mqtt
 
     host, _, port = address.partition(":")
