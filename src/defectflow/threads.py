@@ -11,7 +11,9 @@ from threadpoolctl import threadpool_limits
 
 
 def set_threads(n: int) -> None:
+    global _WORKERS
     n = max(1, int(n))
+    _WORKERS = n
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(n)
 
@@ -21,3 +23,28 @@ def set_threads(n: int) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+_WORKERS: int | None = None
+_POOL = None
+
+
+def workers() -> int:
+    """The threads a job may use (what :func:`set_threads` was given; else the cores)."""
+    return _WORKERS or os.cpu_count() or 1
+
+
+def parallel_map(fn, items: list) -> list:
+    """``[fn(x) for x in items]``, run on :func:`workers` threads (numpy releases the GIL in
+    BLAS). Callers split work into parts fixed by the data, never by the thread count, so a
+    result is the same however many threads run it."""
+    global _POOL
+    n = min(workers(), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    if _POOL is None or _POOL._max_workers < n:
+        # lazy: a pool only where parallel work is asked for
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(n, thread_name_prefix="defectflow-part")
+    return list(_POOL.map(fn, items))

@@ -167,8 +167,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--max-wait-ms",
         type=float,
-        default=2.0,
-        help="how long the first image of a batch waits for company (default 2 ms)",
+        default=0.0,
+        help="how long the first image of a batch waits for company (default 0: requests "
+        "that queued while the last batch was scored join the next)",
     )
     s.add_argument(
         "--max-bytes",

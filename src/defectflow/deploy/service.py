@@ -48,7 +48,7 @@ class ServeOptions:
     threads: int = 2
     runtime: str = "onnxruntime"
     max_batch: int = 8
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_bytes: int = MAX_BYTES
     max_pixels: int = MAX_PIXELS
     alarm_window: int = 500
@@ -246,6 +246,43 @@ async def _body(request: Any, limit: int) -> bytes:
     return body
 
 
+class Guard:
+    """ASGI middleware: the bearer token on ``/v1/`` and ``/metrics``, and each ``/v1/``
+    request's outcome (its status code) and latency in the metrics. (A plain ASGI class: the
+    ``@app.middleware`` kind costs milliseconds a request.)"""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app, self.svc = app, service
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, token = scope["path"], self.svc.opts.token
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        headers = dict(scope["headers"])
+        if (
+            token
+            and path.startswith(("/v1/", "/metrics"))
+            and not _authorized(headers.get(b"authorization", b"").decode("latin-1"), token)
+        ):
+            reply = _error(401, "UNAUTHORIZED", "send 'Authorization: Bearer <token>'")
+            await reply(scope, receive, send_status)
+        else:
+            await self.app(scope, receive, send_status)
+        if path.startswith("/v1/"):
+            outcome = "ok" if status[0] < 400 else str(status[0])
+            self.svc.metrics.requests.labels(path, outcome).inc()
+            self.svc.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+
+
 def create_app(opts: ServeOptions):  # noqa: C901 - the routes are one unit
     """The FastAPI app of one service (its model loads in the background at startup)."""
     # lazy: the web stack only where a service runs
@@ -268,6 +305,7 @@ def create_app(opts: ServeOptions):  # noqa: C901 - the routes are one unit
 
     app = FastAPI(title="defectflow", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = svc
+    app.add_middleware(Guard, service=svc)
 
     async def _reload(path: Path) -> None:
         try:
@@ -278,26 +316,6 @@ def create_app(opts: ServeOptions):  # noqa: C901 - the routes are one unit
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
         return _error(exc.status, exc.code, exc.message)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        t0 = time.perf_counter()
-        endpoint = request.url.path
-        try:
-            if (
-                opts.token
-                and endpoint.startswith(("/v1/", "/metrics"))
-                and not _authorized(request.headers.get("authorization", ""), opts.token)
-            ):
-                raise ApiError(401, "UNAUTHORIZED", "send 'Authorization: Bearer <token>'")
-            response = await call_next(request)
-            outcome = "ok" if response.status_code < 400 else str(response.status_code)
-        except ApiError as exc:
-            response, outcome = _error(exc.status, exc.code, exc.message), exc.code.lower()
-        if endpoint.startswith("/v1/"):
-            svc.metrics.requests.labels(endpoint, outcome).inc()
-            svc.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
-        return response
 
     async def _score(served: Served, body: bytes, image_id: str, name: str, maps: bool) -> dict:
         try:
@@ -431,5 +449,7 @@ def run(opts: ServeOptions, host: str, port: int) -> None:
         port=port,
         log_level="warning",
         access_log=False,
+        loop="uvloop",
+        http="httptools",
         timeout_graceful_shutdown=30,
     )

@@ -113,7 +113,7 @@ class MicroBatcher:
     def __init__(
         self,
         max_batch: int = 8,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
@@ -140,8 +140,9 @@ class MicroBatcher:
             jobs = [first]
             deadline = time.perf_counter() + self.max_wait_s
             while len(jobs) < self.max_batch:
-                try:
-                    nxt = self._q.get(timeout=max(0.0, deadline - time.perf_counter()))
+                try:  # what is queued already joins; then wait for company up to the deadline
+                    left = deadline - time.perf_counter()
+                    nxt = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:

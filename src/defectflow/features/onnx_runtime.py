@@ -9,13 +9,17 @@ import numpy as np
 
 
 class OnnxBackbone:
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, spin: bool = True) -> None:
+        """``spin=False``: its threads sleep between calls instead of spinning, leaving the
+        cores to the scoring that follows each forward and to a service's other threads."""
         # lazy: onnxruntime only where a backbone runs
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.model_path = str(path)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 

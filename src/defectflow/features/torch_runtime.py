@@ -47,4 +47,5 @@ def make_backbone(
     if device == "cuda":
         return TorchBackbone(spec, weights_sha256, device)
 
-    return OnnxBackbone(onnx_path, threads=threads)
+    # no spinning: the scoring after each forward, and a service's threads, get the cores
+    return OnnxBackbone(onnx_path, threads=threads, spin=False)

@@ -16,6 +16,7 @@ import numpy as np
 
 from defectflow import device
 from defectflow.models.backends.params import BackendParams
+from defectflow.threads import parallel_map
 
 
 @dataclass
@@ -58,6 +59,9 @@ def batches(data: Any, size: int) -> Iterator[Any]:
         yield data.subset(np.arange(s, min(s + size, len(data))))
 
 
+_BLAS = None  # the BLAS libraries' thread control, made on first use
+
+
 def score_each(backend: Backend, data: Any) -> Iterator[tuple[float, np.ndarray | None]]:
     """Each image of ``data`` scored on its own: (raw score, its low-resolution map or None).
 
@@ -68,10 +72,13 @@ def score_each(backend: Backend, data: Any) -> Iterator[tuple[float, np.ndarray 
     BLAS runs on one thread here: how a product is split across threads changes its last bits too,
     and a score must not depend on the machine's core count.
     """
-    # lazy: threadpoolctl inspects the loaded BLAS libraries on first use
-    from threadpoolctl import threadpool_limits
+    global _BLAS
+    if _BLAS is None:
+        # lazy: threadpoolctl inspects the loaded BLAS libraries (once: 0.5 ms a time otherwise)
+        from threadpoolctl import ThreadpoolController
 
-    with threadpool_limits(1, user_api="blas"):
+        _BLAS = ThreadpoolController()
+    with _BLAS.limit(limits=1, user_api="blas"):
         for i in range(len(data)):
             sc, mp = backend.score(data.subset([i]))
             yield float(np.asarray(sc, np.float64)[0]), (None if mp is None else mp[0])
@@ -165,17 +172,21 @@ def nearest_sq_distances(
         aug = augmented_bank(bank)
     n, c = query.shape
     best = np.full(n, np.inf, dtype=np.float32)
-    q = np.ones((qblock, c + 1), dtype=np.float32)
-    block = np.empty((qblock, bblock), dtype=np.float32)
-    for qs in range(0, n, qblock):
+
+    def rows(qs: int) -> None:  # one query block: its own buffers, so blocks run in parallel
         m = min(qblock, n - qs)
-        q[:m, :c] = query[qs : qs + m]
+        q = np.ones((m, c + 1), dtype=np.float32)
+        q[:, :c] = query[qs : qs + m]
+        block = np.empty((m, bblock), dtype=np.float32)
         b_best = best[qs : qs + m]
         for bs in range(0, aug.shape[1], bblock):
             b = aug[:, bs : bs + bblock]
-            d2 = block[:m, : b.shape[1]]
-            np.matmul(q[:m], b, out=d2)
+            d2 = block[:, : b.shape[1]]
+            np.matmul(q, b, out=d2)
             np.minimum(b_best, d2.min(axis=1), out=b_best)
+
+    # blocks fixed by qblock, not by the threads: the same distances on any machine
+    parallel_map(rows, list(range(0, n, qblock)))
     best += np.einsum("ij,ij->i", query, query)
     return np.maximum(best, 0.0)
 

@@ -11,6 +11,10 @@ import numpy as np
 from defectflow.errors import ModelError
 from defectflow.models.backends.base import Backend, Features
 from defectflow.models.backends.params import PadimParams
+from defectflow.threads import parallel_map
+
+#: positions scored in one part (parts run in parallel; fixed, so scores do not depend on threads)
+POSITIONS_PART = 64
 
 
 @functools.lru_cache(maxsize=8)
@@ -201,8 +205,14 @@ class PadimBackend(Backend):
         b, _, h, w = patch.shape
         x = patch[:, self.channels].astype(np.float32).reshape(b, -1, h * w)
         diff = x.transpose(2, 0, 1) - self.mean[:, None, :]  # [P, B, C]
-        if self._chol is None:
-            d2 = np.einsum("pbc,pbc->pb", diff @ self.inv_cov, diff)  # batched over positions
+        if self._chol is None:  # batched over positions, in parts of positions run in parallel
+            d2 = np.empty(diff.shape[:2], np.float32)
+
+            def part(s: int) -> None:
+                sl = slice(s, s + POSITIONS_PART)
+                d2[sl] = np.einsum("pbc,pbc->pb", diff[sl] @ self.inv_cov[sl], diff[sl])
+
+            parallel_map(part, list(range(0, len(diff), POSITIONS_PART)))
         else:  # |L^-1 diff|^2, L L^T the covariance
             # lazy: scipy (0.3-0.5 s) only where it is used, not on every import of the module
             from scipy.linalg import lapack
