@@ -26,6 +26,25 @@ CLI = [sys.executable, "-m", "defectflow.cli"]
 SAME = ("score", "normalized_score", "pred_label", "regions", "model_id", "error", "warnings")
 
 
+@pytest.fixture(autouse=True)
+def _no_orphans(monkeypatch):
+    """Every process a test starts is killed when it ends, passed or failed."""
+    started: list[subprocess.Popen] = []
+    real = subprocess.Popen
+
+    class Tracked(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *a, **k) -> None:
+            super().__init__(*a, **k)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Tracked)
+    yield
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -267,13 +286,13 @@ def test_hot_swap_under_load_drops_nothing_and_a_bad_model_is_refused(
     """Requests keep coming while the model is swapped (by POST and by SIGHUP): every answer is
     a 200 from the old or the new model; a model that fails verification leaves the old one."""
     img = next((demo_run / "resources/demo/bracket/test/good").glob("*.png")).read_bytes()
-    live = tmp_path / "live"
-    shutil.copytree(delivered["knn"].parent, live)
-    srv = Server(live / "infer_config.json", "--threads", "1")
-    old = httpx.get(srv.url + "/health").json()["model_id"]
     from defectflow.artifacts.infer_config import read_infer_config
 
+    live = tmp_path / "live"
+    shutil.copytree(delivered["knn"].parent, live)
     new = read_infer_config(delivered["padim"]).model_id
+    srv = Server(live / "infer_config.json", "--threads", "1")
+    old = httpx.get(srv.url + "/health").json()["model_id"]
     answers: list[tuple[int, str | None]] = []
     stop = threading.Event()
 
@@ -510,6 +529,8 @@ def test_openvino_fp32_matches_onnxruntime_and_int8_is_offered_only_where_it_hol
         ("INT8 offered", "INT8 refused")
     )
     assert (folder / "backbone-int8.xml").exists() == int8["offered"]
+    r = subprocess.run([*CLI, "validate", str(folder / "openvino_report.json")])
+    assert r.returncode == 0
 
     test = demo_run / "resources/demo/bracket/test"
     outs = {}

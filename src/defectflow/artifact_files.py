@@ -34,6 +34,7 @@ def detect_schema(path: str | Path) -> str:
         "learning_curve.json": "learning_curve",  # predictions.summary.json
         "metrics.json": "metrics",
         "fiftyone.json": "fiftyone_summary",
+        "openvino_report.json": "openvino_report",
     }
     for suffix, schema in table.items():
         if name.endswith(suffix):

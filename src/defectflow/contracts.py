@@ -33,6 +33,7 @@ ARTIFACTS: dict[str, str] = {
     "prediction": "defectflow.artifacts.predictions:PredictionRecord",
     "metrics": "defectflow.artifacts.metrics:Metrics",
     "learning_curve": "defectflow.artifacts.learning_curve:LearningCurve",
+    "openvino_report": "defectflow.artifacts.openvino_report:OpenVinoReport",
     "fiftyone_summary": "defectflow.curation.fiftyone:FiftyoneSummary",
 }
 

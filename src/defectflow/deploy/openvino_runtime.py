@@ -9,16 +9,20 @@ INT8 backbone, which :func:`int8_verdict` accepts only where its image AUROC sta
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from defectflow.artifacts.openvino_report import (
+    OpenVinoReport,
+    read_openvino_report,
+    write_openvino_report,
+)
 from defectflow.errors import ModelError
 from defectflow.features.preprocess import to_array
-from defectflow.io import atomic_path, sha256_file
+from defectflow.io import sha256_file
 
 INT8_AUROC_TOLERANCE = 0.005
 
@@ -224,8 +228,7 @@ def check_openvino(
     else:
         int8_path.unlink(missing_ok=True)
         bin_path.unlink(missing_ok=True)
-    with atomic_path(ic.parent / REPORT) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    write_openvino_report(OpenVinoReport.model_validate(report), ic.parent / REPORT)
     return report
 
 
@@ -238,17 +241,12 @@ def int8_backbone(base: Path, model_id: str, threads: int) -> OpenVinoBackbone:
             f"no {REPORT} beside the model: run `defectflow openvino --infer-config ... "
             "--normals DIR` first"
         )
-    r = json.loads(rep.read_text())
-    int8 = r.get("openvino_int8", {})
-    if r.get("model_id") != model_id:
-        raise ModelError(
-            f"{rep} is of model {r.get('model_id')}, not {model_id}: run the check again"
-        )
-    if not int8.get("offered"):
-        raise ModelError(
-            f"INT8 is not offered for {model_id}: {int8.get('message', 'no INT8 check')}"
-        )
-    for name, sha in int8["files"].items():
+    r = read_openvino_report(rep)
+    if r.model_id != model_id:
+        raise ModelError(f"{rep} is of model {r.model_id}, not {model_id}: run the check again")
+    if not r.openvino_int8.offered:
+        raise ModelError(f"INT8 is not offered for {model_id}: {r.openvino_int8.message}")
+    for name, sha in r.openvino_int8.files.items():
         if not (base / name).is_file() or sha256_file(base / name) != sha:
             raise ModelError(f"{base / name} is missing or changed since the check: run it again")
     return OpenVinoBackbone(base / INT8_MODEL, threads=threads)
