@@ -48,3 +48,20 @@ def parallel_map(fn, items: list) -> list:
 
         _POOL = ThreadPoolExecutor(n, thread_name_prefix="defectflow-part")
     return list(_POOL.map(fn, items))
+
+
+def limit_malloc_arenas(n: int = 2) -> None:
+    """glibc gives each thread that allocates its own malloc arena and keeps what is freed in
+    it: a long-running process whose work moves between many threads (a service's thread pool)
+    grows by tens of MB per thread. ``n`` arenas in all (``MALLOC_ARENA_MAX``); a no-op where
+    the C library is not glibc."""
+    # lazy: ctypes only in the long-running commands that call this
+    import ctypes
+    import ctypes.util
+
+    m_arena_max = -8  # from glibc's malloc.h
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(m_arena_max, n)
+    except (OSError, AttributeError):
+        pass

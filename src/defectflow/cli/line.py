@@ -56,7 +56,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from defectflow.artifacts.infer_summary import summary_path
     from defectflow.deploy.stream import load_verified
     from defectflow.deploy.watch import Watcher, mqtt_sink, webhook_sink
-    from defectflow.threads import set_threads
+    from defectflow.threads import limit_malloc_arenas, set_threads
 
     if not args.folder.is_dir():
         raise DefectflowError(f"{args.folder}: not a folder to watch")
@@ -65,6 +65,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         {"--out": out, "--out's summary": summary_path(out)}, [args.infer_config, args.folder]
     )
     _info_logging()
+    limit_malloc_arenas()
     set_threads(args.threads)
     served = load_verified(
         args.infer_config,

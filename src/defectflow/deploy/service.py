@@ -432,8 +432,9 @@ def run(opts: ServeOptions, host: str, port: int) -> None:
     # lazy: the web stack only where a service runs
     import uvicorn
 
-    from defectflow.threads import set_threads
+    from defectflow.threads import limit_malloc_arenas, set_threads
 
+    limit_malloc_arenas()  # else resident memory grows with every pool thread that decodes
     set_threads(opts.threads)
     app = create_app(opts)
     log.info(
