@@ -65,10 +65,20 @@ class Server:
     def __init__(self, ic: Path, threads: int, *extra: str) -> None:
         self.url = f"http://127.0.0.1:{(port := _port())}"
         self.proc = subprocess.Popen(
-            [*CLI, "serve", "--infer-config", str(ic), "--port", str(port),
-             "--threads", str(threads), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                *CLI,
+                "serve",
+                "--infer-config",
+                str(ic),
+                "--port",
+                str(port),
+                "--threads",
+                str(threads),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(600):
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
@@ -250,10 +260,19 @@ def bench_openvino(models: dict[str, Path], normals: Path, a, tmp: Path) -> None
         cfg = json.loads(ic.read_text())
         shutil.copy((ic.parent / cfg["backbone"]["path"]).resolve(), d)
         r = subprocess.run(
-            [*CLI, "openvino", "--infer-config", str(d / "infer_config.json"),
-             "--normals", str(normals), "--threads", str(a.threads)],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                *CLI,
+                "openvino",
+                "--infer-config",
+                str(d / "infer_config.json"),
+                "--normals",
+                str(normals),
+                "--threads",
+                str(a.threads),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             print(f"| {m} | failed: {r.stderr.strip()[-300:]} |")
             continue
@@ -278,8 +297,17 @@ def bench_watch(ic: Path, sources: list[Path], a, tmp: Path) -> None:
         Image.fromarray(img).save(stock / f"{i:05d}.png", compress_level=1)
     folder, out = tmp / "drop", tmp / "watch.jsonl"
     folder.mkdir()
-    cmd = [*CLI, "watch", str(folder), "--infer-config", str(ic), "--out", str(out),
-           "--threads", str(a.threads)]  # fmt: skip
+    cmd = [
+        *CLI,
+        "watch",
+        str(folder),
+        "--infer-config",
+        str(ic),
+        "--out",
+        str(out),
+        "--threads",
+        str(a.threads),
+    ]
 
     def lines() -> int:
         return len(out.read_bytes().splitlines()) if out.exists() else 0

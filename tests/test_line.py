@@ -146,10 +146,18 @@ def test_serve_watch_and_infer_give_the_pipeline_records_bit_for_bit(
     assert counts["defectflow_batch_images_sum"] > counts["defectflow_batch_images_count"]
 
     r = subprocess.run(
-        [*CLI, "infer", "--infer-config", str(delivered[model]), *map(str, images),
-         "--out", str(tmp_path / "infer.jsonl")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            *CLI,
+            "infer",
+            "--infer-config",
+            str(delivered[model]),
+            *map(str, images),
+            "--out",
+            str(tmp_path / "infer.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     infer = {
         _key(Path(x["image_path"])): x
@@ -164,8 +172,9 @@ def test_serve_watch_and_infer_give_the_pipeline_records_bit_for_bit(
     out = tmp_path / "watch.jsonl"
     proc = subprocess.Popen(
         [*CLI, "watch", str(folder), "--infer-config", str(delivered[model]), "--out", str(out)],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_lines(out, len(images), proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
@@ -433,10 +442,20 @@ def test_watch_sends_each_record_to_a_webhook(demo_run, delivered, tmp_path):
     src = sorted((demo_run / "resources/demo/bracket/test/good").glob("*.png"))[:3]
     url = f"http://127.0.0.1:{hook.server_port}/hook"
     proc = subprocess.Popen(
-        [*CLI, "watch", str(folder), "--infer-config", str(delivered["knn"]),
-         "--out", str(out), "--webhook", url],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *CLI,
+            "watch",
+            str(folder),
+            "--infer-config",
+            str(delivered["knn"]),
+            "--out",
+            str(out),
+            "--webhook",
+            url,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for p in src:
         shutil.copy(p, folder / p.name)
     _wait_lines(out, 3, proc)
@@ -487,10 +506,22 @@ def test_watch_publishes_each_record_over_mqtt(demo_run, delivered, tmp_path):
     folder.mkdir()
     src = sorted((demo_run / "resources/demo/bracket/test/good").glob("*.png"))[:3]
     proc = subprocess.Popen(
-        [*CLI, "watch", str(folder), "--infer-config", str(delivered["knn"]),
-         "--out", str(out), "--mqtt", f"127.0.0.1:{port}", "--mqtt-topic", "line/1"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *CLI,
+            "watch",
+            str(folder),
+            "--infer-config",
+            str(delivered["knn"]),
+            "--out",
+            str(out),
+            "--mqtt",
+            f"127.0.0.1:{port}",
+            "--mqtt-topic",
+            "line/1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for p in src:
             shutil.copy(p, folder / p.name)
@@ -518,8 +549,9 @@ def test_openvino_fp32_matches_onnxruntime_and_int8_is_offered_only_where_it_hol
     normals = demo_run / "resources/demo/bracket/train/good"
     r = subprocess.run(
         [*CLI, "openvino", "--infer-config", str(ic), "--normals", str(normals)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads((folder / "openvino_report.json").read_text())
     fp32, int8 = rep["openvino_fp32"], rep["openvino_int8"]
@@ -536,10 +568,20 @@ def test_openvino_fp32_matches_onnxruntime_and_int8_is_offered_only_where_it_hol
     outs = {}
     for rt in ("onnxruntime", "openvino", "openvino-int8"):
         r = subprocess.run(
-            [*CLI, "infer", "--infer-config", str(ic), str(test), "--runtime", rt,
-             "--out", str(tmp_path / f"{rt}.jsonl")],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                *CLI,
+                "infer",
+                "--infer-config",
+                str(ic),
+                str(test),
+                "--runtime",
+                rt,
+                "--out",
+                str(tmp_path / f"{rt}.jsonl"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if rt == "openvino-int8" and not int8["offered"]:
             assert r.returncode == 2 and "INT8 is not offered" in r.stderr, r.stderr
             continue

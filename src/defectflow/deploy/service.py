@@ -81,21 +81,27 @@ class Metrics:
 
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
-            "defectflow_requests", "requests answered, by endpoint and outcome",
-            ["endpoint", "outcome"], registry=r,
-        )  # fmt: skip
+            "defectflow_requests",
+            "requests answered, by endpoint and outcome",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
         self.latency = Histogram(
-            "defectflow_request_seconds", "time from request to answer, by endpoint",
-            ["endpoint"], registry=r,
+            "defectflow_request_seconds",
+            "time from request to answer, by endpoint",
+            ["endpoint"],
+            registry=r,
             buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
-        )  # fmt: skip
+        )
         self.images = Counter(
             "defectflow_images", "images scored, by predicted label", ["label"], registry=r
         )
         self.batch = Histogram(
-            "defectflow_batch_images", "images scored together in one backbone call",
-            registry=r, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
-        )  # fmt: skip
+            "defectflow_batch_images",
+            "images scored together in one backbone call",
+            registry=r,
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+        )
         self.swaps = Counter(
             "defectflow_model_swaps", "model swaps, by outcome", ["outcome"], registry=r
         )
