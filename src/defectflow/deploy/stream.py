@@ -40,7 +40,6 @@ class Served:
     detector: Detector
     source: Path
     alarm: RollingAlarm
-    loaded_at: float = field(default_factory=time.time)
 
     @property
     def model_id(self) -> str:
@@ -194,10 +193,6 @@ def heatmap_png(norm_map: np.ndarray) -> str:
 def error_record(served: Served, image_id: str, image_path: str, error: str) -> PredictionRecord:
     """The record of an image that could not be scored (as ``defectflow infer`` writes it)."""
     return record(served.detector.cfg, image_id, image_path, None, None, None, error=error)
-
-
-def fmt_seconds(s: float) -> str:
-    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
 def model_facts(served: Served) -> dict[str, Any]:
